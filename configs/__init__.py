@@ -1,0 +1,66 @@
+"""YAML presets, validated into typed config objects once, at the edge.
+
+A preset is a small diff over the engine defaults (:class:`zssr.config.ZSSRConfig`),
+each value with a comment saying why.  Resolution order: defaults <- preset <-
+config file <- ``--set key=value`` overrides.
+
+>>> cfg, raw = resolve_config(preset="paper", overrides=["train.max_iters=10"])
+>>> cfg.train.max_iters
+10
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zssr.config import ConfigError, ZSSRConfig, config_from_dict, merge_dicts, parse_override
+
+__all__ = ["PRESETS_DIR", "available_presets", "load_preset", "load_yaml", "resolve_config"]
+
+PRESETS_DIR = Path(__file__).resolve().parent
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with ``yaml.safe_load``; errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not name or "/" in name or not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; available presets: "
+                          + ", ".join(available_presets()))
+    return load_yaml(path)
+
+
+def resolve_config(*, preset: str | None = None, config_file: str | Path | None = None,
+                   overrides: list[str] | tuple[str, ...] = ()) -> tuple[ZSSRConfig, dict]:
+    """Defaults <- preset <- file <- overrides; returns the typed config and the merged data."""
+    data: dict[str, Any] = {}
+    if preset:
+        data = merge_dicts(data, load_preset(preset))
+    if config_file:
+        data = merge_dicts(data, load_yaml(config_file))
+    for text in overrides:
+        data = merge_dicts(data, parse_override(text))
+    return config_from_dict(data), data

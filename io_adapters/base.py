@@ -1,0 +1,145 @@
+"""The one contract every format adapter follows.
+
+A reader is opened on a path and exposes typed :class:`Metadata`; pixels come
+out of ``read(window)`` as ``(bands, rows, cols)`` arrays in the file's own
+dtype, *boundless*: parts of the window outside the raster are filled with the
+nodata value (or 0).  Windows are :class:`rasterio.windows.Window` objects
+(``col_off, row_off, width, height``) in full-resolution pixel coordinates.
+
+Stacks (a multi-frame DICOM, a folder of slices) have ``frames > 1``; each
+frame is a 2-D image with ``bands`` samples per pixel and is read with
+``read(window, frame=i)``.
+
+A writer is created for an output path and a (scaled) :class:`Metadata`,
+receives ``write(array, window, frame=0)`` calls for disjoint regions, and
+becomes visible at its final path only on ``commit()``; ``abort()`` (or an
+exception inside a ``with`` block) removes every partial byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from rasterio.windows import Window
+
+from .errors import WriteError
+
+__all__ = ["Window", "GeoInfo", "MedicalInfo", "Metadata", "Reader", "Writer", "full_window"]
+
+
+@dataclass(frozen=True)
+class GeoInfo:
+    """Georeferencing of a raster (GDAL conventions)."""
+
+    crs_wkt: str | None
+    transform: tuple[float, float, float, float, float, float]  # affine a, b, c, d, e, f
+    colorinterp: tuple[str, ...] = ()
+    scales: tuple[float, ...] = ()
+    offsets: tuple[float, ...] = ()
+    units: tuple[str, ...] = ()
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MedicalInfo:
+    """DICOM geometry and value mapping kept with the pixels."""
+
+    modality: str
+    photometric: str  # MONOCHROME1, MONOCHROME2, RGB
+    pixel_spacing: tuple[float, float] | None  # (row spacing, column spacing) in mm
+    slice_thickness: float | None
+    orientation: tuple[float, ...] | None  # ImageOrientationPatient (6 values)
+    positions: tuple[tuple[float, float, float], ...] = ()  # ImagePositionPatient per frame
+    rescale_slope: float = 1.0
+    rescale_intercept: float = 0.0
+    bits_stored: int | None = None
+    sources: tuple[str, ...] = ()  # one file per frame for a series, else the single file
+
+
+@dataclass(frozen=True)
+class Metadata:
+    path: Path
+    format: str  # "geotiff", "dicom", "plain", "zarr"
+    bands: int
+    rows: int
+    cols: int
+    dtype: np.dtype
+    frames: int = 1
+    nodata: float | None = None
+    has_mask: bool = False  # an internal/alpha mask or nodata marks invalid pixels
+    band_names: tuple[str, ...] = ()
+    geo: GeoInfo | None = None
+    medical: MedicalInfo | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(bands, rows, cols)`` of one frame."""
+        return (self.bands, self.rows, self.cols)
+
+
+def full_window(meta: Metadata) -> Window:
+    return Window(0, 0, meta.cols, meta.rows)
+
+
+@runtime_checkable
+class Reader(Protocol):
+    meta: Metadata
+
+    def read(self, window: Window | None = None, *, frame: int = 0,
+             bands: list[int] | None = None) -> np.ndarray:
+        """``(bands, rows, cols)`` in the file's dtype; boundless (nodata or 0 outside)."""
+        ...
+
+    def read_mask(self, window: Window | None = None, *, frame: int = 0) -> np.ndarray:
+        """``(rows, cols)`` bool, True where every band is valid (outside the raster: False)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Reader: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+@runtime_checkable
+class Writer(Protocol):
+    path: Path  # final path; nothing exists there before commit()
+
+    def write(self, array: np.ndarray, window: Window, *, frame: int = 0) -> None: ...
+
+    def commit(self) -> Path: ...
+
+    def abort(self) -> None: ...
+
+
+class AtomicWriterMixin:
+    """``with`` support: commit on success, abort on any exception."""
+
+    def __enter__(self):  # noqa: D105
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: D105
+        if exc_type is None:
+            self.commit()  # type: ignore[attr-defined]
+        else:
+            self.abort()  # type: ignore[attr-defined]
+
+
+def check_output_path(path: Path, *, inputs: tuple[Path, ...] = ()) -> Path:
+    """Resolve an output path; refuse one that is an input or whose folder is not writable."""
+    import os
+
+    out = Path(path).resolve()
+    for src in inputs:
+        if Path(src).resolve() == out:
+            raise WriteError(f"{out}: output path equals the input; choose another output")
+    parent = out.parent
+    if not parent.is_dir():
+        raise WriteError(f"{out}: output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise WriteError(f"{out}: output folder {parent} is not writable")
+    return out

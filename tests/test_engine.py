@@ -1,0 +1,211 @@
+"""Engine tests on real image crops (tests/data/engine, see tests/data/README.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import DATA, tiny_config
+from zssr import super_resolve
+from zssr.config import InferConfig, NetConfig, TrainConfig
+from zssr.inference import median, predict
+from zssr.model import ZSSRNet, build_model, count_flops
+from zssr.resize import imresize
+from zssr.sampling import ArrayCropSource, FatherSampler, Window, dihedral, undo_dihedral
+from zssr.train import LearningRatePolicy, train
+
+
+def load(name: str) -> np.ndarray:
+    a = np.asarray(Image.open(DATA / "engine" / name))
+    return a if a.ndim == 2 else np.moveaxis(a, -1, 0)
+
+
+def work(name: str) -> np.ndarray:
+    a = load(name).astype(np.float32) / 255
+    return a if a.ndim == 3 else a[None]
+
+
+def test_model_shapes_init_and_flops():
+    net = ZSSRNet(4, NetConfig())
+    convs = [m for m in net.body if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 8 and all(c.bias is None for c in convs)
+    assert convs[0].in_channels == 4 and convs[-1].out_channels == 4
+    w = convs[3].weight
+    assert abs(float(w.detach().std()) - np.sqrt(0.1 / (64 * 9))) < 0.002
+    assert count_flops(1, NetConfig(depth=2, width=2, kernel_size=3), 10) == 2 * (2 * 9 + 2 * 9) * 10
+    a = build_model(3, NetConfig(), seed=1)
+    b = build_model(3, NetConfig(), seed=1)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_each_dihedral_transform_is_undone_exactly(k):
+    x = torch.arange(2 * 5 * 7, dtype=torch.float32).reshape(2, 5, 7)
+    y = dihedral(x, k)
+    assert torch.equal(undo_dihedral(y, k), x)
+    if k:
+        assert not torch.equal(y.reshape(-1), x.reshape(-1)) or y.shape != x.shape
+
+
+def test_all_eight_transforms_distinct():
+    x = torch.arange(16.0).reshape(1, 4, 4)
+    outs = {tuple(dihedral(x, k).flatten().tolist()) for k in range(8)}
+    assert len(outs) == 8
+
+
+def test_median_matches_numpy():
+    s = torch.randn(8, 2, 3, 3)
+    assert np.allclose(median(s).numpy(), np.median(s.numpy(), axis=0), atol=1e-7)
+    s7 = torch.randn(7, 3)
+    assert np.allclose(median(s7).numpy(), np.median(s7.numpy(), axis=0))
+
+
+@pytest.mark.parametrize("name", ["butterfly_64.png", "bridge_47x53.png"])
+def test_zero_residual_ensemble_equals_bicubic(name):
+    lr = torch.from_numpy(work(name))
+    net = ZSSRNet(lr.shape[0], NetConfig(depth=3, width=4))
+    for p in net.parameters():
+        torch.nn.init.zeros_(p)
+    sr = predict(net, lr, scale=2, infer=InferConfig(ensemble=True, back_projection_iters=0),
+                 clip_range=(-10.0, 10.0))
+    ref = imresize(lr, scale=2.0)
+    assert sr.shape == ref.shape
+    assert torch.allclose(sr, ref, atol=1e-5)
+
+
+def _noisy_flat(n_points):
+    return [1.0 + (1e-3 if i % 2 else -1e-3) for i in range(n_points)]
+
+
+def test_learning_rate_policy_drops_at_predicted_iterations():
+    cfg = TrainConfig()
+    pol = LearningRatePolicy(cfg)
+    errors = iter(_noisy_flat(100))
+    drops = []
+    for it in range(3000):
+        if it % cfg.run_test_every == 0:
+            pol.record(it, next(errors))
+        if pol.step(it):
+            drops.append(it)
+        if pol.finished:
+            break
+    # first check with (1 + it) % 60 == 0 and it - 0 > 256 is it = 299; then 256 more each time
+    assert drops == [299, 599, 899]
+    assert pol.finished and it == 899
+
+
+def test_learning_rate_policy_keeps_rate_while_improving():
+    cfg = TrainConfig()
+    pol = LearningRatePolicy(cfg)
+    for it in range(1200):
+        if it % cfg.run_test_every == 0:
+            pol.record(it, 1.0 - 5e-4 * it + (1e-6 if (it // 50) % 2 else 0))
+        assert not pol.step(it)
+    assert pol.lr == cfg.learning_rate
+
+
+def test_fathers_have_crop_shape_and_respect_clip(rng):
+    img = work("butterfly_64.png")
+    cfg = TrainConfig(crop_size=32)
+    src = ArrayCropSource(img)
+    sampler = FatherSampler(src, cfg, rng=rng, clip_range=(torch.zeros(3), torch.ones(3)),
+                            device=torch.device("cpu"))
+    modes = set()
+    for _ in range(60):
+        f = sampler.sample()
+        modes.add(f.mode)
+        assert f.pixels.shape == (3, 32, 32) and f.valid.shape == (32, 32)
+        assert float(f.pixels.min()) >= 0 and float(f.pixels.max()) <= 1
+    assert modes == {"leave_as_is", "no_interp", "affine"}
+
+
+def test_crop_source_is_boundless_and_masks_outside():
+    img = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
+    pix, valid = ArrayCropSource(img)(Window(-1, -1, 5, 6))
+    assert pix.shape == (1, 5, 6)
+    assert not valid[0].any() and not valid[:, 0].any() and valid[1:4, 1:5].all()
+    assert pix[0, 1, 0] == img[0, 0, 0]  # mirrored
+
+
+def test_fathers_avoid_invalid_regions(rng):
+    img = work("butterfly_64.png")
+    mask = np.zeros(img.shape[1:], bool)
+    mask[:, :40] = True
+    src = ArrayCropSource(img, mask)
+    cfg = TrainConfig(crop_size=24, min_valid_fraction=0.9)
+    sampler = FatherSampler(src, cfg, rng=rng, clip_range=(torch.zeros(3), torch.ones(3)),
+                            device=torch.device("cpu"))
+    fracs = [sampler.sample().valid.float().mean().item() for _ in range(30)]
+    assert min(fracs) >= 0.9
+
+
+def test_training_lowers_the_loss_on_a_real_image():
+    img = work("butterfly_64.png")
+    torch.manual_seed(0)
+    net = build_model(3, NetConfig(depth=4, width=32), seed=0)
+    cfg = TrainConfig(max_iters=150, crop_size=32, run_test_every=10,
+                      learning_rate_slope_range=50, min_iters=1000)
+    hist = train(net, ArrayCropSource(img), scale=2, cfg=cfg, seed=0)
+    assert hist.iterations == 150
+    first, last = np.mean(hist.losses[:15]), np.mean(hist.losses[-15:])
+    assert last < 0.9 * first
+    rec = hist.reconstruction_errors
+    assert rec[-1] < 0.8 * rec[0], rec
+
+
+def test_same_seed_same_output():
+    img = load("bridge_47x53.png")
+    cfg = tiny_config()
+    a, ha = super_resolve(img, scale=2, config=cfg, seed=3)
+    b, hb = super_resolve(img, scale=2, config=cfg, seed=3)
+    c, _ = super_resolve(img, scale=2, config=cfg, seed=4)
+    assert np.array_equal(a, b) and ha.losses == hb.losses
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("name, shape, dtype", [
+    ("bridge_47x53.png", (94, 106), np.uint8),
+    ("bird_rgba_48x60.png", (4, 96, 120), np.uint8),
+    ("bridge16_47x53.png", (94, 106), np.uint16),
+])
+def test_round_trip_dtype_and_range(name, shape, dtype):
+    img = load(name)
+    sr, hist = super_resolve(img, scale=2, config=tiny_config())
+    assert sr.shape == shape and sr.dtype == dtype
+    # the output stays close to the input's statistics, in the same units
+    assert abs(float(sr.mean()) - float(img.mean())) < 0.05 * np.iinfo(dtype).max
+    assert hist.iterations == 20
+
+
+def test_float_multiband_round_trip_keeps_units():
+    rng = np.random.default_rng(1)
+    base = work("butterfly_64.png")
+    bands = np.concatenate([base, base[:1] * 0.5 + 0.1]) * 3000.0 - 200.0  # 4 bands, real units
+    bands = bands.astype(np.float32) + rng.normal(0, 1, bands.shape).astype(np.float32)
+    sr, _ = super_resolve(bands, scale=2, config=tiny_config())
+    assert sr.shape == (4, 128, 128) and sr.dtype == np.float32
+    for b in range(4):  # clipped to each band's own range
+        assert sr[b].min() >= bands[b].min() - 1e-3 and sr[b].max() <= bands[b].max() + 1e-3
+    down = imresize(torch.from_numpy(sr), scale=0.5).numpy()
+    assert np.abs(down - bands).mean() < 0.05 * (bands.max() - bands.min())
+
+
+def test_non_integer_and_gradual_scales():
+    img = load("bridge_47x53.png")
+    sr, _ = super_resolve(img, scale=1.5, config=tiny_config())
+    assert sr.shape == (71, 80)
+    from zssr.config import config_from_dict
+    cfg = config_from_dict({"train": {"max_iters": 5, "crop_size": 16}, "net": {"depth": 3, "width": 4},
+                            "infer": {"back_projection_iters": 1}, "scale_steps": [2, 4]})
+    sr4, hist = super_resolve(img, scale=4, config=cfg)
+    assert sr4.shape == (188, 212) and len(hist.steps) == 2 and hist.iterations == 10
+
+
+def test_bad_scale_is_an_error():
+    from zssr.config import ConfigError
+    with pytest.raises(ConfigError, match="scale must be > 0"):
+        super_resolve(load("bridge_47x53.png"), scale=0, config=tiny_config())
+    with pytest.raises(ConfigError, match="scale must be > 0"):
+        super_resolve(load("bridge_47x53.png"), scale=-2, config=tiny_config())

@@ -1,0 +1,125 @@
+"""``super_resolve``: the whole ZSSR algorithm on one in-memory array.
+
+>>> import numpy as np
+>>> from zssr import super_resolve, config_from_dict
+>>> img = (np.random.default_rng(0).random((24, 20)) * 255).astype(np.uint8)
+>>> cfg = config_from_dict({"train": {"max_iters": 2, "crop_size": 16},
+...                         "net": {"depth": 3, "width": 4}})
+>>> sr, hist = super_resolve(img, scale=2, config=cfg)
+>>> sr.shape, sr.dtype, hist.iterations
+((48, 40), dtype('uint8'), 2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from .config import ConfigError, ZSSRConfig
+from .inference import output_shape, predict
+from .kernels import prepare_kernel
+from .model import build_model
+from .normalize import Normalizer
+from .resize import imresize
+from .sampling import ArrayCropSource
+from .train import TrainEvent, TrainingHistory, as_scale, train
+
+__all__ = ["super_resolve", "scale_steps", "fill_invalid"]
+
+
+def scale_steps(scale: float | tuple[float, float], cfg: ZSSRConfig) -> list[tuple[float, float]]:
+    """Cumulative scale of each gradual-SR step (one step when ``cfg.scale_steps`` is empty)."""
+    sc = as_scale(scale)
+    if not all(np.isfinite(sc)) or min(sc) <= 1.0 and max(sc) <= 1.0 or min(sc) <= 0:
+        raise ConfigError(f"scale must be > 0 and upscale at least one axis, got {scale!r}")
+    if not cfg.scale_steps:
+        return [sc]
+    if sc[0] != sc[1] or abs(cfg.scale_steps[-1] - sc[0]) > 1e-9:
+        raise ConfigError(f"config key 'scale_steps': the last step {cfg.scale_steps[-1]} must "
+                          f"equal the requested scale {scale!r}")
+    return [(s, s) for s in cfg.scale_steps]
+
+
+def fill_invalid(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Replace invalid pixels (and non-finite values) by the band's mean of valid pixels."""
+    out = np.array(image, np.float32, copy=True)
+    finite = np.isfinite(out).all(axis=0)
+    valid = finite if mask is None else (finite & mask)
+    if valid.all():
+        return out
+    for b in range(out.shape[0]):
+        band = out[b]
+        band[~valid] = float(band[valid].mean()) if valid.any() else 0.0
+    return out
+
+
+def super_resolve(image: np.ndarray, *, scale: float | tuple[float, float],
+                  config: ZSSRConfig | None = None, kernel: np.ndarray | None = None,
+                  mask: np.ndarray | None = None, seed: int | None = None,
+                  device: str | torch.device = "cpu",
+                  on_event: Callable[[TrainEvent], None] | None = None,
+                  ) -> tuple[np.ndarray, TrainingHistory]:
+    """Train ZSSR on ``image`` ``(H, W)`` or ``(C, H, W)`` and return ``(sr, history)``.
+
+    ``sr`` has the input's layout and dtype and the shape ``ceil(H*s), ceil(W*s)``.
+    ``mask`` ``(H, W)`` marks valid pixels (nodata excluded from sampling and loss).
+    ``kernel`` is a 2-D downscaling kernel (HR pixels); None means MATLAB bicubic.
+    """
+    cfg = config or ZSSRConfig()
+    arr = np.asarray(image)
+    squeeze = arr.ndim == 2
+    if squeeze:
+        arr = arr[None]
+    if arr.ndim != 3 or min(arr.shape[1:]) < 1:
+        raise ValueError(f"expected an (H, W) or (C, H, W) image, got shape {np.shape(image)}")
+    if mask is not None and np.shape(mask) != arr.shape[1:]:
+        raise ValueError(f"mask shape {np.shape(mask)} does not match image {arr.shape[1:]}")
+    seed = cfg.seed if seed is None else seed
+    device = torch.device(device)
+    steps = scale_steps(scale, cfg)
+    norm = Normalizer.fit(arr, policy=cfg.norm.policy, percentiles=cfg.norm.percentiles, mask=mask)
+    lo, hi = (torch.from_numpy(v) for v in norm.clip_range)
+    work = fill_invalid(norm.forward(arr), mask)
+    current = torch.from_numpy(work)
+    valid = None if mask is None else np.asarray(mask, bool)
+    model = build_model(arr.shape[0], cfg.net, seed=seed, device=device)
+    history = TrainingHistory()
+    prev = (1.0, 1.0)
+    for i, step in enumerate(steps):
+        rel = (step[0] / prev[0], step[1] / prev[1])
+        k = None if kernel is None else prepare_kernel(kernel, rel)
+        if i and cfg.reinit_each_step:
+            model = build_model(arr.shape[0], cfg.net, seed=seed + i, device=device)
+        source = ArrayCropSource(current.numpy(), valid)
+        hist = train(model, source, scale=rel, cfg=cfg.train, kernel=k, clip_range=(lo, hi),
+                     seed=seed + i, on_event=on_event)
+        current = predict(model, current, scale=rel, infer=cfg.infer, down_kernel=k,
+                          clip_range=(lo, hi)).cpu()
+        if valid is not None:
+            up = imresize(torch.from_numpy(valid[None].astype(np.float32)), scale=rel,
+                          output_shape=tuple(current.shape[-2:]))
+            valid = up[0].numpy() > 0.5
+        _merge_history(history, hist, step, i)
+        prev = step
+    final_hw = output_shape(arr.shape[1:], steps[-1])
+    if tuple(current.shape[-2:]) != final_hw:  # gradual steps may round up; crop to the target
+        current = current[..., : final_hw[0], : final_hw[1]]
+    sr = norm.inverse(current.numpy())
+    return (sr[0] if squeeze else sr), history
+
+
+def _merge_history(total: TrainingHistory, step: TrainingHistory, scale: tuple[float, float],
+                   index: int) -> None:
+    offset = total.iterations
+    total.losses += step.losses
+    total.test_iters += [offset + t for t in step.test_iters]
+    total.reconstruction_errors += step.reconstruction_errors
+    total.learning_rates += step.learning_rates
+    total.lr_change_iters += [offset + t for t in step.lr_change_iters]
+    total.iterations += step.iterations
+    total.seconds += step.seconds
+    total.stop_reason = step.stop_reason
+    total.steps.append({"step": index, "scale": list(scale), "iterations": step.iterations,
+                        "seconds": step.seconds, "stop_reason": step.stop_reason})

@@ -1,0 +1,277 @@
+"""Typed configuration of the ZSSR engine.
+
+Every knob of the algorithm lives here as a frozen dataclass field with the
+official implementation's default (``assafshocher/ZSSR`` ``configs.py``).
+Configs are built once at the edge (YAML presets, ``--set`` overrides) with
+:func:`config_from_dict`, which rejects unknown keys and bad values with an
+error naming the key and what is allowed.
+
+>>> cfg = config_from_dict({"train": {"max_iters": 100}})
+>>> cfg.train.max_iters, cfg.net.depth
+(100, 8)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+__all__ = [
+    "ConfigError",
+    "NetConfig",
+    "TrainConfig",
+    "InferConfig",
+    "NormConfig",
+    "ZSSRConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "merge_dicts",
+    "parse_override",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid."""
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    depth: int = 8  # number of conv layers (official: 8)
+    width: int = 64  # channels of the hidden layers (official: 64)
+    kernel_size: int = 3  # square conv kernel (official: 3)
+    init_variance: float = 0.1  # weights ~ N(0, init_variance / fan_in)
+
+    def validate(self) -> None:
+        _check(self.depth >= 2, "net.depth", self.depth, "an integer >= 2")
+        _check(self.width >= 1, "net.width", self.width, "an integer >= 1")
+        _check(self.kernel_size >= 1 and self.kernel_size % 2 == 1, "net.kernel_size",
+               self.kernel_size, "an odd integer >= 1")
+        _check(self.init_variance > 0, "net.init_variance", self.init_variance, "a number > 0")
+
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels on each side (at the output resolution) that one output pixel depends on."""
+        return self.depth * (self.kernel_size // 2)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_iters: int = 3000
+    min_iters: int = 256  # iterations between two learning-rate changes
+    learning_rate: float = 1e-3
+    min_learning_rate: float = 9e-6  # stop when the rate falls below this
+    learning_rate_change_ratio: float = 1.5  # drop the rate if -ratio*slope < std(slope)
+    learning_rate_policy_check_every: int = 60
+    learning_rate_slope_range: int = 256  # the fit uses slope_range // run_test_every points
+    run_test_every: int = 50  # record the reconstruction error every N iterations
+    crop_size: int = 128
+    noise_std: float = 0.0  # Gaussian noise added to each LR son
+    augment_leave_as_is_probability: float = 0.05
+    augment_no_interpolate_probability: float = 0.45
+    augment_min_scale: float = 0.5
+    augment_max_scale: float = 1.0
+    augment_scale_diff_sigma: float = 0.25
+    augment_shear_sigma: float = 0.1
+    augment_allow_rotation: bool = True
+    eval_windows: int = 4  # reconstruction error: at most this many windows ...
+    eval_window_size: int = 256  # ... of at most this size (LR px); small images: whole image
+    min_valid_fraction: float = 0.5  # reject fathers with fewer valid (non-nodata) pixels
+
+    def validate(self) -> None:
+        _check(self.max_iters >= 1, "train.max_iters", self.max_iters, "an integer >= 1")
+        _check(self.min_iters >= 0, "train.min_iters", self.min_iters, "an integer >= 0")
+        _check(self.learning_rate > 0, "train.learning_rate", self.learning_rate, "a number > 0")
+        _check(self.min_learning_rate >= 0, "train.min_learning_rate", self.min_learning_rate,
+               "a number >= 0")
+        _check(self.run_test_every >= 1, "train.run_test_every", self.run_test_every,
+               "an integer >= 1")
+        _check(self.learning_rate_policy_check_every >= 1, "train.learning_rate_policy_check_every",
+               self.learning_rate_policy_check_every, "an integer >= 1")
+        _check(self.learning_rate_slope_range >= 2 * self.run_test_every,
+               "train.learning_rate_slope_range", self.learning_rate_slope_range,
+               f"an integer >= 2 * train.run_test_every ({2 * self.run_test_every})")
+        _check(8 <= self.crop_size <= 4096, "train.crop_size", self.crop_size,
+               "an integer in [8, 4096]")
+        _check(self.noise_std >= 0, "train.noise_std", self.noise_std, "a number >= 0")
+        p0, p1 = self.augment_leave_as_is_probability, self.augment_no_interpolate_probability
+        _check(0 <= p0 <= 1, "train.augment_leave_as_is_probability", p0, "a number in [0, 1]")
+        _check(0 <= p1 <= 1 - p0, "train.augment_no_interpolate_probability", p1,
+               f"a number in [0, {1 - p0:g}] (1 - leave_as_is_probability)")
+        _check(0 < self.augment_min_scale <= self.augment_max_scale,
+               "train.augment_min_scale", self.augment_min_scale,
+               "a number in (0, train.augment_max_scale]")
+        _check(self.augment_max_scale <= 1, "train.augment_max_scale", self.augment_max_scale,
+               "a number <= 1")
+        _check(self.augment_scale_diff_sigma >= 0, "train.augment_scale_diff_sigma",
+               self.augment_scale_diff_sigma, "a number >= 0")
+        _check(self.augment_shear_sigma >= 0, "train.augment_shear_sigma",
+               self.augment_shear_sigma, "a number >= 0")
+        _check(self.eval_windows >= 1, "train.eval_windows", self.eval_windows, "an integer >= 1")
+        _check(self.eval_window_size >= 16, "train.eval_window_size", self.eval_window_size,
+               "an integer >= 16")
+        _check(0 < self.min_valid_fraction <= 1, "train.min_valid_fraction",
+               self.min_valid_fraction, "a number in (0, 1]")
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    ensemble: bool = True  # 8-way geometric self-ensemble with per-pixel median
+    back_projection_iters: int = 10
+    batch_members: bool = True  # run the ensemble members as one batch
+
+    def validate(self) -> None:
+        _check(0 <= self.back_projection_iters <= 100, "infer.back_projection_iters",
+               self.back_projection_iters, "an integer in [0, 100]")
+
+
+NormPolicy = Literal["dtype", "percentile", "minmax", "none"]
+
+
+@dataclass(frozen=True)
+class NormConfig:
+    """How raw values map to the float32 working range (exactly invertible)."""
+
+    policy: NormPolicy = "dtype"
+    percentiles: tuple[float, float] = (0.5, 99.5)  # for policy "percentile"
+
+    def validate(self) -> None:
+        lo, hi = self.percentiles
+        _check(0 <= lo < hi <= 100, "norm.percentiles", list(self.percentiles),
+               "two numbers 0 <= lo < hi <= 100")
+
+
+@dataclass(frozen=True)
+class ZSSRConfig:
+    net: NetConfig = field(default_factory=NetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    norm: NormConfig = field(default_factory=NormConfig)
+    # Gradual SR: cumulative scale after each step, e.g. [2.0, 4.0]. Empty: one step to `scale`.
+    scale_steps: tuple[float, ...] = ()
+    reinit_each_step: bool = False  # official init_net_for_each_sf; False continues training
+    seed: int = 0
+
+    def validate(self) -> None:
+        for part in (self.net, self.train, self.infer, self.norm):
+            part.validate()
+        prev = 1.0
+        for s in self.scale_steps:
+            _check(math.isfinite(s) and s > prev, "scale_steps", list(self.scale_steps),
+                   "increasing cumulative scales, each > 1")
+            prev = s
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key {key!r}: invalid value {value!r}; expected {allowed}")
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Convert a YAML/CLI value to the field's declared type, or raise ConfigError."""
+    origin = get_origin(hint)
+    if origin is Literal:
+        choices = get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"config key {key!r}: invalid value {value!r}; "
+                              f"allowed: {', '.join(map(str, choices))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
+        args = get_args(hint)
+        item = args[0]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(key, v, item) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"config key {key!r}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(key, v, a) for v, a in zip(value, args, strict=True))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {key!r}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise ConfigError(f"config key {key!r}: expected an integer, got {value!r}")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key!r}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"config key {key!r}: expected a finite number, got {value!r}")
+        return float(value)
+    raise TypeError(f"unsupported config type {hint!r} for {key!r}")  # programming error
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key {full!r}; allowed keys: "
+                              + ", ".join(f"{prefix}{n}" for n in names))
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {full!r}: expected a mapping of "
+                                  f"{', '.join(f.name for f in dataclasses.fields(hint))}")
+            kwargs[key] = _build(hint, value, f"{full}.")
+        else:
+            kwargs[key] = _coerce(full, value, hint)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any] | None) -> ZSSRConfig:
+    """Build and validate a :class:`ZSSRConfig` from nested plain data."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config must be a mapping, got {type(data).__name__}")
+    cfg = _build(ZSSRConfig, data, "")
+    cfg.validate()
+    return cfg
+
+
+def config_to_dict(cfg: ZSSRConfig) -> dict[str, Any]:
+    """Plain nested data (tuples as lists) that :func:`config_from_dict` turns back into ``cfg``."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def merge_dicts(base: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
+    """Recursive merge: values of ``diff`` win; nested mappings merge key by key."""
+    out = dict(base)
+    for k, v in diff.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge_dicts(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"train.max_iters=100"`` -> ``{"train": {"max_iters": 100}}`` (value parsed as YAML)."""
+    import yaml
+
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. train.max_iters=100)")
+    value = yaml.safe_load(raw) if raw.strip() else None
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out

@@ -1,0 +1,229 @@
+"""Training on the image itself: fathers, sons, L1 loss, the adaptive learning-rate policy.
+
+Each iteration draws an HR *father* from the crop source, degrades it to its
+LR *son* (downscale by the scale factor with the kernel, optional Gaussian
+noise), upsamples the son back to the father's shape and takes one Adam step
+on the L1 loss (valid pixels only).  Every ``run_test_every`` iterations the
+*reconstruction error* is recorded: the net applied to the image's own
+downscaled copy, against the image, on a bounded set of windows.  The
+official learning-rate policy fits a line to the last points and divides
+the rate by 10 when the slope is lost in the noise; training stops when the
+rate falls below ``min_learning_rate`` or at ``max_iters``.
+
+The loop knows nothing of files or progress bars; it reports through an
+optional callback ``on_event(event: TrainEvent)``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import TrainConfig
+from .resize import imresize
+from .sampling import CropSource, FatherSampler, Window
+
+__all__ = ["Degradation", "LearningRatePolicy", "TrainEvent", "TrainingHistory", "train"]
+
+Scale = tuple[float, float]
+
+
+def as_scale(scale: float | tuple[float, float]) -> Scale:
+    if isinstance(scale, (tuple, list)):
+        return (float(scale[0]), float(scale[1]))
+    return (float(scale), float(scale))
+
+
+@dataclass
+class Degradation:
+    """HR -> LR with the kernel (``None``: MATLAB bicubic) and back up with bicubic."""
+
+    scale: Scale
+    kernel: torch.Tensor | None = None  # shifted 2-D kernel (see zssr.kernels.prepare_kernel)
+
+    def down(self, hr: torch.Tensor, output_shape: tuple[int, int] | None = None) -> torch.Tensor:
+        inv = (1.0 / self.scale[0], 1.0 / self.scale[1])
+        kernel = self.kernel if self.kernel is not None else "cubic"
+        return imresize(hr, scale=inv, output_shape=output_shape, kernel=kernel)
+
+    def up(self, lr: torch.Tensor, output_shape: tuple[int, int]) -> torch.Tensor:
+        return imresize(lr, scale=self.scale, output_shape=output_shape, kernel="cubic")
+
+
+class LearningRatePolicy:
+    """The official ZSSR policy (``learning_rate_policy`` in ZSSR.py)."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.lr = cfg.learning_rate
+        self.test_iters: list[int] = []
+        self.errors: list[float] = []
+        self.change_iters: list[int] = [0]
+        self.points = max(2, cfg.learning_rate_slope_range // cfg.run_test_every)
+
+    def record(self, iteration: int, error: float) -> None:
+        self.test_iters.append(iteration)
+        self.errors.append(error)
+
+    def step(self, iteration: int) -> bool:
+        """Call after each iteration; returns True when the rate was divided by 10."""
+        cfg = self.cfg
+        if (1 + iteration) % cfg.learning_rate_policy_check_every:
+            return False
+        if iteration - self.change_iters[-1] <= cfg.min_iters or len(self.errors) < self.points:
+            return False
+        x = np.asarray(self.test_iters[-self.points:], np.float64)
+        y = np.asarray(self.errors[-self.points:], np.float64)
+        (slope, _), cov = np.polyfit(x, y, 1, cov=True)
+        std = math.sqrt(max(cov[0, 0], 0.0))
+        if -cfg.learning_rate_change_ratio * slope < std:
+            self.lr /= 10
+            self.change_iters.append(iteration)
+            return True
+        return False
+
+    @property
+    def finished(self) -> bool:
+        return self.lr < self.cfg.min_learning_rate
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    iteration: int
+    max_iters: int
+    loss: float
+    learning_rate: float
+    reconstruction_error: float | None  # set on test iterations
+
+
+@dataclass
+class TrainingHistory:
+    iterations: int = 0
+    losses: list[float] = field(default_factory=list)  # one per iteration
+    test_iters: list[int] = field(default_factory=list)
+    reconstruction_errors: list[float] = field(default_factory=list)  # MSE, working units
+    lr_change_iters: list[int] = field(default_factory=list)
+    learning_rates: list[float] = field(default_factory=list)  # rate at each test point
+    stop_reason: str = ""
+    seconds: float = 0.0
+    steps: list[dict] = field(default_factory=list)  # gradual SR: one summary per step
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+class _EvalSet:
+    """Fixed windows of the image, their sons and upsampled sons, for the reconstruction error."""
+
+    def __init__(self, source: CropSource, cfg: TrainConfig, deg: Degradation,
+                 rng: np.random.Generator, device: torch.device) -> None:
+        rows, cols = source.shape
+        size = cfg.eval_window_size
+        if rows * cols <= cfg.eval_windows * size * size:
+            windows = [Window(0, 0, rows, cols)]
+        else:
+            h, w = min(size, rows), min(size, cols)
+            windows = [Window(int(rng.integers(0, rows - h + 1)), int(rng.integers(0, cols - w + 1)),
+                              h, w) for _ in range(cfg.eval_windows)]
+        self.items = []
+        for win in windows:
+            pix, valid = source(win)
+            hr = torch.from_numpy(np.ascontiguousarray(pix)).to(device)
+            son = deg.down(hr)
+            up = deg.up(son, tuple(hr.shape[-2:]))
+            self.items.append((hr, torch.from_numpy(valid).to(device), up))
+
+    @torch.no_grad()
+    def error(self, model: torch.nn.Module, lo: torch.Tensor, hi: torch.Tensor) -> float:
+        total, count = 0.0, 0.0
+        for hr, valid, up in self.items:
+            out = model(up[None].contiguous(memory_format=torch.channels_last))[0]
+            out = torch.maximum(torch.minimum(out, hi), lo)
+            sq = (out - hr).square() * valid
+            total += sq.sum().item()
+            count += valid.sum().item() * hr.shape[0]
+        return total / max(count, 1.0)
+
+
+def _make_son(father: torch.Tensor, deg: Degradation, noise_std: float,
+              gen: torch.Generator, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    son = deg.down(father)
+    if noise_std > 0:
+        noise = torch.randn(son.shape, generator=gen, device="cpu").to(son.device)
+        son = torch.maximum(torch.minimum(son + noise * noise_std, hi), lo)
+    return son
+
+
+def train(model: torch.nn.Module, source: CropSource, *, scale: float | tuple[float, float],
+          cfg: TrainConfig, kernel: torch.Tensor | None = None,
+          clip_range: tuple[torch.Tensor, torch.Tensor] | None = None, seed: int = 0,
+          on_event: Callable[[TrainEvent], None] | None = None,
+          max_iters: int | None = None) -> TrainingHistory:
+    """Train ``model`` in place on fathers from ``source``; returns the history."""
+    device = next(model.parameters()).device
+    channels = source.channels
+    if clip_range is None:
+        clip_range = (torch.zeros(channels), torch.ones(channels))
+    lo, hi = (t.to(device=device, dtype=torch.float32).view(-1, 1, 1) for t in clip_range)
+    deg = Degradation(as_scale(scale), None if kernel is None else kernel.to(device))
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    sampler = FatherSampler(source, cfg, rng=rng, clip_range=(lo.flatten(), hi.flatten()),
+                            device=device)
+    evalset = _EvalSet(source, cfg, deg, rng, device)
+    policy = LearningRatePolicy(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=policy.lr)
+    limit = cfg.max_iters if max_iters is None else max_iters
+    hist = TrainingHistory()
+    losses = torch.zeros(limit)
+    t0 = time.perf_counter()
+    model.train()
+    it = -1
+    for it in range(limit):
+        father = sampler.sample()
+        son = _make_son(father.pixels, deg, cfg.noise_std, gen, lo, hi)
+        up = deg.up(son, tuple(father.pixels.shape[-2:]))
+        out = model(up[None].contiguous(memory_format=torch.channels_last))[0]
+        loss = masked_l1(out, father.pixels, father.valid)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses[it] = loss.detach()
+        rec = None
+        if it % cfg.run_test_every == 0:
+            model.eval()
+            rec = evalset.error(model, lo, hi)
+            model.train()
+            policy.record(it, rec)
+            hist.learning_rates.append(policy.lr)
+        if policy.step(it):
+            for group in opt.param_groups:
+                group["lr"] = policy.lr
+        if on_event is not None and (rec is not None or it == limit - 1):
+            on_event(TrainEvent(it, limit, float(losses[it]), policy.lr, rec))
+        if policy.finished:
+            hist.stop_reason = f"learning rate {policy.lr:.1e} < {cfg.min_learning_rate:.1e}"
+            break
+    else:
+        hist.stop_reason = f"max_iters {limit} reached"
+    model.eval()
+    hist.iterations = it + 1
+    hist.losses = losses[: it + 1].tolist()
+    hist.test_iters = policy.test_iters
+    hist.reconstruction_errors = policy.errors
+    hist.lr_change_iters = policy.change_iters[1:]
+    hist.seconds = time.perf_counter() - t0
+    return hist
+
+
+def masked_l1(out: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error over valid pixels (all channels)."""
+    w = valid.to(out.dtype)
+    return (F.l1_loss(out, target, reduction="none") * w).sum() / (w.sum() * out.shape[-3]).clamp(
+        min=1)

@@ -26,7 +26,7 @@ from .resize import imresize
 from .sampling import ArrayCropSource
 from .train import TrainEvent, TrainingHistory, as_scale, train
 
-__all__ = ["super_resolve", "scale_steps", "fill_invalid"]
+__all__ = ["super_resolve", "scale_steps", "fill_invalid", "merge_history"]
 
 
 def scale_steps(scale: float | tuple[float, float], cfg: ZSSRConfig) -> list[tuple[float, float]]:
@@ -59,6 +59,7 @@ def super_resolve(image: np.ndarray, *, scale: float | tuple[float, float],
                   config: ZSSRConfig | None = None, kernel: np.ndarray | None = None,
                   mask: np.ndarray | None = None, seed: int | None = None,
                   device: str | torch.device = "cpu",
+                  value_range: tuple[float, float] | None = None,
                   on_event: Callable[[TrainEvent], None] | None = None,
                   ) -> tuple[np.ndarray, TrainingHistory]:
     """Train ZSSR on ``image`` ``(H, W)`` or ``(C, H, W)`` and return ``(sr, history)``.
@@ -66,6 +67,8 @@ def super_resolve(image: np.ndarray, *, scale: float | tuple[float, float],
     ``sr`` has the input's layout and dtype and the shape ``ceil(H*s), ceil(W*s)``.
     ``mask`` ``(H, W)`` marks valid pixels (nodata excluded from sampling and loss).
     ``kernel`` is a 2-D downscaling kernel (HR pixels); None means MATLAB bicubic.
+    ``value_range`` fixes the output's clip range (raw units); by default it is the
+    dtype's range for integers and the data's own min/max for floats.
     """
     cfg = config or ZSSRConfig()
     arr = np.asarray(image)
@@ -79,7 +82,8 @@ def super_resolve(image: np.ndarray, *, scale: float | tuple[float, float],
     seed = cfg.seed if seed is None else seed
     device = torch.device(device)
     steps = scale_steps(scale, cfg)
-    norm = Normalizer.fit(arr, policy=cfg.norm.policy, percentiles=cfg.norm.percentiles, mask=mask)
+    norm = Normalizer.fit(arr, policy=cfg.norm.policy, percentiles=cfg.norm.percentiles, mask=mask,
+                          value_range=value_range)
     lo, hi = (torch.from_numpy(v) for v in norm.clip_range)
     work = fill_invalid(norm.forward(arr), mask)
     current = torch.from_numpy(work)
@@ -101,7 +105,7 @@ def super_resolve(image: np.ndarray, *, scale: float | tuple[float, float],
             up = imresize(torch.from_numpy(valid[None].astype(np.float32)), scale=rel,
                           output_shape=tuple(current.shape[-2:]))
             valid = up[0].numpy() > 0.5
-        _merge_history(history, hist, step, i)
+        merge_history(history, hist, step, i)
         prev = step
     final_hw = output_shape(arr.shape[1:], steps[-1])
     if tuple(current.shape[-2:]) != final_hw:  # gradual steps may round up; crop to the target
@@ -110,7 +114,7 @@ def super_resolve(image: np.ndarray, *, scale: float | tuple[float, float],
     return (sr[0] if squeeze else sr), history
 
 
-def _merge_history(total: TrainingHistory, step: TrainingHistory, scale: tuple[float, float],
+def merge_history(total: TrainingHistory, step: TrainingHistory, scale: tuple[float, float],
                    index: int) -> None:
     offset = total.iterations
     total.losses += step.losses

@@ -13,7 +13,9 @@ True
 
 Policies
 --------
-``dtype``       integers: the dtype's full range maps to [0, 1]; floats: like ``minmax``.
+``dtype``       the declared range maps to [0, 1]: ``value_range`` when given (e.g. a
+                DICOM's BitsStored range), else the dtype's range for integers, else
+                the data's min/max.
 ``percentile``  per band, the ``percentiles`` of the valid pixels map to [0, 1].
 ``minmax``      per band, min and max of the valid pixels map to [0, 1].
 ``none``        identity (float data already in a working range).
@@ -55,8 +57,13 @@ class Normalizer:
     @classmethod
     def fit(cls, image: np.ndarray, *, policy: NormPolicy = "dtype",
             percentiles: tuple[float, float] = (0.5, 99.5),
-            mask: np.ndarray | None = None) -> Normalizer:
-        """Fit per-band parameters to ``image`` ``(C, H, W)``; ``mask`` (H, W) marks valid pixels."""
+            mask: np.ndarray | None = None,
+            value_range: tuple[float, float] | None = None) -> Normalizer:
+        """Fit per-band parameters to ``image`` ``(C, H, W)``; ``mask`` (H, W) marks valid pixels.
+
+        ``value_range`` declares the data's range (raw units) for every band, e.g. ``(0, 1)``
+        or a 12-bit ``(0, 4095)``: it is the clip range, and policy ``dtype`` maps it to [0, 1].
+        """
         image = np.asarray(image)
         if image.ndim != 3:
             raise NormalizationError(f"expected a (bands, rows, cols) array, got shape {image.shape}")
@@ -72,15 +79,14 @@ class Normalizer:
             if values.size == 0:
                 raise NormalizationError(f"band {b + 1} has no valid pixels")
             vmin, vmax = float(values.min()), float(values.max())
-            if dtype.kind in "ui":
+            if value_range is not None:
+                lo, hi = float(value_range[0]), float(value_range[1])
+            elif dtype.kind in "ui":
                 lo, hi = float(np.iinfo(dtype).min), float(np.iinfo(dtype).max)
             else:
                 lo, hi = vmin, vmax
-            if policy == "dtype":
-                if dtype.kind in "ui":
-                    off, top = lo, hi
-                else:
-                    off, top = vmin, vmax
+            if policy == "dtype":  # the declared range: value_range, else the dtype's, else data's
+                off, top = lo, hi
             elif policy == "minmax":
                 off, top = vmin, vmax
             elif policy == "percentile":

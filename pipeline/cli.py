@@ -1,0 +1,66 @@
+"""The ``zssr`` command: parse, build config, call a library function.
+
+One module per subcommand (``pipeline/cmd_*.py``), each with ``add_parser``
+and ``run(args) -> int``.  Errors become one line on stderr and the exit code
+of their class (:mod:`pipeline.errors`); ``-v`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+
+from . import cmd_eval, cmd_upscale
+from .errors import exit_code
+
+__all__ = ["main", "build_parser"]
+
+SUBCOMMANDS = [cmd_upscale, cmd_eval]
+log = logging.getLogger("pipeline")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from zssr import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="zssr", description="Zero-Shot Super-Resolution for large satellite, medical and "
+        "plain images (Shocher, Cohen & Irani, CVPR 2018).")
+    parser.add_argument("--version", action="version", version=f"zssr-pipeline {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output (-vv for debug); tracebacks on errors")
+    common.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for mod in SUBCOMMANDS:
+        mod.add_parser(sub, parents=[common])
+    return parser
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else
+                                         logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args.func(args) or 0)
+    except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - the CLI boundary
+        code = exit_code(exc)
+        if args.verbose or code == 10:
+            traceback.print_exc()
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if code == 10:
+            msg = f"internal error: {type(exc).__name__}: {msg}"
+        print(f"zssr {args.command}: error: {msg}", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""``zssr upscale``: super-resolve one image (plain, GeoTIFF, DICOM, Zarr).
+
+The output format follows OUTPUT's suffix: ``.tif`` (Cloud-Optimized GeoTIFF
+when the input is georeferenced), ``.zarr``, ``.dcm`` (or a folder for a DICOM
+series), ``.png``/``.tiff``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from .config_args import add_config_args, config_from_args
+from .errors import UsageError
+from .job import ImageJob, upscale_file
+from .kernel_io import kernel_from_args
+from .progress import ImageProgress
+
+log = logging.getLogger(__name__)
+
+
+def parse_bands(text: str | None) -> tuple[int, ...] | None:
+    """``"1,2,3"`` (1-based, like GDAL) -> ``(0, 1, 2)``."""
+    if not text:
+        return None
+    try:
+        bands = tuple(int(b) - 1 for b in text.split(","))
+    except ValueError:
+        raise UsageError(f"--bands {text!r}: expected 1-based band numbers like 1,2,3") from None
+    if any(b < 0 for b in bands):
+        raise UsageError(f"--bands {text!r}: band numbers start at 1")
+    return bands
+
+
+def parse_halo(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        halo = int(text)
+    except ValueError:
+        raise UsageError(f"--halo {text!r}: expected 'auto' or a number of LR pixels") from None
+    if halo < 0:
+        raise UsageError(f"--halo {halo}: must be >= 0")
+    return halo
+
+
+def parse_scale(value: float) -> float:
+    if not value > 1.0 or value != value or value > 64:
+        raise UsageError(f"--scale {value}: expected a number > 1 (and <= 64)")
+    return float(value)
+
+
+def add_parser(sub, parents) -> None:
+    p = sub.add_parser("upscale", parents=parents, help="super-resolve one image",
+                       description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", type=Path, help="image file (or a folder of DICOM slices)")
+    p.add_argument("output", type=Path, help="output path; its suffix picks the format")
+    p.add_argument("--scale", type=float, required=True, help="scale factor, e.g. 2 or 1.5")
+    p.add_argument("--kernel", type=Path, default=None,
+                   help="degradation kernel: .npy or MATLAB .mat with variable 'Kernel'")
+    p.add_argument("--kernel-sigma", type=float, default=None,
+                   help="Gaussian PSF of this sigma (HR pixels) as the degradation kernel")
+    p.add_argument("--tile", type=int, default=256, help="LR tile side in pixels (default 256)")
+    p.add_argument("--halo", default="auto", help="halo in LR pixels, or 'auto' (default)")
+    p.add_argument("--bands", default=None, help="1-based bands to use, e.g. 1,2,3")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--history", type=Path, default=None,
+                   help="write the training history (loss, learning rate) as JSON here")
+    add_config_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg, _ = config_from_args(args)
+    if args.tile < 8 or args.tile > 8192:
+        raise UsageError(f"--tile {args.tile}: expected 8 <= tile <= 8192 LR pixels")
+    job = ImageJob(input=args.input, output=args.output, scale=parse_scale(args.scale),
+                   config=cfg, kernel=kernel_from_args(args.kernel, args.kernel_sigma),
+                   bands=parse_bands(args.bands), tile=args.tile, halo=parse_halo(args.halo),
+                   device=args.device, overwrite=args.overwrite)
+    progress = ImageProgress(args.input.name, enabled=not args.quiet)
+    try:
+        result = upscale_file(job, on_event=progress.on_event, on_tile=progress.on_tile,
+                              on_stage=progress.on_stage)
+    finally:
+        progress.close()
+    hist = result.history
+    if not args.quiet:
+        t = result.seconds
+        print(f"{result.output}: x{args.scale:g} in {sum(t.values()):.1f}s (train {t['train']:.1f}s,"
+              f" {hist.iterations} it; infer {t['infer']:.1f}s, {result.tiles} tiles; "
+              f"write {t['write']:.1f}s)")
+    if args.history:
+        args.history.write_text(json.dumps(hist.to_dict(), indent=1))
+    return 0

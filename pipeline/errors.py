@@ -1,0 +1,85 @@
+"""Error classes the CLI turns into one line and a distinct exit code.
+
+Each class of problem has its own exit code so batch schedulers can tell a
+bad input from a bad config from a full disk:
+
+====  ==================================================================
+code  meaning
+====  ==================================================================
+0     success
+1     some images of a batch failed (the others completed)
+2     usage or configuration error (bad flag, unknown key, bad value)
+3     input missing or not a file/folder as expected
+4     unsupported input format
+5     corrupt or truncated input
+6     input decodes but cannot be processed (dtype, size, geometry)
+7     output cannot be written (permissions, path rules, disk full)
+8     bad degradation kernel
+9     another run holds the lock on this output
+10    internal error (a bug: please report it with ``-v`` output)
+130   interrupted
+====  ==================================================================
+"""
+
+from __future__ import annotations
+
+import errno
+
+from io_adapters.errors import (
+    CorruptFileError,
+    InvalidDataError,
+    UnsupportedFormatError,
+    WriteError,
+)
+from zssr.config import ConfigError
+from zssr.kernels import KernelError
+from zssr.normalize import NormalizationError
+
+__all__ = ["PipelineError", "InputError", "LockedError", "UsageError", "exit_code", "EXIT"]
+
+EXIT = {
+    "ok": 0, "batch": 1, "usage": 2, "input": 3, "format": 4, "corrupt": 5, "data": 6,
+    "write": 7, "kernel": 8, "locked": 9, "internal": 10, "interrupted": 130,
+}
+
+
+class PipelineError(Exception):
+    """Base of the pipeline's own errors."""
+
+
+class UsageError(PipelineError, ValueError):
+    """Bad command-line usage (conflicting flags, bad scale)."""
+
+
+class InputError(PipelineError, FileNotFoundError):
+    """An input path is missing or of the wrong kind."""
+
+
+class LockedError(PipelineError, RuntimeError):
+    """Another run holds the lock on the output."""
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code of an exception's class (see the module table)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT["interrupted"]
+    if isinstance(exc, (ConfigError, UsageError)):
+        return EXIT["usage"]
+    if isinstance(exc, LockedError):
+        return EXIT["locked"]
+    if isinstance(exc, KernelError):
+        return EXIT["kernel"]
+    if isinstance(exc, UnsupportedFormatError):
+        return EXIT["format"]
+    if isinstance(exc, CorruptFileError):
+        return EXIT["corrupt"]
+    if isinstance(exc, (InvalidDataError, NormalizationError)):
+        return EXIT["data"]
+    if isinstance(exc, WriteError):
+        return EXIT["write"]
+    if isinstance(exc, (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        return EXIT["input"]
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS,
+                                                  errno.EACCES):
+        return EXIT["write"]
+    return EXIT["internal"]

@@ -1,0 +1,272 @@
+"""One image, end to end: train on windowed reads, infer tile by tile, write atomically.
+
+The three stages are separate functions so the Dask graph can run them as
+tasks (``train_stage`` once per image, ``infer_tiles`` over batches of tiles,
+the writer's ``commit`` in a finalize task) and :func:`upscale_file` runs
+them in-process for ``zssr upscale``.
+
+Data flow: reader -> :class:`~pipeline.source.ReaderCropSource` (working
+units) -> engine (train; ``predict`` on each halo'd tile) -> crop the HR core
+-> inverse normalisation -> writer (nodata re-applied from the upsampled mask).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from io_adapters.base import Metadata, Reader
+from io_adapters.detect import open_reader, open_writer, scale_metadata
+from io_adapters.errors import InvalidDataError
+from zssr.api import merge_history
+from zssr.config import ZSSRConfig
+from zssr.inference import predict
+from zssr.kernels import prepare_kernel
+from zssr.model import build_model
+from zssr.normalize import Normalizer
+from zssr.resize import imresize
+from zssr.train import TrainEvent, TrainingHistory, train
+
+from .halo import dependency_radius
+from .source import ReaderCropSource, SampleStats, sample_stats, sr_bands
+from .tiles import Tile, TileGrid, coerce_scale
+
+__all__ = ["ImageJob", "TrainResult", "StepPlan", "plan_step", "train_stage", "infer_tiles",
+           "upscale_file", "UpscaleResult"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """Everything needed to super-resolve one input (picklable: travels to Dask workers)."""
+
+    input: Path
+    output: Path
+    scale: float
+    config: ZSSRConfig = field(default_factory=ZSSRConfig)
+    kernel: np.ndarray | None = None  # raw 2-D kernel (HR px); None: MATLAB bicubic
+    bands: tuple[int, ...] | None = None  # 0-based band selection
+    tile: int = 256  # LR tile side
+    halo: int | None = None  # None: computed from the config (full dependency radius)
+    device: str = "cpu"
+    overwrite: bool = False
+    writer_options: dict = field(default_factory=dict)
+
+    def steps(self) -> list[float]:
+        """Cumulative scale of each gradual-SR step."""
+        steps = list(self.config.scale_steps) or [float(self.scale)]
+        if abs(steps[-1] - float(self.scale)) > 1e-9:
+            from zssr.config import ConfigError
+
+            raise ConfigError(f"config key 'scale_steps': the last step {steps[-1]} must equal "
+                              f"the scale {self.scale}")
+        return steps
+
+
+@dataclass
+class TrainResult:
+    state: dict[str, torch.Tensor]  # trained weights (CPU)
+    history: TrainingHistory
+    stats: SampleStats
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """Geometry and operators of one (gradual) SR step on one reader."""
+
+    scale: float  # relative to this step's input
+    grid: TileGrid
+    kernel: torch.Tensor | None
+    bands: list[int]
+
+
+def open_input(job: ImageJob) -> Reader:
+    return open_reader(job.input, bands=list(job.bands) if job.bands is not None else None)
+
+
+def check_size(meta: Metadata, job: ImageJob) -> None:
+    """Refuse inputs the engine cannot train on, with the reason."""
+    if meta.rows < 2 or meta.cols < 2:
+        raise InvalidDataError(f"{job.input}: image is {meta.rows} x {meta.cols} pixels; "
+                               "ZSSR needs at least 2 x 2 (it trains on the image's own "
+                               "downscaled copy)")
+    if not sr_bands(meta):
+        raise InvalidDataError(f"{job.input}: no bands to super-resolve")
+
+
+def plan_step(meta: Metadata, job: ImageJob, rel_scale: float) -> StepPlan:
+    cfg = job.config
+    kernel = None if job.kernel is None else prepare_kernel(job.kernel, rel_scale)
+    halo = job.halo
+    if halo is None:
+        halo = dependency_radius(cfg, rel_scale, down_kernel=kernel)
+    sy, sx = coerce_scale(rel_scale)
+    tile = max(job.tile, sy.denominator, sx.denominator)
+    tile -= tile % math.lcm(sy.denominator, sx.denominator)
+    grid = TileGrid(shape=(meta.rows, meta.cols), tile=tile, halo=halo, scale=rel_scale)
+    return StepPlan(rel_scale, grid, kernel, sr_bands(meta))
+
+
+def train_stage(job: ImageJob, reader: Reader, plan: StepPlan, *, step: int = 0,
+                init_state: dict[str, torch.Tensor] | None = None,
+                stats: SampleStats | None = None,
+                on_event: Callable[[TrainEvent], None] | None = None) -> TrainResult:
+    """Train the network for one step from windowed reads of ``reader``."""
+    cfg = job.config
+    stats = stats or sample_stats(reader, plan.bands, cfg.norm)
+    source = ReaderCropSource(reader, plan.bands, stats, seed=cfg.seed + step)
+    reinit = init_state is None or cfg.reinit_each_step
+    model = build_model(len(plan.bands), cfg.net, seed=cfg.seed + (step if reinit else 0),
+                        device=job.device, state=None if reinit else init_state)
+    lo, hi = (torch.from_numpy(v) for v in stats.normalizer.clip_range)
+    hist = train(model, source, scale=plan.scale, cfg=cfg.train, kernel=plan.kernel,
+                 clip_range=(lo, hi), seed=cfg.seed + step, on_event=on_event)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return TrainResult(state, hist, stats)
+
+
+def _hr_mask(valid: np.ndarray, scale: float, shape: tuple[int, int]) -> np.ndarray:
+    if valid.all():
+        return np.ones(shape, bool)
+    up = imresize(torch.from_numpy(valid[None].astype(np.float32)), scale=scale,
+                  output_shape=shape)
+    return up[0].numpy() > 0.5
+
+
+def infer_tile(model: torch.nn.Module, source: ReaderCropSource, plan: StepPlan, tile: Tile,
+               *, frame: int, infer_cfg, normalizer: Normalizer, working: bool = False,
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The HR core of one tile: ``(array (bands, h, w), valid (h, w))``.
+
+    ``working=True`` keeps working units (float32) for an intermediate gradual step.
+    """
+    meta = source.reader.meta
+    window = tile.read_window
+    work, valid = source.read_working(window, frame)
+    lo, hi = (torch.from_numpy(v) for v in normalizer.clip_range)
+    sr = predict(model, torch.from_numpy(work), scale=plan.scale, infer=infer_cfg,
+                 down_kernel=plan.kernel, clip_range=(lo, hi)).cpu().numpy()
+    rs, cs = tile.crop
+    sr = sr[:, rs, cs]
+    hr_valid = _hr_mask(valid, plan.scale, tuple(tile.hr_read.shape))[rs, cs]
+    out = sr if working else normalizer.inverse(sr)
+    alpha = meta.extra.get("alpha_band")
+    if alpha is not None and not working:
+        a = source.reader.read(window, frame=frame)[alpha].astype(np.float32)
+        a_up = imresize(torch.from_numpy(a[None]), scale=plan.scale,
+                        output_shape=tuple(tile.hr_read.shape))[0].numpy()[rs, cs]
+        info = np.iinfo(meta.dtype)
+        a_up = np.clip(np.rint(a_up), info.min, info.max).astype(meta.dtype)
+        out = np.insert(out, alpha, a_up, axis=0)
+    return out, hr_valid
+
+
+def infer_tiles(job: ImageJob, reader: Reader, plan: StepPlan, result: TrainResult,
+                tiles: Iterable[int], writer, *, frame: int = 0, working: bool = False,
+                on_tile: Callable[[Tile], None] | None = None) -> int:
+    """Run the tiles ``tiles`` of ``plan.grid`` and hand each HR core to ``writer``."""
+    cfg = job.config
+    model = build_model(len(plan.bands), cfg.net, seed=cfg.seed, device=job.device,
+                        state=result.state)
+    source = ReaderCropSource(reader, plan.bands, result.stats, seed=cfg.seed)
+    n = 0
+    for index in tiles:
+        tile = plan.grid.tile(index)
+        out, valid = infer_tile(model, source, plan, tile, frame=frame, infer_cfg=cfg.infer,
+                                normalizer=result.stats.normalizer, working=working)
+        writer.write(out, tile.hr_window, frame=frame, mask=valid)
+        n += 1
+        if on_tile is not None:
+            on_tile(tile)
+    return n
+
+
+@dataclass
+class UpscaleResult:
+    output: Path
+    history: TrainingHistory
+    seconds: dict[str, float]
+    tiles: int
+    meta: Metadata
+
+
+def _working_meta(meta: Metadata, plan: StepPlan, path: Path) -> Metadata:
+    """Metadata of an intermediate gradual-SR result (float32 working units, no nodata)."""
+    scaled = scale_metadata(meta, plan.scale)
+    return replace(scaled, path=path, format="zarr", bands=len(plan.bands), dtype=np.dtype(
+        "float32"), nodata=None, has_mask=False, band_names=(), extra={})
+
+
+def upscale_file(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None = None,
+                 on_tile: Callable[[Tile], None] | None = None,
+                 on_stage: Callable[[str, int], None] | None = None) -> UpscaleResult:
+    """Super-resolve ``job.input`` into ``job.output`` (atomic: nothing partial is left)."""
+    timings = {"train": 0.0, "infer": 0.0, "write": 0.0}
+    reader = open_input(job)
+    meta = reader.meta
+    check_size(meta, job)
+    steps = job.steps()
+    tmpdir = Path(tempfile.mkdtemp(prefix=".zssr-", dir=Path(job.output).resolve().parent)) \
+        if len(steps) > 1 else None
+    history = TrainingHistory()
+    state, prev, stats, tiles_done = None, 1.0, None, 0
+    try:
+        for i, cumulative in enumerate(steps):
+            last = i == len(steps) - 1
+            plan = plan_step(reader.meta, job, cumulative / prev)
+            t0 = time.perf_counter()
+            result = train_stage(job, reader, plan, step=i, init_state=state, stats=stats,
+                                 on_event=on_event)
+            timings["train"] += time.perf_counter() - t0
+            _merge(history, result.history, cumulative, i)
+            if on_stage:
+                on_stage("infer", len(plan.grid) * reader.meta.frames)
+            if last:
+                out_meta = scale_metadata(meta, cumulative)
+                writer = open_writer(job.output, out_meta, inputs=(Path(job.input),),
+                                     overwrite=job.overwrite, **job.writer_options)
+            else:
+                wpath = tmpdir / f"step{i}.zarr"
+                writer = open_writer(wpath, _working_meta(reader.meta, plan, wpath))
+            t0 = time.perf_counter()
+            with writer:
+                for f in range(reader.meta.frames):
+                    tiles_done += infer_tiles(job, reader, plan, result, range(len(plan.grid)),
+                                              writer, frame=f, working=not last,
+                                              on_tile=on_tile)
+                t1 = time.perf_counter()
+                timings["infer"] += t1 - t0
+            timings["write"] += time.perf_counter() - t1
+            if not last:
+                reader.close()
+                reader = open_reader(wpath)
+                stats = SampleStats(_identity_like(result.stats.normalizer), result.stats.fill,
+                                    1.0)
+            state, prev = result.state, cumulative
+    finally:
+        reader.close()
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    return UpscaleResult(Path(job.output), history, timings, tiles_done, meta)
+
+
+def _identity_like(norm: Normalizer) -> Normalizer:
+    """A normaliser for data already in working units, keeping the clip range."""
+    lo, hi = norm.clip_range
+    n = len(norm.offset)
+    return Normalizer(np.dtype("float32"), (0.0,) * n, (1.0,) * n, tuple(map(float, lo)),
+                      tuple(map(float, hi)))
+
+
+def _merge(total: TrainingHistory, step: TrainingHistory, scale: float, index: int) -> None:
+    merge_history(total, step, (scale, scale), index)

@@ -178,7 +178,8 @@ def train(model: torch.nn.Module, source: CropSource, *, scale: float | tuple[fl
                             device=device)
     evalset = _EvalSet(source, cfg, deg, rng, device)
     policy = LearningRatePolicy(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=policy.lr)
+    # fused Adam: one kernel for all parameters instead of a Python loop over them
+    opt = torch.optim.Adam(model.parameters(), lr=policy.lr, fused=True)
     limit = cfg.max_iters if max_iters is None else max_iters
     hist = TrainingHistory()
     losses = torch.zeros(limit)

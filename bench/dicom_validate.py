@@ -1,0 +1,141 @@
+"""Validate derived DICOM output with dciodvfy (dicom3tools) on every shared DICOM file.
+
+For each file (or folder series) under ``--data``: read it, write a x2 derived
+DICOM of nearest-upsampled stored values, run ``dciodvfy`` on source and output
+and print one row: errors in the source, in the output, errors new in the output
+(must be 0), pixel spacing in/out and the shift of the first pixel's position,
+both read back from the written file (expected shift: a quarter of the old pixel
+along each in-plane direction).
+
+    .venv/bin/python bench/dicom_validate.py --json /tmp/dicom_validate.json
+
+Needs ``dciodvfy`` on PATH (Debian/Ubuntu package ``dicom3tools``). Exits 1 if
+any output has an error its source does not have.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from io_adapters.base import full_window
+from io_adapters.dicom import DicomReader, DicomWriter, scale_dicom_metadata, sniff_dicom
+
+# dciodvfy flags MR Pulse Sequence / Bulk Motion attributes in DERIVED images, but PS3.3
+# C.8.13.4 says "Required if Image Type Value 1 is ORIGINAL or MIXED. May be present
+# otherwise."; dicom3tools' conditions lack "may be present otherwise".
+FALSE_POSITIVES = re.compile(r"Attribute present when condition unsatisfied .*Module=<("
+                             r"MRPulseSequence|BulkMotionSynchronization)>")
+
+
+def dciodvfy_errors(path: Path) -> tuple[set[str], int]:
+    """Normalised error lines of one file and the number of ignored false positives."""
+    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+    errors, ignored = set(), 0
+    for line in (run.stdout + run.stderr).splitlines():
+        if not line.startswith("Error"):
+            continue
+        if FALSE_POSITIVES.search(line):
+            ignored += 1
+            continue
+        line = re.sub(r" = <[^>]*>", "", line.replace(str(path), "<file>"))
+        errors.add(" ".join(re.sub(r"\d+ dec", "N dec", line).split()))
+    return errors, ignored
+
+
+def _files(source: Path, output: Path) -> list[tuple[Path, Path]]:
+    if source.is_dir():
+        return [(source / p.name, output / p.name) for p in sorted(output.iterdir())]
+    return [(source, output)]
+
+
+def validate(source: Path, workdir: Path, scale: int = 2) -> dict:
+    reader = DicomReader(source)
+    meta = scale_dicom_metadata(reader.meta, scale)
+    output = workdir / (source.name if source.is_dir() else f"{source.stem}_x{scale}.dcm")
+    with DicomWriter(output, meta) as writer:
+        for i in range(meta.frames):
+            stored = reader.read(frame=i)
+            writer.write(np.kron(stored, np.ones((1, scale, scale), stored.dtype)),
+                         full_window(meta), frame=i)
+    src_errors: set[str] = set()
+    out_errors: set[str] = set()
+    new: set[str] = set()
+    ignored = 0
+    for before, after in _files(source, output):
+        b, _ = dciodvfy_errors(before)
+        a, skipped = dciodvfy_errors(after)
+        src_errors |= b
+        out_errors |= a
+        new |= a - b
+        ignored += skipped
+    written = DicomReader(output).meta.medical  # geometry as written, read back
+    p_in, p_out = reader.meta.medical.positions, written.positions
+    shift = math.dist(p_in[0], p_out[0]) if p_in else None
+    spacing = reader.meta.medical.pixel_spacing
+    # orthonormal row/column directions: a quarter pixel along each for x2
+    expected = (math.hypot(*spacing) * (1 - 1 / scale) / 2) if p_in and spacing else None
+    return {
+        "file": source.name,
+        "frames": meta.frames,
+        "source_errors": len(src_errors),
+        "output_errors": len(out_errors),
+        "new_errors": sorted(new),
+        "ignored_false_positives": ignored,
+        "spacing_in": reader.meta.medical.pixel_spacing,
+        "spacing_out": written.pixel_spacing,
+        "position_shift_mm": shift,
+        "expected_shift_mm": expected,
+    }
+
+
+def _spacing(s: tuple[float, float] | None) -> str:
+    return "-" if s is None else f"{s[0]:.6g}/{s[1]:.6g}"
+
+
+def _mm(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6f}"
+
+
+def _row(r: dict) -> str:
+    return (f"{r['file']:<24} {r['frames']:>6} {r['source_errors']:>7} {r['output_errors']:>7} "
+            f"{len(r['new_errors']):>4} {r['ignored_false_positives']:>7} "
+            f"{_spacing(r['spacing_in']):>20} {_spacing(r['spacing_out']):>20} "
+            f"{_mm(r['position_shift_mm']):>10} {_mm(r['expected_shift_mm']):>10}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("/work/shared/data/dicom"))
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args(argv)
+    if shutil.which("dciodvfy") is None:
+        print("dciodvfy not found: install dicom3tools", file=sys.stderr)
+        return 2
+    sources = [p for p in sorted(args.data.iterdir()) if sniff_dicom(p)]
+    rows = []
+    print(f"{'file':<24} {'frames':>6} {'src_err':>7} {'out_err':>7} {'new':>4} {'ignored':>7} "
+          f"{'spacing in (mm)':>20} {'spacing out (mm)':>20} {'shift mm':>10} {'expected':>10}")
+    with tempfile.TemporaryDirectory(prefix="dicom_validate_") as tmp:
+        for source in sources:
+            row = validate(source, Path(tmp))
+            rows.append(row)
+            print(_row(row))
+            for line in row["new_errors"]:
+                print(f"    NEW: {line}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 1 if any(r["new_errors"] for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,6 +6,9 @@ dtype, *boundless*: parts of the window outside the raster are filled with the
 nodata value (or 0).  Windows are :class:`rasterio.windows.Window` objects
 (``col_off, row_off, width, height``) in full-resolution pixel coordinates.
 
+Band indexes are 0-based everywhere in this package (``bands=[0, 2]``,
+``extra["alpha_band"]``), like the array axis they index.
+
 Stacks (a multi-frame DICOM, a folder of slices) have ``frames > 1``; each
 frame is a 2-D image with ``bands`` samples per pixel and is read with
 ``read(window, frame=i)``.
@@ -98,6 +101,10 @@ class Reader(Protocol):
         """``(rows, cols)`` bool, True where every band is valid (outside the raster: False)."""
         ...
 
+    def read_masks(self, window: Window | None = None, *, frame: int = 0) -> np.ndarray:
+        """``(bands, rows, cols)`` bool, per-band validity (outside the raster: False)."""
+        ...
+
     def close(self) -> None: ...
 
     def __enter__(self) -> Reader: ...
@@ -109,7 +116,11 @@ class Reader(Protocol):
 class Writer(Protocol):
     path: Path  # final path; nothing exists there before commit()
 
-    def write(self, array: np.ndarray, window: Window, *, frame: int = 0) -> None: ...
+    def write(self, array: np.ndarray, window: Window, *, frame: int = 0,
+              mask: np.ndarray | None = None) -> None:
+        """Write ``(bands, h, w)`` at ``window``; ``mask`` (``(h, w)`` or per band) False
+        marks invalid pixels (nodata, alpha 0 or the internal mask, by format)."""
+        ...
 
     def commit(self) -> Path: ...
 

@@ -378,6 +378,11 @@ class DicomReader:
         window = as_window(window, rows=self.meta.rows, cols=self.meta.cols)
         return inside_mask(window, rows=self.meta.rows, cols=self.meta.cols)
 
+    def read_masks(self, window: Window | None = None, *, frame: int = 0) -> np.ndarray:
+        """Per-band validity ``(bands, rows, cols)``: :meth:`read_mask` for every band."""
+        mask = self.read_mask(window, frame=frame)
+        return np.broadcast_to(mask, (self.meta.bands, *mask.shape)).copy()
+
     def header(self, frame: int = 0) -> Dataset:
         """Header (no pixel data) of the file that holds ``frame``."""
         info: DicomFrame = self.meta.extra["dicom_frames"][frame]

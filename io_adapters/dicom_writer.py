@@ -104,8 +104,13 @@ class DicomWriter(AtomicWriterMixin):
         self._written: dict[int, np.ndarray] = {}
         self._state = "open"
 
-    def write(self, array: np.ndarray, window: Window, *, frame: int = 0) -> None:
-        """Store stored values ``(bands, rows, cols)`` of ``frame`` at ``window``."""
+    def write(self, array: np.ndarray, window: Window, *, frame: int = 0,
+              mask: np.ndarray | None = None) -> None:
+        """Store stored values ``(bands, rows, cols)`` of ``frame`` at ``window``.
+
+        ``mask`` is accepted for the common writer contract and ignored: DICOM
+        images have no nodata, every pixel is valid.
+        """
         if self._state != "open":
             raise WriteError(f"{self.path}: writer is {self._state}; cannot write")
         m = self.meta

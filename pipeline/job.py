@@ -135,18 +135,18 @@ def train_stage(job: ImageJob, reader: Reader, plan: StepPlan, *, step: int = 0,
     return TrainResult(state, hist, stats)
 
 
-def _hr_mask(valid: np.ndarray, scale: float, shape: tuple[int, int]) -> np.ndarray:
+def _hr_masks(valid: np.ndarray, scale: float, shape: tuple[int, int]) -> np.ndarray:
+    """Per-band validity ``(bands, h, w)`` upsampled: bicubic of the mask, > 0.5."""
     if valid.all():
-        return np.ones(shape, bool)
-    up = imresize(torch.from_numpy(valid[None].astype(np.float32)), scale=scale,
-                  output_shape=shape)
-    return up[0].numpy() > 0.5
+        return np.ones((valid.shape[0], *shape), bool)
+    up = imresize(torch.from_numpy(valid.astype(np.float32)), scale=scale, output_shape=shape)
+    return up.numpy() > 0.5
 
 
 def infer_tile(model: torch.nn.Module, source: ReaderCropSource, plan: StepPlan, tile: Tile,
                *, frame: int, infer_cfg, normalizer: Normalizer, working: bool = False,
                ) -> tuple[np.ndarray, np.ndarray]:
-    """The HR core of one tile: ``(array (bands, h, w), valid (h, w))``.
+    """The HR core of one tile: ``(array (bands, h, w), valid (bands, h, w))``.
 
     ``working=True`` keeps working units (float32) for an intermediate gradual step.
     """
@@ -158,8 +158,12 @@ def infer_tile(model: torch.nn.Module, source: ReaderCropSource, plan: StepPlan,
                  down_kernel=plan.kernel, clip_range=(lo, hi)).cpu().numpy()
     rs, cs = tile.crop
     sr = sr[:, rs, cs]
-    hr_valid = _hr_mask(valid, plan.scale, tuple(tile.hr_read.shape))[rs, cs]
     out = sr if working else normalizer.inverse(sr)
+    # per-band masks: a pixel invalid in one band keeps its valid values in the others
+    hr_valid = _hr_masks(source.reader.read_masks(window, frame=frame), plan.scale,
+                         tuple(tile.hr_read.shape))[:, rs, cs]
+    if working:
+        hr_valid = hr_valid[plan.bands]
     alpha = meta.extra.get("alpha_band")
     if alpha is not None and not working:
         a = source.reader.read(window, frame=frame)[alpha].astype(np.float32)
@@ -173,11 +177,17 @@ def infer_tile(model: torch.nn.Module, source: ReaderCropSource, plan: StepPlan,
 
 def infer_tiles(job: ImageJob, reader: Reader, plan: StepPlan, result: TrainResult,
                 tiles: Iterable[int], writer, *, frame: int = 0, working: bool = False,
-                on_tile: Callable[[Tile], None] | None = None) -> int:
-    """Run the tiles ``tiles`` of ``plan.grid`` and hand each HR core to ``writer``."""
+                on_tile: Callable[[Tile], None] | None = None,
+                model: torch.nn.Module | None = None) -> int:
+    """Run the tiles ``tiles`` of ``plan.grid`` and hand each HR core to ``writer``.
+
+    ``model``: the network already built from ``result.state`` (a worker's
+    cache); by default it is built here.
+    """
     cfg = job.config
-    model = build_model(len(plan.bands), cfg.net, seed=cfg.seed, device=job.device,
-                        state=result.state)
+    if model is None:
+        model = build_model(len(plan.bands), cfg.net, seed=cfg.seed, device=job.device,
+                            state=result.state)
     source = ReaderCropSource(reader, plan.bands, result.stats, seed=cfg.seed)
     n = 0
     for index in tiles:
@@ -189,6 +199,14 @@ def infer_tiles(job: ImageJob, reader: Reader, plan: StepPlan, result: TrainResu
         if on_tile is not None:
             on_tile(tile)
     return n
+
+
+def writer_options(path: Path, plan: StepPlan, options: dict) -> dict:
+    """Format-specific writer options: Zarr chunks are the grid's HR tiles."""
+    opts = dict(options)
+    if Path(path).suffix.lower() == ".zarr":
+        opts.setdefault("chunks", plan.grid.hr_chunk_shape)
+    return opts
 
 
 @dataclass
@@ -234,10 +252,12 @@ def upscale_file(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None
             if last:
                 out_meta = scale_metadata(meta, cumulative)
                 writer = open_writer(job.output, out_meta, inputs=(Path(job.input),),
-                                     overwrite=job.overwrite, **job.writer_options)
+                                     overwrite=job.overwrite,
+                                     **writer_options(job.output, plan, job.writer_options))
             else:
                 wpath = tmpdir / f"step{i}.zarr"
-                writer = open_writer(wpath, _working_meta(reader.meta, plan, wpath))
+                writer = open_writer(wpath, _working_meta(reader.meta, plan, wpath),
+                                     **writer_options(wpath, plan, {}))
             t0 = time.perf_counter()
             with writer:
                 for f in range(reader.meta.frames):

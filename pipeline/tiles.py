@@ -31,11 +31,11 @@ the same HR grid as the whole image only if ``r * s`` is an integer, i.e.
 ``q | r``.  Tile sizes must therefore be multiples of ``q`` and the halo is
 rounded up to one.  How wide the halo must be is :mod:`pipeline.halo`'s job.
 
-One case no halo can fix: with a fractional scale, an axis whose HR size
-``rows * s`` is not an integer, and the dihedral ensemble on, the whole image's
-flipped members sample an HR grid shifted by ``rows - ceil(rows * s) / s`` LR
-px, while interior tiles (whose ``read.height * s`` is integral) are not
-shifted.  :attr:`TileGrid.flip_aligned` tells whether a grid is safe.
+With a fractional scale and an axis whose HR size ``rows * s`` is not an
+integer, the flipped ensemble members of a plain implementation would sample an
+HR grid shifted by ``rows - ceil(rows * s) / s`` LR px.  ``zssr.inference.predict``
+mirror-pads such an axis at its far edge to an integral size (and crops after),
+so the whole image and every tile share one grid and tiling stays exact.
 
 >>> grid = TileGrid(shape=(5, 7), tile=(2, 4), halo=1, scale=1.5)
 >>> len(grid), grid.layout, grid.hr_shape
@@ -298,13 +298,6 @@ class TileGrid:
             edges = _edges(n_hr, c)
             out.append(tuple(b - a for a, b in zip(edges[:-1], edges[1:], strict=True)))
         return (out[0], out[1])
-
-    @property
-    def flip_aligned(self) -> bool:
-        """True unless an axis cut into several tiles has a non-integral ``n * s``
-        (then tiles cannot match the engine's flipped ensemble members, see above)."""
-        return all(n_tiles == 1 or (n * s).denominator == 1
-                   for n_tiles, n, s in zip(self.layout, self.shape, self.scale, strict=True))
 
     def __len__(self) -> int:
         ny, nx = self.layout

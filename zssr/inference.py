@@ -37,6 +37,28 @@ def ensemble_members(ensemble: bool, scale: tuple[float, float]) -> list[int]:
     return list(range(8))
 
 
+def _integral_pad(n: int, scale: float, limit: int = 1000) -> int:
+    """Smallest ``p >= 0`` with ``(n + p) * scale`` an integer (0 if none below ``limit``)."""
+    for p in range(limit):
+        v = (n + p) * scale
+        if abs(v - round(v)) < 1e-9:
+            return p
+    return 0
+
+
+def _mirror_pad(x: torch.Tensor, pad_rows: int, pad_cols: int) -> torch.Tensor:
+    """Pad the bottom/right with half-sample mirror copies (``... c d | d c ...``)."""
+    def idx(n: int, p: int) -> torch.Tensor:
+        i = torch.arange(n + p, device=x.device) % (2 * n)
+        return torch.where(i < n, i, 2 * n - 1 - i)
+
+    if pad_rows:
+        x = x.index_select(-2, idx(x.shape[-2], pad_rows))
+    if pad_cols:
+        x = x.index_select(-1, idx(x.shape[-1], pad_cols))
+    return x
+
+
 def median(stack: torch.Tensor) -> torch.Tensor:
     """Median over dim 0 with numpy semantics (mean of the two middle values for even counts)."""
     n = stack.shape[0]
@@ -93,8 +115,15 @@ def predict(model: torch.nn.Module, lr: torch.Tensor, *, scale: float | tuple[fl
               .expand(c, 1, 1) for v in clip_range)
     sc = as_scale(scale)
     deg = Degradation(sc, None if down_kernel is None else down_kernel.to(device))
-    out_hw = output_shape(tuple(lr.shape[-2:]), sc)
+    final_hw = output_shape(tuple(lr.shape[-2:]), sc)
     ks = ensemble_members(infer.ensemble, sc)
+    if len(ks) > 1:
+        # A flipped member sees the HR grid from the other edge; unless rows * s is an
+        # integer that grid is shifted by rows - ceil(rows * s) / s LR px.  Mirror-pad the
+        # bottom/right to an integral size so all members share one grid, crop at the end.
+        pr, pc = _integral_pad(lr.shape[-2], sc[0]), _integral_pad(lr.shape[-1], sc[1])
+        lr = _mirror_pad(lr, pr, pc)
+    out_hw = output_shape(tuple(lr.shape[-2:]), sc)
     was_training = model.training
     model.eval()
     members: list[torch.Tensor] = []
@@ -108,4 +137,4 @@ def predict(model: torch.nn.Module, lr: torch.Tensor, *, scale: float | tuple[fl
     # as the official final_test: back-project after the median too (even for one member)
     sr = back_project(median(torch.stack(members)), lr, deg, n_bp, lo, hi)
     model.train(was_training)
-    return sr
+    return sr[..., : final_hw[0], : final_hw[1]]

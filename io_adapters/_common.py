@@ -1,0 +1,244 @@
+"""Helpers shared by the format adapters (private: no format logic here).
+
+Windows, band selection and scale arithmetic are validated once here so every
+adapter raises the same errors; the writers share dtype casting, the
+valid-pixel rule and atomic temporary paths.
+
+Band indexes are **0-based** everywhere in this package (``bands=[0, 2]`` picks
+the first and third band), like the array axis they index.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from affine import Affine
+from rasterio.windows import Window
+
+from .base import Metadata
+from .errors import InvalidDataError, WriteError
+
+Scale = float | tuple[float, float]
+
+
+def as_window(window: Window | None, *, rows: int, cols: int) -> Window:
+    """Return ``window`` (the whole raster when None) after checking it is integral."""
+    if window is None:
+        return Window(0, 0, cols, rows)
+    values = (window.col_off, window.row_off, window.width, window.height)
+    if any(float(v) != int(v) for v in values):
+        raise ValueError(f"window {window} must have integer offsets and sizes")
+    return Window(*(int(v) for v in values))
+
+
+def inner_part(window: Window, *, rows: int,
+               cols: int) -> tuple[Window | None, tuple[slice, slice]]:
+    """The part of ``window`` inside a ``rows x cols`` raster and where it lands in the window.
+
+    Returns ``(inner, (row_slice, col_slice))``; ``inner`` is None when the
+    window lies entirely outside the raster.
+    """
+    r0, c0 = int(window.row_off), int(window.col_off)
+    r1, c1 = r0 + int(window.height), c0 + int(window.width)
+    ir0, ic0, ir1, ic1 = max(r0, 0), max(c0, 0), min(r1, rows), min(c1, cols)
+    if ir0 >= ir1 or ic0 >= ic1:
+        return None, (slice(0, 0), slice(0, 0))
+    inner = Window(ic0, ir0, ic1 - ic0, ir1 - ir0)
+    return inner, (slice(ir0 - r0, ir1 - r0), slice(ic0 - c0, ic1 - c0))
+
+
+def boundless_read(read_inner: Callable[[Window], np.ndarray], window: Window, *,
+                   rows: int, cols: int, bands: int, dtype: np.dtype,
+                   fill: float) -> np.ndarray:
+    """Read ``window`` through ``read_inner`` (in-bounds windows only), padding with ``fill``."""
+    inner, (rs, cs) = inner_part(window, rows=rows, cols=cols)
+    shape = (bands, int(window.height), int(window.width))
+    if inner is not None and (rs.stop - rs.start, cs.stop - cs.start) == shape[1:]:
+        return read_inner(inner)
+    out = np.full(shape, fill, dtype=dtype)
+    if inner is not None:
+        out[:, rs, cs] = read_inner(inner)
+    return out
+
+
+def inside_mask(window: Window, *, rows: int, cols: int) -> np.ndarray:
+    """``(h, w)`` bool: True where ``window`` overlaps the ``rows x cols`` raster."""
+    out = np.zeros((int(window.height), int(window.width)), dtype=bool)
+    inner, (rs, cs) = inner_part(window, rows=rows, cols=cols)
+    if inner is not None:
+        out[rs, cs] = True
+    return out
+
+
+def select_bands(requested: Sequence[int] | None, total: int, *, path: Path) -> tuple[int, ...]:
+    """Validate 0-based band indexes against a file with ``total`` bands."""
+    if requested is None:
+        return tuple(range(total))
+    chosen = tuple(int(b) for b in requested)
+    if not chosen:
+        raise InvalidDataError(f"{path}: empty band selection; give at least one band index")
+    bad = [b for b in chosen if not 0 <= b < total]
+    if bad:
+        raise InvalidDataError(
+            f"{path}: band index {bad[0]} out of range; the file has {total} bands, "
+            f"use 0-based indexes 0..{total - 1}")
+    return chosen
+
+
+def check_frame(frame: int, frames: int, *, path: Path) -> int:
+    if not 0 <= int(frame) < frames:
+        raise ValueError(f"{path}: frame {frame} out of range; the image has {frames} frame(s)")
+    return int(frame)
+
+
+def check_pixel_dtype(dtype: np.dtype | str, *, path: Path) -> np.dtype:
+    """Refuse pixel types that cannot be super-resolved (complex, bool, strings)."""
+    dt = np.dtype(dtype)
+    if dt.kind not in "uif":
+        raise InvalidDataError(
+            f"{path}: pixel type {dt} cannot be super-resolved; "
+            "convert it to an integer or float type first")
+    return dt
+
+
+def normalize_scale(scale: Scale) -> tuple[float, float]:
+    """``scale`` as ``(rows, cols)`` factors, each finite and > 0."""
+    pair = (scale, scale) if isinstance(scale, int | float) else tuple(scale)
+    if len(pair) != 2 or not all(math.isfinite(float(s)) and float(s) > 0 for s in pair):
+        raise ValueError(f"scale {scale!r} must be a positive number or a (rows, cols) pair")
+    return float(pair[0]), float(pair[1])
+
+
+def scaled_size(rows: int, cols: int, scale: Scale) -> tuple[int, int]:
+    """Output size like MATLAB ``imresize``: ``ceil(n * s)`` (robust to float noise)."""
+    sy, sx = normalize_scale(scale)
+    return math.ceil(rows * sy - 1e-9), math.ceil(cols * sx - 1e-9)
+
+
+def scale_common(meta: Metadata, scale: Scale) -> Metadata:
+    """New size, geotransform ``T * scale(1/s)`` (origin kept) and pixel spacing ``/ s``."""
+    sy, sx = normalize_scale(scale)
+    rows, cols = scaled_size(meta.rows, meta.cols, (sy, sx))
+    geo = meta.geo
+    if geo is not None:
+        transform = Affine(*geo.transform) @ Affine.scale(1.0 / sx, 1.0 / sy)
+        geo = replace(geo, transform=tuple(transform)[:6])
+    medical = meta.medical
+    if medical is not None and medical.pixel_spacing is not None:
+        spacing = (medical.pixel_spacing[0] / sy, medical.pixel_spacing[1] / sx)
+        medical = replace(medical, pixel_spacing=spacing)
+    return replace(meta, rows=rows, cols=cols, geo=geo, medical=medical)
+
+
+def cast_to_dtype(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Convert writer input to the output dtype: round and clip into integer ranges.
+
+    NaN becomes 0 for integer outputs (the valid mask, when given, decides
+    what becomes nodata afterwards).
+    """
+    dt = np.dtype(dtype)
+    arr = np.asarray(array)
+    if arr.dtype == dt:
+        return arr
+    if dt.kind in "ui":
+        info = np.iinfo(dt)
+        if arr.dtype.kind == "f":
+            arr = np.nan_to_num(np.rint(arr), nan=0.0, posinf=info.max, neginf=info.min)
+        return np.clip(arr, info.min, info.max).astype(dt)
+    return arr.astype(dt)
+
+
+def nudged_value(nodata: float, dtype: np.dtype) -> float:
+    """The value a *valid* pixel equal to nodata is moved to (one unit away)."""
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        up = np.nextafter(dt.type(nodata), dt.type(np.inf))
+        return float(up if np.isfinite(up) else np.nextafter(dt.type(nodata), dt.type(-np.inf)))
+    return float(nodata + 1 if nodata < np.iinfo(dt).max else nodata - 1)
+
+
+def apply_valid_mask(array: np.ndarray, mask: np.ndarray | None, *, nodata: float | None,
+                     alpha_band: int | None = None) -> np.ndarray:
+    """Make invalid pixels nodata and keep valid ones off nodata.
+
+    ``mask`` is ``(rows, cols)`` or ``(bands, rows, cols)`` bool, True = valid.
+    Where it is False a pixel gets ``nodata`` (or alpha 0 when there is no
+    nodata but an alpha band); a *valid* pixel that happens to equal nodata is
+    nudged one unit (:func:`nudged_value`) so it never reads back as missing.
+    Without a mask the array is returned unchanged.
+    """
+    if mask is None:
+        return array
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape not in (array.shape, array.shape[1:]):
+        raise ValueError(f"mask shape {mask.shape} does not match array shape {array.shape}")
+    out = array.copy()
+    if nodata is None:
+        if alpha_band is not None:
+            invalid = ~mask if mask.ndim == 2 else ~mask.all(axis=0)
+            out[alpha_band][invalid] = 0
+        return out
+    full = np.broadcast_to(mask, out.shape)
+    if not np.isnan(nodata):
+        out[full & (out == nodata)] = nudged_value(nodata, out.dtype)
+    out[~full] = nodata
+    return out
+
+
+def check_region(array: np.ndarray, window: Window, *, meta: Metadata,
+                 path: Path) -> tuple[Window, np.ndarray]:
+    """Check that ``array`` is ``(bands, h, w)`` (or ``(h, w)`` for one band) for an
+    in-bounds ``window``; returns the integral window and the 3-D array."""
+    window = as_window(window, rows=meta.rows, cols=meta.cols)
+    expected = (meta.bands, int(window.height), int(window.width))
+    array = np.asarray(array)
+    if array.ndim == 2 and meta.bands == 1:
+        array = array[None]
+    if array.shape != expected:
+        raise ValueError(f"{path}: array shape {np.shape(array)} does not fit window "
+                         f"{window}; expected (bands, rows, cols) = {expected}")
+    inner, _ = inner_part(window, rows=meta.rows, cols=meta.cols)
+    if inner is None or (inner.width, inner.height) != (window.width, window.height):
+        raise ValueError(f"{path}: window {window} is not inside the "
+                         f"{meta.rows} x {meta.cols} output; writes must be in bounds")
+    return window, array
+
+
+def temp_sibling(final: Path, tag: str) -> Path:
+    """A hidden, unique temporary name in the same folder (same filesystem for os.replace)."""
+    return final.parent / f".{final.name}.{tag}-{uuid.uuid4().hex[:8]}"
+
+
+def remove_path(path: Path) -> None:
+    """Delete a file or a folder tree; missing is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def replace_into(src: Path, final: Path) -> Path:
+    """Move ``src`` to ``final`` atomically, also when both are folders."""
+    try:
+        if final.is_dir() and not final.is_symlink():
+            old = temp_sibling(final, "old")
+            os.replace(final, old)
+            os.replace(src, final)
+            remove_path(old)
+        else:
+            os.replace(src, final)
+    except OSError as exc:
+        raise WriteError(f"{final}: cannot move the finished output into place: {exc}") from exc
+    return final
+
+
+def check_overwrite(final: Path, *, overwrite: bool) -> None:
+    if final.exists() and not overwrite:
+        raise WriteError(f"{final}: output already exists; delete it or pass overwrite=True")

@@ -1,0 +1,248 @@
+"""GeoTIFF (and any other GDAL raster) reader, and metadata scaling for geodata.
+
+Every TIFF goes through this reader, georeferenced or not: GDAL reads tiled,
+compressed, 16-bit colour and float TIFFs that Pillow cannot.  A TIFF with no
+CRS and an identity transform gets ``meta.geo = None`` (a "plain" TIFF); its
+colour interpretation then travels in ``meta.extra["colorinterp"]``.
+
+Reads are windowed and boundless: the part of a window inside the raster is
+read with GDAL and the rest is filled with nodata (or 0), so a header that
+declares a gigantic raster opens instantly and costs only what is read.
+Each thread gets its own GDAL dataset handle (GDAL handles are not
+thread-safe), so the reader can be shared by Dask's threaded scheduler; it
+pickles as ``(path, bands)`` and reopens in the receiving process.
+
+Band indexes are 0-based.  Pixels come back raw, in the file's dtype: the
+band ``scales``/``offsets``/``units`` are reported in ``meta.geo`` and never
+applied.  The writer lives in :mod:`io_adapters.cog` (re-exported here).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.windows import Window
+
+from ._common import (
+    Scale,
+    as_window,
+    boundless_read,
+    check_frame,
+    check_pixel_dtype,
+    inner_part,
+    inside_mask,
+    scale_common,
+    select_bands,
+)
+from .base import GeoInfo, Metadata
+from .cog import CogWriter
+from .errors import CorruptFileError, InputNotFoundError, UnsupportedFormatError
+
+__all__ = ["GeoTiffReader", "CogWriter", "scale_geo_metadata", "TIFF_MAGICS"]
+
+log = logging.getLogger(__name__)
+
+TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
+_SHORT_NAMES = {"red": "R", "green": "G", "blue": "B", "alpha": "A", "gray": "L"}
+
+
+def _one_line(exc: BaseException) -> str:
+    """GDAL's message on one line (rasterio chains the real one as the cause)."""
+    cause = exc.__cause__
+    text = f"{exc} ({cause})" if cause is not None and str(cause) else str(exc)
+    return " ".join(text.split())
+
+
+class GeoTiffReader:
+    """Windowed reader for GeoTIFF/COG and other GDAL rasters."""
+
+    def __init__(self, path: str | Path, *, bands: list[int] | None = None) -> None:
+        self.path = Path(path)
+        self._requested = bands
+        self._local = threading.local()
+        self._handles: list[rasterio.DatasetReader] = []
+        self._handles_lock = threading.Lock()
+        if not self.path.exists():
+            raise InputNotFoundError(f"{self.path}: no such file")
+        ds = self._dataset()
+        dtype = check_pixel_dtype(ds.dtypes[0], path=self.path)
+        if len(set(ds.dtypes)) > 1:
+            log.warning("%s: bands have different types %s; reading as %s",
+                        self.path, ds.dtypes, dtype)
+        self._selected = select_bands(bands, ds.count, path=self.path)
+        self._indexes = [i + 1 for i in self._selected]  # GDAL counts from 1
+        self.meta = self._metadata(ds, dtype)
+
+    def _dataset(self) -> rasterio.DatasetReader:
+        """This thread's open dataset (opened on first use)."""
+        ds = getattr(self._local, "ds", None)
+        if ds is None:
+            ds = self._open()
+            self._local.ds = ds
+            with self._handles_lock:
+                self._handles.append(ds)
+        return ds
+
+    def _open(self) -> rasterio.DatasetReader:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                return rasterio.open(self.path)
+        except RasterioError as exc:
+            with open(self.path, "rb") as fh:
+                is_tiff = fh.read(4) in TIFF_MAGICS
+            if is_tiff:
+                raise CorruptFileError(f"{self.path}: damaged TIFF: {_one_line(exc)}") from None
+            raise UnsupportedFormatError(
+                f"{self.path}: not a raster GDAL can read: {_one_line(exc)}") from None
+
+    def _metadata(self, ds: rasterio.DatasetReader, dtype: np.dtype) -> Metadata:
+        sel = self._selected
+        interp = tuple(ds.colorinterp[i].name for i in sel)
+        descriptions = tuple(ds.descriptions[i] or "" for i in sel)
+        if any(descriptions):
+            names = descriptions
+        elif all(c in _SHORT_NAMES for c in interp):
+            names = tuple(_SHORT_NAMES[c] for c in interp)
+        else:
+            names = ()
+        flags = [ds.mask_flag_enums[i] for i in sel]
+        has_mask = ds.nodata is not None or any(
+            f != [rasterio.enums.MaskFlags.all_valid] for f in flags)
+        extra: dict = {"driver": ds.driver, "block_shapes": ds.block_shapes[0],
+                       "overviews": ds.overviews(self._indexes[0]),
+                       "compression": ds.compression.name if ds.compression else None}
+        if "alpha" in interp:
+            extra["alpha_band"] = interp.index("alpha")
+        if _has_colormap(ds):
+            extra["categorical"] = True
+        georeferenced = ds.crs is not None or not ds.transform.is_identity
+        geo = None
+        if georeferenced:
+            geo = GeoInfo(
+                crs_wkt=ds.crs.to_wkt() if ds.crs else None,
+                transform=tuple(ds.transform)[:6],
+                colorinterp=interp,
+                scales=tuple(float(ds.scales[i]) for i in sel),
+                offsets=tuple(float(ds.offsets[i]) for i in sel),
+                units=tuple(ds.units[i] or "" for i in sel),
+                tags={str(k): str(v) for k, v in ds.tags().items()},
+            )
+        else:
+            extra["colorinterp"] = interp
+        return Metadata(path=self.path, format="geotiff", bands=len(sel), rows=ds.height,
+                        cols=ds.width, dtype=dtype, nodata=ds.nodata, has_mask=has_mask,
+                        band_names=names, geo=geo, extra=extra)
+
+    @property
+    def fill_value(self) -> float:
+        return 0 if self.meta.nodata is None else self.meta.nodata
+
+    def read(self, window: Window | None = None, *, frame: int = 0,
+             bands: list[int] | None = None, out_shape: tuple[int, int] | None = None,
+             resampling: Literal["average", "nearest", "bilinear"] = "average") -> np.ndarray:
+        """``(bands, rows, cols)`` in the file's dtype; nodata (or 0) outside the raster.
+
+        With ``out_shape=(h, w)`` the window is resampled to that size by GDAL
+        (``resampling``, average by default; overviews are used when present),
+        e.g. to draw training samples at a coarser scale.
+        """
+        check_frame(frame, 1, path=self.path)
+        window = as_window(window, rows=self.meta.rows, cols=self.meta.cols)
+        picks = [self._indexes[i] for i in select_bands(bands, self.meta.bands, path=self.path)]
+        if out_shape is not None:
+            return self._read_resampled(window, picks, out_shape, Resampling[resampling])
+        return boundless_read(lambda w: self._gdal_read(picks, window=w), window,
+                              rows=self.meta.rows, cols=self.meta.cols, bands=len(picks),
+                              dtype=self.meta.dtype, fill=self.fill_value)
+
+    def _gdal_read(self, indexes: list[int], **kwargs) -> np.ndarray:
+        try:
+            return self._dataset().read(indexes, out_dtype=self.meta.dtype, **kwargs)
+        except RasterioError as exc:
+            raise CorruptFileError(f"{self.path}: cannot read window {kwargs.get('window')}: "
+                                   f"{_one_line(exc)}") from None
+
+    def _read_resampled(self, window: Window, picks: list[int], out_shape: tuple[int, int],
+                        resampling: Resampling) -> np.ndarray:
+        inner, _ = inner_part(window, rows=self.meta.rows, cols=self.meta.cols)
+        boundless = inner is None or (inner.width, inner.height) != (window.width, window.height)
+        return self._gdal_read(picks, window=window, out_shape=(len(picks), *out_shape),
+                               resampling=resampling, boundless=boundless,
+                               fill_value=self.fill_value)
+
+    def read_mask(self, window: Window | None = None, *, frame: int = 0) -> np.ndarray:
+        """``(rows, cols)`` bool: True where every selected band is valid (nodata,
+        internal mask or alpha all say so); False outside the raster."""
+        return self.read_masks(window, frame=frame).all(axis=0)
+
+    def read_masks(self, window: Window | None = None, *, frame: int = 0) -> np.ndarray:
+        """``(bands, rows, cols)`` bool validity of each selected band (GDAL's
+        ``read_masks``); False outside the raster.  Pass this, not
+        :meth:`read_mask`, to a writer so a pixel that is nodata in one band
+        only keeps its valid values in the others."""
+        check_frame(frame, 1, path=self.path)
+        window = as_window(window, rows=self.meta.rows, cols=self.meta.cols)
+        if not self.meta.has_mask:
+            inside = inside_mask(window, rows=self.meta.rows, cols=self.meta.cols)
+            return np.broadcast_to(inside, (self.meta.bands, *inside.shape)).copy()
+
+        def inner(w: Window) -> np.ndarray:
+            try:
+                return self._dataset().read_masks(self._indexes, window=w) > 0
+            except RasterioError as exc:
+                raise CorruptFileError(f"{self.path}: cannot read the mask of window {w}: "
+                                       f"{_one_line(exc)}") from None
+
+        return boundless_read(inner, window, rows=self.meta.rows, cols=self.meta.cols,
+                              bands=self.meta.bands, dtype=np.dtype(bool), fill=False)
+
+    def close(self) -> None:
+        """Close every thread's dataset handle."""
+        with self._handles_lock:
+            for ds in self._handles:
+                ds.close()
+            self._handles.clear()
+        self._local = threading.local()
+
+    def __enter__(self) -> GeoTiffReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "bands": self._requested}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"], bands=state["bands"])  # type: ignore[misc]
+
+
+def _has_colormap(ds: rasterio.DatasetReader) -> bool:
+    try:
+        ds.colormap(1)
+    except ValueError:
+        return False
+    return True
+
+
+def scale_geo_metadata(meta: Metadata, scale: Scale) -> Metadata:
+    """Metadata of the image super-resolved by ``scale`` (a number or ``(rows, cols)``).
+
+    Size becomes ``ceil(n * s)`` (MATLAB ``imresize``); the transform becomes
+    ``T * Affine.scale(1/sx, 1/sy)`` so the origin (upper-left corner) stays
+    and pixels shrink; CRS, nodata, dtype and band metadata are unchanged.
+    The file layout facts in ``extra`` (overviews, blocks) are dropped.
+    """
+    out = scale_common(meta, scale)
+    extra = {k: v for k, v in out.extra.items() if k not in ("overviews", "block_shapes")}
+    return replace(out, extra=extra)

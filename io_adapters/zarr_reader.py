@@ -1,0 +1,229 @@
+"""Reader for Zarr stores: our own outputs and other image-like Zarr arrays.
+
+The image array is ``band_data`` when present, otherwise the group's only
+array with 2 or more dimensions (or the store itself when it is an array).
+Its dimensions (Zarr v3 ``dimension_names``, or v2 ``_ARRAY_DIMENSIONS``)
+must end with the row and column axes: ``(y, x)``, ``(band, y, x)`` or
+``(frame, band, y, x)``.  Georeferencing comes from the CF grid mapping
+variable (``spatial_ref``: ``crs_wkt``/``spatial_ref`` and ``GeoTransform``,
+else the ``x``/``y`` pixel-centre coordinates); nodata from the ``zssr``
+group attribute or the CF ``_FillValue``.  See :mod:`io_adapters.zarr_store`
+for the layout our writer produces.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from rasterio.windows import Window
+
+from ._common import (
+    as_window,
+    boundless_read,
+    check_frame,
+    check_pixel_dtype,
+    inside_mask,
+    select_bands,
+)
+from .base import GeoInfo, MedicalInfo, Metadata
+from .errors import CorruptFileError, InputNotFoundError, InvalidDataError
+
+__all__ = ["ZarrReader", "DATA", "OURS", "json_number", "from_json_number"]
+
+DATA = "band_data"  # the image variable, named like rioxarray's
+OURS = "zssr"  # group attribute holding the Metadata facts Zarr has no place for
+_LAYOUTS = {2: ("y", "x"), 3: ("band", "y", "x"), 4: ("frame", "band", "y", "x")}
+
+
+def json_number(value: float | None) -> float | str | None:
+    """A float for strict JSON: NaN and infinities become strings."""
+    if value is None:
+        return None
+    return float(value) if np.isfinite(value) else str(float(value))
+
+
+def from_json_number(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _decode_fill_value(value: Any, dtype: np.dtype) -> float | None:
+    """Decode xarray's ``_FillValue`` encoding (base64 double for floats)."""
+    if value is None:
+        return None
+    if dtype.kind == "f" and isinstance(value, str):
+        try:
+            return struct.unpack("<d", base64.standard_b64decode(value))[0]
+        except (ValueError, struct.error):
+            return float(value)
+    return float(value)
+
+
+def _medical(attrs: dict | None) -> MedicalInfo | None:
+    if not attrs:
+        return None
+    fixed = dict(attrs)
+    for key in ("pixel_spacing", "orientation"):
+        if fixed.get(key) is not None:
+            fixed[key] = tuple(fixed[key])
+    fixed["positions"] = tuple(tuple(p) for p in fixed.get("positions", ()))
+    fixed["sources"] = tuple(fixed.get("sources", ()))
+    return MedicalInfo(**fixed)
+
+
+class ZarrReader:
+    """Reader for a Zarr store (v3, or v2 read through zarr-python)."""
+
+    def __init__(self, path: str | Path, *, bands: list[int] | None = None) -> None:
+        self.path = Path(path)
+        self._requested = bands
+        if not self.path.exists():
+            raise InputNotFoundError(f"{self.path}: no such Zarr store")
+        try:
+            node = zarr.open(self.path, mode="r")
+        except Exception as exc:  # zarr raises many types for broken metadata
+            raise CorruptFileError(f"{self.path}: cannot open the Zarr store: "
+                                   f"{type(exc).__name__}: {exc}") from None
+        group_attrs: dict = {}
+        if isinstance(node, zarr.Group):
+            group_attrs = dict(node.attrs)
+            self._array = self._image_array(node)
+            self._group: Any = node
+        else:
+            self._array, self._group = node, None
+        self._dims = self._dimension_names()
+        dtype = check_pixel_dtype(self._array.dtype, path=self.path)
+        shape = self._array.shape
+        total = shape[-3] if len(shape) >= 3 else 1
+        self._selected = select_bands(bands, total, path=self.path)
+        self.meta = self._metadata(group_attrs, dtype)
+
+    def _image_array(self, group: zarr.Group) -> Any:
+        arrays = dict(group.arrays())
+        if DATA in arrays:
+            return arrays[DATA]
+        images = [name for name, arr in arrays.items() if arr.ndim >= 2]
+        if len(images) != 1:
+            raise InvalidDataError(
+                f"{self.path}: expected one image array ({DATA!r} or the only array with "
+                f"2+ dimensions), found {sorted(images) or 'none'}")
+        return arrays[images[0]]
+
+    def _dimension_names(self) -> tuple[str, ...]:
+        ndim = self._array.ndim
+        if ndim not in _LAYOUTS:
+            raise InvalidDataError(f"{self.path}: image array has {ndim} dimensions; "
+                                   "expected (y, x), (band, y, x) or (frame, band, y, x)")
+        names = getattr(self._array.metadata, "dimension_names", None)
+        names = names or self._array.attrs.get("_ARRAY_DIMENSIONS")
+        if names and tuple(names)[-2:] != ("y", "x"):
+            raise InvalidDataError(f"{self.path}: dimensions {tuple(names)} must end with "
+                                   "('y', 'x'); transpose the array to rows, columns last")
+        return tuple(names) if names else _LAYOUTS[ndim]
+
+    def _metadata(self, group_attrs: dict, dtype: np.dtype) -> Metadata:
+        ours = group_attrs.get(OURS) or {}
+        shape = self._array.shape
+        nodata = from_json_number(ours.get("nodata"))
+        if nodata is None:
+            nodata = _decode_fill_value(self._array.attrs.get("_FillValue"), dtype)
+        total = shape[-3] if len(shape) >= 3 else 1
+        names = tuple(ours.get("band_names", ()))
+        names = tuple(names[i] for i in self._selected) if len(names) == total else ()
+        extra = dict(ours.get("extra", {}))
+        alpha = extra.pop("alpha_band", None)
+        if alpha in self._selected:
+            extra["alpha_band"] = self._selected.index(alpha)
+        extra.update(chunks=tuple(self._array.chunks), dimension_names=self._dims,
+                     source_format=ours.get("source_format"),
+                     attrs={k: v for k, v in group_attrs.items() if k not in (OURS, "ome")})
+        has_mask = bool(ours.get("has_mask", False)) or nodata is not None
+        return Metadata(path=self.path, format="zarr", bands=len(self._selected),
+                        rows=shape[-2], cols=shape[-1], dtype=dtype,
+                        frames=shape[0] if len(shape) == 4 else 1, nodata=nodata,
+                        has_mask=has_mask, band_names=names,
+                        geo=self._geo(ours.get("geo") or {}),
+                        medical=_medical(ours.get("medical")), extra=extra)
+
+    def _geo(self, stored: dict) -> GeoInfo | None:
+        name = self._array.attrs.get("grid_mapping")
+        if self._group is None or not name or name not in self._group:
+            return None
+        ref = dict(self._group[name].attrs)
+        wkt = ref.get("crs_wkt") or ref.get("spatial_ref") or None
+        if "GeoTransform" in ref:
+            c, a, b, f, d, e = (float(v) for v in str(ref["GeoTransform"]).split())
+        else:
+            x, y = self._group["x"][:2], self._group["y"][:2]
+            a, e = float(x[1] - x[0]), float(y[1] - y[0])
+            b = d = 0.0
+            c, f = float(x[0]) - a / 2, float(y[0]) - e / 2
+        pick = self._selected
+
+        def per_band(key: str) -> tuple:
+            values = stored.get(key) or ()
+            return tuple(values[i] for i in pick) if len(values) > max(pick) else ()
+
+        return GeoInfo(crs_wkt=wkt, transform=(a, b, c, d, e, f),
+                       colorinterp=per_band("colorinterp"), scales=per_band("scales"),
+                       offsets=per_band("offsets"), units=per_band("units"),
+                       tags=dict(stored.get("tags", {})))
+
+    def read(self, window: Window | None = None, *, frame: int = 0,
+             bands: list[int] | None = None) -> np.ndarray:
+        """``(bands, rows, cols)`` in the store's dtype; nodata (or 0) outside."""
+        check_frame(frame, self.meta.frames, path=self.path)
+        window = as_window(window, rows=self.meta.rows, cols=self.meta.cols)
+        picks = [self._selected[i] for i in select_bands(bands, self.meta.bands, path=self.path)]
+
+        def inner(w: Window) -> np.ndarray:
+            rs = slice(int(w.row_off), int(w.row_off + w.height))
+            cs = slice(int(w.col_off), int(w.col_off + w.width))
+            if self._array.ndim == 2:
+                return np.asarray(self._array[rs, cs])[None]
+            selection = (picks, rs, cs) if self._array.ndim == 3 else (frame, picks, rs, cs)
+            return np.asarray(self._array.get_orthogonal_selection(selection))
+
+        fill = 0 if self.meta.nodata is None else self.meta.nodata
+        return boundless_read(inner, window, rows=self.meta.rows, cols=self.meta.cols,
+                              bands=len(picks), dtype=self.meta.dtype, fill=fill)
+
+    def read_masks(self, window: Window | None = None, *, frame: int = 0) -> np.ndarray:
+        """``(bands, rows, cols)`` bool: not nodata (not NaN for floats), alpha not 0;
+        False outside the raster."""
+        window = as_window(window, rows=self.meta.rows, cols=self.meta.cols)
+        inside = inside_mask(window, rows=self.meta.rows, cols=self.meta.cols)
+        data = self.read(window, frame=frame)
+        valid = np.broadcast_to(inside, data.shape).copy()
+        nodata = self.meta.nodata
+        if self.meta.dtype.kind == "f":
+            valid &= ~np.isnan(data)
+        if nodata is not None and not np.isnan(nodata):
+            valid &= data != nodata
+        alpha = self.meta.extra.get("alpha_band")
+        if alpha is not None:
+            valid &= data[alpha] != 0
+        return valid
+
+    def read_mask(self, window: Window | None = None, *, frame: int = 0) -> np.ndarray:
+        """``(rows, cols)`` bool, True where every band is valid; False outside."""
+        return self.read_masks(window, frame=frame).all(axis=0)
+
+    def close(self) -> None:
+        """Nothing to release: Zarr opens chunk files per read."""
+
+    def __enter__(self) -> ZarrReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "bands": self._requested}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"], bands=state["bands"])  # type: ignore[misc]

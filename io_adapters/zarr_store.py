@@ -1,0 +1,290 @@
+"""Zarr v3 output (and input) laid out for xarray/rioxarray and OME-Zarr viewers.
+
+Layout of ``out.zarr`` (a Zarr v3 group, consolidated metadata on commit)::
+
+    band_data    (band, y, x) or (frame, band, y, x); chunks (1,) bands x tile
+                 attrs: grid_mapping="spatial_ref", coordinates="spatial_ref",
+                 _FillValue=nodata (CF: xarray masks it to NaN), long_name=band names
+    spatial_ref  0-d; attrs crs_wkt, spatial_ref (WKT), GeoTransform (GDAL order)
+    x, y         1-D HR pixel-centre coordinates (from the transform)
+    band         1-D band numbers 1..n (like rioxarray)
+
+so ``xarray.open_zarr(path)`` gives the right ``ds.rio.crs`` and
+``ds.rio.transform()``.  Medical data also gets OME-Zarr 0.5 style
+``ome.multiscales`` attrs (axes, scale = pixel spacing, translation = the
+first pixel's position along the image axes); note that stacks are stored
+(z, c, y, x), whereas OME orders c before z.  Group attr ``zssr`` keeps the
+rest of :class:`Metadata` for :class:`ZarrReader`; caller ``attrs``
+(provenance) are added at the group's top level.
+
+Writing: the store is created as ``<name>.zarr.partial`` and renamed on
+``commit``; ``abort`` deletes it.  Every ``write`` must cover whole chunks
+(the last row/column of chunks may be short), so no two writers ever touch
+one chunk and several processes may write the same store: they call
+:func:`write_region` with :attr:`ZarrWriter.store_path`.  No sharding.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import zarr
+from affine import Affine
+from rasterio.windows import Window
+from zarr.codecs import BloscCodec, ZstdCodec
+
+from ._common import (
+    Scale,
+    apply_valid_mask,
+    cast_to_dtype,
+    check_frame,
+    check_overwrite,
+    check_pixel_dtype,
+    check_region,
+    remove_path,
+    replace_into,
+    scale_common,
+)
+from .base import AtomicWriterMixin, MedicalInfo, Metadata, check_output_path
+from .errors import WriteError
+from .zarr_reader import DATA, OURS, ZarrReader, json_number
+
+__all__ = ["ZarrWriter", "ZarrReader", "write_region", "scale_zarr_metadata"]
+
+log = logging.getLogger(__name__)
+
+Compressor = Literal["blosc-zstd", "zstd", "none"]
+
+
+def _compressors(name: Compressor, level: int, dtype: np.dtype) -> list:
+    if name == "blosc-zstd":
+        return [BloscCodec(cname="zstd", clevel=level, shuffle="shuffle",
+                           typesize=dtype.itemsize)]
+    if name == "zstd":
+        return [ZstdCodec(level=level)]
+    if name == "none":
+        return []
+    raise ValueError(f"compressor {name!r} unknown; use 'blosc-zstd', 'zstd' or 'none'")
+
+
+def _gdal_geotransform(t: tuple[float, ...]) -> str:
+    a, b, c, d, e, f = t
+    return " ".join(repr(float(v)) for v in (c, a, b, f, d, e))
+
+
+def _image_origin(meta: Metadata) -> tuple[float, float, float]:
+    """(z, y, x) of the first pixel along the slice normal, column and row directions."""
+    med = meta.medical
+    if med is None or not med.orientation or not med.positions:
+        return (0.0, 0.0, 0.0)
+    row_dir = np.asarray(med.orientation[:3], dtype=float)  # along a row: +x
+    col_dir = np.asarray(med.orientation[3:6], dtype=float)  # down a column: +y
+    p0 = np.asarray(med.positions[0], dtype=float)
+    normal = np.cross(row_dir, col_dir)
+    return float(p0 @ normal), float(p0 @ col_dir), float(p0 @ row_dir)
+
+
+def _ome_attrs(meta: Metadata, med: MedicalInfo, dims: tuple[str, ...], name: str) -> dict:
+    dy, dx = med.pixel_spacing or (1.0, 1.0)
+    z0, y0, x0 = _image_origin(meta)
+    dz = med.slice_thickness or 1.0
+    if len(med.positions) > 1:
+        dz = float(np.linalg.norm(np.subtract(med.positions[1], med.positions[0]))) or dz
+    unit = {"unit": "millimeter"} if med.pixel_spacing else {}
+    by_dim = {"frame": ({"name": "z", "type": "space", **unit}, dz, z0),
+              "band": ({"name": "c", "type": "channel"}, 1.0, 0.0),
+              "y": ({"name": "y", "type": "space", **unit}, dy, y0),
+              "x": ({"name": "x", "type": "space", **unit}, dx, x0)}
+    axes, scale, translation = zip(*(by_dim[d] for d in dims), strict=True)
+    transforms = [{"type": "scale", "scale": list(scale)},
+                  {"type": "translation", "translation": list(translation)}]
+    multiscale = {"name": name, "axes": list(axes),
+                  "datasets": [{"path": DATA, "coordinateTransformations": transforms}]}
+    return {"ome": {"version": "0.5", "multiscales": [multiscale]}}
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` if it survives strict JSON, else None."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return value
+
+
+def _check_attrs(attrs: dict[str, Any]) -> None:
+    for key, value in attrs.items():
+        if key in (OURS, "ome") or _json_safe(value) is None:
+            raise ValueError(f"attrs[{key!r}] is reserved or not JSON-serialisable; "
+                             "use another key and a str/number/list/dict value")
+
+
+def _meta_attrs(meta: Metadata) -> dict:
+    geo = None
+    if meta.geo is not None:
+        g = meta.geo
+        geo = {"colorinterp": list(g.colorinterp), "scales": list(g.scales),
+               "offsets": list(g.offsets), "units": list(g.units), "tags": dict(g.tags)}
+    extra = {k: v for k, v in meta.extra.items() if _json_safe(v) is not None}
+    return {"version": 1, "source_format": meta.format, "band_names": list(meta.band_names),
+            "nodata": json_number(meta.nodata), "has_mask": meta.has_mask, "geo": geo,
+            "medical": _json_safe(asdict(meta.medical)) if meta.medical else None,
+            "extra": extra}
+
+
+class ZarrWriter(AtomicWriterMixin):
+    """Create a Zarr v3 store for ``meta`` and fill it chunk-aligned region by region.
+
+    ``chunks=(rows, cols)`` should equal the pipeline's HR tile size; the
+    band axis is never split (and frames are one per chunk).
+    """
+
+    def __init__(self, path: str | Path, meta: Metadata, *, chunks: tuple[int, int] = (512, 512),
+                 compressor: Compressor = "blosc-zstd", level: int = 3,
+                 attrs: dict[str, Any] | None = None, inputs: tuple[Path, ...] = (),
+                 overwrite: bool = False) -> None:
+        self.path = check_output_path(Path(path), inputs=inputs)
+        check_overwrite(self.path, overwrite=overwrite)
+        dtype = check_pixel_dtype(meta.dtype, path=self.path)
+        if len(chunks) != 2 or min(chunks) <= 0:
+            raise ValueError(f"chunks {chunks!r} must be a (rows, cols) pair of positive ints")
+        self.meta = meta
+        self._store = self.path.with_name(self.path.name + ".partial")
+        remove_path(self._store)  # a stale partial store from a crashed run
+        self._dims: tuple[str, ...] = ("band", "y", "x")
+        shape: tuple[int, ...] = meta.shape
+        chunk_shape: tuple[int, ...] = (meta.bands, *chunks)
+        if meta.frames > 1:
+            self._dims, shape = ("frame", *self._dims), (meta.frames, *shape)
+            chunk_shape = (1, *chunk_shape)
+        _check_attrs(attrs or {})
+        codecs = _compressors(compressor, level, dtype)
+        try:
+            self._create(shape, chunk_shape, dtype, codecs, attrs)
+        except (OSError, TypeError, ValueError) as exc:
+            remove_path(self._store)
+            raise WriteError(f"{self.path}: cannot create the Zarr store: {exc}") from exc
+        self._array: Any = zarr.open_array(self._store, path=DATA, mode="r+")
+        self._open = True
+
+    @property
+    def store_path(self) -> Path:
+        """Where the store lives until commit: give this to :func:`write_region` in workers."""
+        return self._store
+
+    def _create(self, shape: tuple[int, ...], chunk_shape: tuple[int, ...], dtype: np.dtype,
+                compressors: list, attrs: dict[str, Any] | None) -> None:
+        meta = self.meta
+        group_attrs = {OURS: _meta_attrs(meta)}
+        if meta.medical is not None:
+            group_attrs.update(_ome_attrs(meta, meta.medical, self._dims, self.path.stem))
+        group_attrs.update(attrs or {})
+        group = zarr.open_group(self._store, mode="w", zarr_format=3, attributes=group_attrs)
+        data_attrs: dict[str, Any] = {}
+        if meta.band_names:
+            data_attrs["long_name"] = list(meta.band_names)  # rioxarray: band descriptions
+        if meta.nodata is not None:
+            data_attrs["_FillValue"] = _cf_fill_value(meta.nodata, dtype)
+        if meta.geo is not None:
+            data_attrs.update(grid_mapping="spatial_ref", coordinates="spatial_ref")
+        group.create_array(DATA, shape=shape, chunks=chunk_shape, dtype=dtype,
+                           fill_value=0 if meta.nodata is None else meta.nodata,
+                           compressors=compressors, dimension_names=self._dims,
+                           attributes=data_attrs)
+        band = group.create_array("band", shape=(meta.bands,), dtype="int64",
+                                  dimension_names=("band",))
+        band[:] = np.arange(1, meta.bands + 1)
+        if meta.geo is not None:
+            self._create_coords(group)
+
+    def _create_coords(self, group: Any) -> None:
+        geo, meta = self.meta.geo, self.meta
+        t = Affine(*geo.transform)
+        wkt = geo.crs_wkt or ""
+        ref = group.create_array("spatial_ref", shape=(), dtype="int64", dimension_names=(),
+                                 attributes={"crs_wkt": wkt, "spatial_ref": wkt,
+                                             "GeoTransform": _gdal_geotransform(geo.transform)})
+        ref[...] = 0
+        x = group.create_array("x", shape=(meta.cols,), dtype="float64", dimension_names=("x",),
+                               attributes={"axis": "X", "long_name": "x pixel centre"})
+        x[:] = t.c + (np.arange(meta.cols) + 0.5) * t.a
+        y = group.create_array("y", shape=(meta.rows,), dtype="float64", dimension_names=("y",),
+                               attributes={"axis": "Y", "long_name": "y pixel centre"})
+        y[:] = t.f + (np.arange(meta.rows) + 0.5) * t.e
+
+    def write(self, array: np.ndarray, window: Window, *, frame: int = 0,
+              mask: np.ndarray | None = None) -> None:
+        """Write ``array`` ``(bands, h, w)`` at a chunk-aligned ``window`` of ``frame``."""
+        if not self._open:
+            raise WriteError(f"{self.path}: writer already committed or aborted")
+        _write(self._array, self.meta, array, window, frame=frame, mask=mask, path=self.path)
+
+    def commit(self) -> Path:
+        """Consolidate the metadata and rename the store to ``path``."""
+        if not self._open:
+            raise WriteError(f"{self.path}: writer already committed or aborted")
+        self._open = False
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Consolidated metadata")
+            zarr.consolidate_metadata(self._store)
+        replace_into(self._store, self.path)
+        log.debug("wrote %s", self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Delete the partial store; the output path is untouched."""
+        self._open = False
+        remove_path(self._store)
+
+
+def _cf_fill_value(nodata: float, dtype: np.dtype) -> Any:
+    """``_FillValue`` encoded the way xarray's Zarr v3 backend decodes it."""
+    if dtype.kind == "f":
+        import base64
+        import struct
+
+        return base64.standard_b64encode(struct.pack("<d", float(nodata))).decode()
+    return int(nodata)
+
+
+def write_region(store_path: str | Path, array: np.ndarray, window: Window, *,
+                 frame: int = 0, mask: np.ndarray | None = None) -> None:
+    """Write one chunk-aligned region into a partial store, from any process.
+
+    ``store_path`` is :attr:`ZarrWriter.store_path`; the array and its
+    metadata are opened by path, so nothing but the path crosses processes.
+    """
+    reader = ZarrReader(store_path)
+    array_handle = zarr.open_array(Path(store_path), path=DATA, mode="r+")
+    _write(array_handle, reader.meta, array, window, frame=frame, mask=mask,
+           path=Path(store_path))
+
+
+def _write(target: Any, meta: Metadata, array: np.ndarray, window: Window, *, frame: int,
+           mask: np.ndarray | None, path: Path) -> None:
+    check_frame(frame, meta.frames, path=path)
+    window, array = check_region(array, window, meta=meta, path=path)
+    ch, cw = target.chunks[-2:]
+    r0, c0 = int(window.row_off), int(window.col_off)
+    r1, c1 = r0 + int(window.height), c0 + int(window.width)
+    if r0 % ch or c0 % cw or (r1 % ch and r1 != meta.rows) or (c1 % cw and c1 != meta.cols):
+        raise ValueError(f"{path}: window {window} is not aligned to the {ch} x {cw} chunks; "
+                         "write whole chunks so no two writers share one")
+    array = cast_to_dtype(array, np.dtype(meta.dtype))
+    array = apply_valid_mask(array, mask, nodata=meta.nodata,
+                             alpha_band=meta.extra.get("alpha_band"))
+    region = (slice(None), slice(r0, r1), slice(c0, c1))
+    if len(target.shape) == 4:
+        region = (frame, *region)
+    target[region] = array
+
+
+def scale_zarr_metadata(meta: Metadata, scale: Scale) -> Metadata:
+    """Size ``ceil(n * s)``, transform ``T * scale(1/s)``, pixel spacing ``/ s``."""
+    return scale_common(meta, scale)

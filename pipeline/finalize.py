@@ -1,0 +1,247 @@
+"""Finalize one image: Zarr -> the output format, then the image's report material.
+
+The last step's Zarr store holds the output values already cast to the
+output dtype with invalid pixels set (as the final writer would); this
+copies it tile by tile into the writer of the output's format (COG, DICOM,
+PNG, Zarr), which writes under a temporary name and renames on commit.
+
+The report material is computed here, where the pixels are: a centred crop
+of the input and the same ground area of the output (PNG files, the input
+enlarged nearest-neighbour to the output's zoom), the LR-consistency
+(:func:`zssr.metrics.lr_consistency` on a centred window) and PSNR/SSIM
+against a ground truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from io_adapters.base import Metadata, Reader
+from io_adapters.detect import open_reader, open_writer, scale_metadata
+from io_adapters.errors import WriteError
+from io_adapters.zarr_reader import ZarrReader
+from zssr.kernels import prepare_kernel
+from zssr.metrics import lr_consistency, psnr, ssim
+
+from .job import open_input
+from .source import declared_range, sr_bands
+from .tiles import Region, as_fraction
+
+if TYPE_CHECKING:
+    from .tasks import ImageSpec, TrainOutcome
+
+__all__ = ["finalize_image", "copy_store", "CROP_LR", "CONSISTENCY_LR"]
+
+log = logging.getLogger(__name__)
+
+CROP_LR = 96  # side of the report crop, LR pixels
+CONSISTENCY_LR = 256  # side of the LR-consistency window, LR pixels
+
+
+def needs_mask(meta: Metadata) -> bool:
+    """Whether invalid pixels exist for this output (nodata, a mask or an alpha band)."""
+    return meta.nodata is not None or meta.has_mask or meta.extra.get("alpha_band") is not None
+
+
+def copy_store(spec: ImageSpec, store: ZarrReader, out_meta: Metadata) -> Path:
+    """Copy the last step's store into the final writer and commit it."""
+    job, plan = spec.job, spec.plans[spec.last]
+    output = Path(job.output)
+    if output.exists() and not spec.replace_output:
+        raise WriteError(f"{output}: output exists and was not written by this configuration "
+                         "of this input; pass --overwrite to replace it, or use another --out")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    options: dict[str, Any] = dict(job.writer_options)
+    if output.exists() and output.suffix.lower() not in (".dcm", ""):
+        options["overwrite"] = True  # the DICOM writer replaces its output itself
+    mask_path = spec.paths.mask_store(spec.key, spec.last)
+    masks = ZarrReader(mask_path) if mask_path.exists() else None
+    with_mask = masks is not None or needs_mask(out_meta)
+    with open_writer(output, out_meta, inputs=(Path(job.input),), **options) as writer:
+        for frame in range(spec.frames):
+            for tile in plan.grid:
+                win = tile.hr_window
+                values = store.read(win, frame=frame)
+                if not with_mask:
+                    writer.write(values, win, frame=frame)
+                    continue
+                valid = masks.read(win, frame=frame)[0] > 0 if masks is not None \
+                    else store.read_mask(win, frame=frame)
+                writer.write(values, win, frame=frame, mask=valid)
+    return output
+
+
+def finalize_image(spec: ImageSpec, outcomes: list[TrainOutcome]) -> dict[str, Any]:
+    """Write the output, then the crops and metrics of the report entry."""
+    t0 = time.perf_counter()
+    reader = open_input(spec.job)
+    try:
+        meta = reader.meta
+        out_meta = scale_metadata(meta, spec.job.scale)
+        store = ZarrReader(spec.paths.store(spec.key, spec.last))
+        _check_complete(spec)
+        output = copy_store(spec, store, out_meta)
+        write_seconds = time.perf_counter() - t0
+        entry: dict[str, Any] = {"output": str(output), "write_seconds": write_seconds,
+                                 "shape_in": [meta.frames, meta.bands, meta.rows, meta.cols],
+                                 "shape_out": [out_meta.frames, out_meta.bands, out_meta.rows,
+                                               out_meta.cols],
+                                 "format_in": meta.format}
+        entry.update(_report_material(spec, reader, store))
+    finally:
+        reader.close()
+    return entry
+
+
+def _check_complete(spec: ImageSpec) -> None:
+    done = spec.paths.done_tiles(spec.key, spec.last)
+    missing = [u for u in spec.units(spec.last) if u not in done]
+    if missing:
+        raise RuntimeError(f"{spec.job.input}: {len(missing)} tile(s) of the last step have no "
+                           f"completion marker (first: frame {missing[0][0]}, tile "
+                           f"{missing[0][1]}); run the same command again to redo them")
+
+
+# ----------------------------------------------------------------------------- report material
+
+
+def _centred(rows: int, cols: int, size: int, q: int) -> Region:
+    """A centred LR window of at most ``size`` px whose offsets and sides are multiples of
+    ``q`` (so it maps to whole HR pixels), or the whole image."""
+    def axis(n: int) -> tuple[int, int]:
+        if n <= size:
+            return 0, n
+        side = max(q, size - size % q)
+        start = (n - side) // 2
+        return start - start % q, side
+    (r0, h), (c0, w) = axis(rows), axis(cols)
+    return Region(r0, c0, h, w)
+
+
+def _hr_region(region: Region, scale: float, hr_shape: tuple[int, int]) -> Region:
+    s = as_fraction(scale)
+    r0, c0 = int(region.row * s), int(region.col * s)
+    r1 = min(hr_shape[0], math.ceil(region.row_stop * s))
+    c1 = min(hr_shape[1], math.ceil(region.col_stop * s))
+    return Region(r0, c0, r1 - r0, c1 - c0)
+
+
+def _nearest(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour enlargement of ``(C, h, w)`` to ``shape`` (same ground area)."""
+    h, w = array.shape[-2:]
+    ri = np.minimum((np.arange(shape[0]) + 0.5) * h / shape[0], h - 1).astype(int)
+    ci = np.minimum((np.arange(shape[1]) + 0.5) * w / shape[1], w - 1).astype(int)
+    return array[:, ri][:, :, ci]
+
+
+def _display_bands(meta: Metadata) -> list[int]:
+    bands = sr_bands(meta)
+    return bands[:3] if len(bands) >= 3 else bands[:1]
+
+
+def _to_uint8(arrays: list[np.ndarray], ref: np.ndarray) -> list[np.ndarray]:
+    """Stretch every array with the 1-99 % range of ``ref`` (uint8 data kept as is)."""
+    if ref.dtype == np.uint8:
+        return [a.astype(np.uint8) for a in arrays]
+    finite = ref[np.isfinite(ref)] if ref.dtype.kind == "f" else ref
+    lo, hi = (np.percentile(finite, (1, 99)) if finite.size else (0.0, 1.0))
+    hi = hi if hi > lo else lo + 1.0
+    return [np.clip(np.nan_to_num((a.astype(np.float64) - lo) / (hi - lo)) * 255 + 0.5, 0, 255)
+            .astype(np.uint8) for a in arrays]
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
+    Image.fromarray(np.ascontiguousarray(img)).save(path)
+
+
+def _data_range(meta: Metadata, sample: np.ndarray) -> float:
+    declared = declared_range(meta)
+    if declared is not None:
+        return declared[1] - declared[0]
+    if meta.dtype.kind in "ui":
+        info = np.iinfo(meta.dtype)
+        return float(info.max) - float(info.min)
+    finite = sample[np.isfinite(sample)]
+    return float(finite.max() - finite.min()) if finite.size and finite.max() > finite.min() \
+        else 1.0
+
+
+def _report_material(spec: ImageSpec, reader: Reader, store: ZarrReader) -> dict[str, Any]:
+    meta, scale = reader.meta, spec.job.scale
+    frame = meta.frames // 2
+    q = as_fraction(scale).denominator
+    hr_shape = (store.meta.rows, store.meta.cols)
+    out: dict[str, Any] = {"frame": frame}
+    crop = _centred(meta.rows, meta.cols, CROP_LR, q)
+    hr = _hr_region(crop, scale, hr_shape)
+    bands = _display_bands(meta)
+    lr_px = reader.read(crop.to_window(), frame=frame)[bands]
+    sr_px = store.read(hr.to_window(), frame=frame)[bands]
+    lr_img, sr_img = _to_uint8([_nearest(lr_px, hr.shape), sr_px], lr_px)
+    assets = spec.paths.assets
+    _save_png(lr_img, assets / f"{spec.key}_lr.png")
+    _save_png(sr_img, assets / f"{spec.key}_sr.png")
+    out["assets"] = {"lr": f"report_assets/{spec.key}_lr.png",
+                     "sr": f"report_assets/{spec.key}_sr.png"}
+    out["crop"] = {"lr": [crop.row, crop.col, crop.height, crop.width],
+                   "hr": [hr.row, hr.col, hr.height, hr.width], "zoom": float(scale)}
+    try:
+        out["lr_consistency_db"] = _consistency(spec, reader, store, frame, q)
+    except (ValueError, ZeroDivisionError) as exc:
+        out["lr_consistency_error"] = str(exc)
+    if spec.ground_truth is not None:
+        try:
+            out.update(_ground_truth_scores(spec, store))
+        except (ValueError, OSError) as exc:
+            out["ground_truth_error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def _consistency(spec: ImageSpec, reader: Reader, store: ZarrReader, frame: int,
+                 q: int) -> float:
+    meta, scale = reader.meta, spec.job.scale
+    win = _centred(meta.rows, meta.cols, CONSISTENCY_LR, q)
+    hr = _hr_region(win, scale, (store.meta.rows, store.meta.cols))
+    bands = sr_bands(meta)
+    lr = reader.read(win.to_window(), frame=frame)[bands].astype(np.float64)
+    sr = store.read(hr.to_window(), frame=frame)[bands].astype(np.float64)
+    kernel = None if spec.job.kernel is None else prepare_kernel(spec.job.kernel, scale)
+    return lr_consistency(sr, lr, scale=scale, kernel=kernel, data_range=_data_range(meta, lr))
+
+
+def _ground_truth_scores(spec: ImageSpec, store: ZarrReader) -> dict[str, Any]:
+    """PSNR/SSIM of the whole output against its reference (mean over frames)."""
+    scale = spec.job.scale
+    ref_reader = open_reader(spec.ground_truth)
+    try:
+        ref_meta = ref_reader.meta
+        if ref_meta.frames != store.meta.frames:
+            raise ValueError(f"{spec.ground_truth}: {ref_meta.frames} frame(s), but the output "
+                             f"has {store.meta.frames}")
+        bands = sr_bands(ref_meta)
+        rows, cols = store.meta.rows, store.meta.cols
+        slack = math.ceil(scale)
+        if not (rows <= ref_meta.rows < rows + slack and cols <= ref_meta.cols < cols + slack):
+            raise ValueError(f"{spec.ground_truth}: {ref_meta.rows} x {ref_meta.cols} does not "
+                             f"match the {rows} x {cols} output (up to {slack - 1} extra "
+                             "rows/cols are cropped)")
+        scores_p, scores_s = [], []
+        for f in range(store.meta.frames):
+            ref = ref_reader.read(frame=f)[bands][:, :rows, :cols].astype(np.float64)
+            sr = store.read(frame=f)[sr_bands(store.meta)].astype(np.float64)
+            dr = _data_range(ref_meta, ref)
+            scores_p.append(psnr(sr, ref, scale=scale, data_range=dr))
+            scores_s.append(ssim(sr, ref, scale=scale, data_range=dr))
+    finally:
+        ref_reader.close()
+    return {"ground_truth": str(spec.ground_truth), "psnr": float(np.mean(scores_p)),
+            "ssim": float(np.mean(scores_s))}

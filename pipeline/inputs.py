@@ -1,0 +1,183 @@
+"""Expand ``zssr run INPUT...`` into a stable, de-duplicated list of images.
+
+An INPUT is a file, a folder or a glob pattern:
+
+* a file is one image (its format is judged later, by content);
+* a folder that is a Zarr store or a folder of DICOM slices (judged by
+  :func:`io_adapters.detect.sniff`) is **one** image; any other folder is
+  scanned (not recursively): its files with an image suffix and its
+  sub-folders that are Zarr stores or DICOM series become images, other
+  files (``README.txt``) are skipped;
+* a pattern with ``*``, ``?`` or ``[`` is expanded with :func:`glob.glob`
+  (``**`` recurses) and each match is treated as above.
+
+Order is the order of the arguments, then sorted names within a folder or a
+pattern; the same resolved path given twice is kept once.  A missing input
+or a pattern without matches does not stop the batch: it becomes an
+:class:`InputItem` with an error, recorded as a failed image.
+
+>>> items = expand_inputs(["/nonexistent/scene.tif"])
+>>> items[0].error_class, items[0].ok
+('InputNotFoundError', False)
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from io_adapters.detect import sniff
+from io_adapters.errors import IOAdapterError
+
+from .errors import UsageError
+
+__all__ = ["InputItem", "expand_inputs", "output_names", "pair_ground_truth", "IMAGE_SUFFIXES"]
+
+log = logging.getLogger(__name__)
+
+#: File suffixes that make an unreadable file in a scanned folder a failed image
+#: (instead of a silently skipped non-image file).
+IMAGE_SUFFIXES = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".dcm", ".dicom",
+                            ".ima"})
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One image of the batch: a resolved path, or the reason it cannot be one."""
+
+    path: Path
+    spec: str  # the INPUT argument it came from
+    error_class: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def stem(self) -> str:
+        """Name used for outputs and ground-truth pairing (a folder's name, a file's stem)."""
+        return self.path.name if self.path.is_dir() else self.path.stem
+
+
+def _failed(path: Path, spec: str, exc: BaseException) -> InputItem:
+    return InputItem(path=path, spec=spec, error_class=type(exc).__name__, error=str(exc))
+
+
+def _is_single_image_folder(path: Path) -> bool:
+    try:
+        return sniff(path) in ("zarr", "dicom")
+    except (IOAdapterError, OSError):
+        return False
+
+
+def _scan_folder(folder: Path, spec: str) -> list[InputItem]:
+    out: list[InputItem] = []
+    for child in sorted(folder.iterdir()):
+        if child.name.startswith("."):
+            continue
+        if child.is_dir():
+            if _is_single_image_folder(child):
+                out.append(InputItem(child.resolve(), spec))
+            continue
+        try:
+            sniff(child)
+        except (IOAdapterError, OSError) as exc:
+            if child.suffix.lower() in IMAGE_SUFFIXES:
+                out.append(_failed(child.resolve(), spec, exc))
+            else:
+                log.info("skipping %s: not an image (%s)", child, exc)
+            continue
+        out.append(InputItem(child.resolve(), spec))
+    if not out:
+        log.warning("%s: folder holds no images", folder)
+    return out
+
+
+def _expand_path(path: Path, spec: str) -> list[InputItem]:
+    if not path.exists():
+        from io_adapters.errors import InputNotFoundError
+
+        return [_failed(path.absolute(), spec,
+                        InputNotFoundError(f"{path}: no such file or folder"))]
+    if path.is_dir() and not _is_single_image_folder(path):
+        return _scan_folder(path, spec)
+    return [InputItem(path.resolve(), spec)]
+
+
+def expand_inputs(specs: Iterable[str | Path]) -> list[InputItem]:
+    """Files, folders and globs -> one :class:`InputItem` per image (see the module doc)."""
+    items: list[InputItem] = []
+    seen: set[Path] = set()
+    for raw in specs:
+        spec = str(raw)
+        if _GLOB_CHARS & set(spec) and not Path(spec).exists():
+            matches = sorted(glob.glob(spec, recursive=True))
+            if not matches:
+                from io_adapters.errors import InputNotFoundError
+
+                found = [_failed(Path(spec).absolute(), spec,
+                                 InputNotFoundError(f"{spec}: pattern matches no file"))]
+            else:
+                found = [it for m in matches for it in _expand_path(Path(m), spec)]
+        else:
+            found = _expand_path(Path(spec), spec)
+        for item in found:
+            if item.path not in seen:
+                seen.add(item.path)
+                items.append(item)
+    return items
+
+
+def _short_hash(text: str, n: int = 6) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:n]
+
+
+def output_names(items: Sequence[InputItem]) -> dict[Path, str]:
+    """A unique name stem per image: its stem, plus a short path hash where stems collide."""
+    counts = Counter(it.stem for it in items)
+    return {it.path: it.stem if counts[it.stem] == 1 else f"{it.stem}_{_short_hash(str(it.path))}"
+            for it in items}
+
+
+def pair_ground_truth(items: Sequence[InputItem], folder: Path) -> dict[Path, Path]:
+    """Pair each image with the entry of ``folder`` that has the same stem.
+
+    Raises :class:`~pipeline.errors.UsageError` naming every input without a
+    ground truth, every ground truth without an input, and ambiguous stems.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"--ground-truth {folder}: not a folder; give the folder holding one "
+                         "reference image per input, named like the input")
+    truths: dict[str, list[Path]] = {}
+    for child in sorted(folder.iterdir()):
+        if not child.name.startswith("."):
+            truths.setdefault(child.name if child.is_dir() else child.stem, []).append(child)
+    problems = []
+    stems = Counter(it.stem for it in items)
+    pairs: dict[Path, Path] = {}
+    for item in items:
+        if stems[item.stem] > 1:
+            problems.append(f"several inputs are named {item.stem!r}")
+        elif item.stem not in truths:
+            problems.append(f"no ground truth for {item.path.name} (expected {item.stem}.*)")
+        elif len(truths[item.stem]) > 1:
+            names = ", ".join(p.name for p in truths[item.stem])
+            problems.append(f"ambiguous ground truth for {item.path.name}: {names}")
+        else:
+            pairs[item.path] = truths[item.stem][0]
+    extra = sorted(set(truths) - set(stems))
+    if extra:
+        problems.append("ground truth without an input: " + ", ".join(
+            p.name for s in extra for p in truths[s]))
+    if problems:
+        raise UsageError(f"--ground-truth {folder}: images and references must pair up by "
+                         f"name: {'; '.join(dict.fromkeys(problems))}")
+    return pairs

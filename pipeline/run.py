@@ -1,0 +1,320 @@
+"""``run_batch``: a batch of images through one Dask graph, resumable, with a report.
+
+The driver (this module) expands the inputs, opens the run directory (lock,
+manifest, config), plans each image (tile grids of every gradual-SR step,
+read from the file's metadata only), decides what earlier runs already did
+(finished images, trained steps, finished tiles), creates the Zarr stores
+that do not exist yet, and hands the remaining tasks to :mod:`pipeline.graph`.
+Results come back as task completions: the manifest, the progress observer
+and the report are fed from them.  Library code, no printing: the CLI
+attaches a progress observer and prints the summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from io_adapters.base import Metadata
+from io_adapters.detect import open_reader, scale_metadata
+from io_adapters.zarr_store import ZarrWriter
+from zssr.config import ZSSRConfig, config_to_dict
+
+from .errors import EXIT, UsageError
+from .graph import SchedulerInfo, execute, open_scheduler, resolve_scheduler
+from .inputs import InputItem, expand_inputs, output_names, pair_ground_truth
+from .job import ImageJob, _working_meta, check_size, plan_step
+from .rundir import JsonLinesHandler, RunDir, image_key, input_identity
+from .run_state import ImageState, build_nodes
+from .tasks import LOCAL_SINKS, TRAIN_TOPIC, ImageSpec
+
+__all__ = ["RunSettings", "RunSummary", "run_batch", "FORMAT_SUFFIXES", "natural_suffix"]
+
+log = logging.getLogger(__name__)
+
+FORMAT_SUFFIXES = {"tif": ".tif", "png": ".png", "zarr": ".zarr", "dcm": ".dcm", "dicom": ".dcm"}
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything a run needs besides its inputs (built once by the CLI)."""
+
+    out_dir: Path
+    scale: float
+    config: ZSSRConfig = field(default_factory=ZSSRConfig)
+    config_data: dict[str, Any] = field(default_factory=dict)  # as given (for config.yaml)
+    kernel: np.ndarray | None = None
+    bands: tuple[int, ...] | None = None
+    tile: int = 256
+    halo: int | None = None
+    device: str = "cpu"
+    scheduler: str | None = None  # None: DASK_SCHEDULER_ADDRESS or "local"
+    workers: int | None = None
+    torch_threads: int | None = None
+    resume: bool = True
+    overwrite: bool = False
+    ground_truth: Path | None = None
+    out_format: str | None = None  # a FORMAT_SUFFIXES key; None: the input's own format
+    batch_tiles: int | None = None  # tiles per infer task; None: automatic
+    retries: int = 2
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What shapes the result: a change gives a new image key."""
+        kernel = None if self.kernel is None else hashlib.sha256(
+            np.ascontiguousarray(self.kernel, np.float64).tobytes()).hexdigest()
+        return {"version": 1, "config": config_to_dict(self.config), "scale": self.scale,
+                "tile": self.tile, "halo": self.halo,
+                "bands": None if self.bands is None else list(self.bands), "kernel": kernel}
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    entries: list[dict[str, Any]]
+    counts: dict[str, int]
+    seconds: float
+    scheduler: str
+    report: Path | None = None
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [e for e in self.entries if e.get("state") == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT["batch"] if self.failed else EXIT["ok"]
+
+
+def natural_suffix(meta: Metadata) -> str:
+    """The output suffix of the input's own format ("" = a folder: a DICOM series)."""
+    if meta.format == "geotiff":
+        return ".tif"
+    if meta.format == "dicom":
+        return "" if meta.extra.get("layout") == "series" else ".dcm"
+    if meta.format == "zarr":
+        return ".zarr"
+    ok_png = meta.dtype in (np.dtype("uint8"), np.dtype("uint16")) and meta.bands <= 4
+    return ".png" if ok_png else ".tif"
+
+
+def _output_suffix(meta: Metadata, settings: RunSettings) -> str:
+    if settings.out_format is None:
+        return natural_suffix(meta)
+    try:
+        return FORMAT_SUFFIXES[settings.out_format]
+    except KeyError:
+        raise UsageError(f"--format {settings.out_format!r}: expected one of "
+                         f"{', '.join(FORMAT_SUFFIXES)}") from None
+
+
+def _plan(item: InputItem, name: str, settings: RunSettings, rd: RunDir,
+          gt: Path | None) -> ImageState:
+    """Read the input's metadata and plan every step (nothing is computed yet)."""
+    key = image_key(name, input_identity(item.path), settings.fingerprint())
+    with open_reader(item.path, bands=None if settings.bands is None else list(
+            settings.bands)) as reader:
+        meta = reader.meta
+    output = rd.outputs / f"{name}_x{settings.scale:g}{_output_suffix(meta, settings)}"
+    job = ImageJob(input=item.path, output=output, scale=settings.scale, config=settings.config,
+                   kernel=settings.kernel, bands=settings.bands, tile=settings.tile,
+                   halo=settings.halo, device=settings.device, overwrite=settings.overwrite)
+    check_size(meta, job)
+    plans, metas, cur, prev = [], [], meta, 1.0
+    steps = job.steps()
+    for i, cumulative in enumerate(steps):
+        plan = plan_step(cur, job, cumulative / prev)
+        plans.append(plan)
+        if i < len(steps) - 1:
+            cur = _working_meta(cur, plan, rd.store(key, i))
+            metas.append(cur)
+        else:
+            metas.append(scale_metadata(meta, settings.scale))
+        prev = cumulative
+    spec = ImageSpec(key=key, name=name, job=job, run_dir=rd.root, plans=tuple(plans),
+                     frames=meta.frames, ground_truth=gt, torch_threads=settings.torch_threads)
+    return ImageState(spec=spec, item=item, store_metas=metas)
+
+
+def _mask_meta(meta: Metadata) -> Metadata:
+    return replace(meta, bands=1, dtype=np.dtype("uint8"), nodata=None, has_mask=False,
+                   band_names=(), geo=None, medical=None, extra={}, format="zarr")
+
+
+def _ensure_stores(state: ImageState, rd: RunDir) -> None:
+    """Create each step's Zarr store unless it exists (never re-create finished work)."""
+    spec = state.spec
+    for step, plan in enumerate(spec.plans):
+        path = rd.store(spec.key, step)
+        if path.exists():
+            continue
+        _remove_tree(rd.tiles(spec.key, step))  # markers without their store are stale
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta, chunks = state.store_metas[step], plan.grid.hr_chunk_shape
+        if step == spec.last and meta.has_mask and meta.nodata is None \
+                and meta.extra.get("alpha_band") is None:
+            ZarrWriter(rd.mask_store(spec.key, step), _mask_meta(meta), chunks=chunks,
+                       overwrite=True).commit()
+        ZarrWriter(path, meta, chunks=chunks, overwrite=True).commit()
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _resume(state: ImageState, rd: RunDir, settings: RunSettings,
+            last: dict[str, dict[str, Any]]) -> None:
+    """Decide what of ``state`` earlier runs already did."""
+    spec = state.spec
+    output = Path(spec.job.output)
+    owner = rd.output_owner(output)
+    if not settings.resume:
+        rd.clear_work(spec.key)
+    elif last.get(spec.key, {}).get("state") == "finalized" and output.exists() \
+            and owner == spec.key:
+        state.skipped = True
+        return
+    state.spec = replace(spec, replace_output=settings.overwrite or owner == spec.key)
+    _ensure_stores(state, rd)
+    state.trained_before = [rd.weights(spec.key, s).exists() for s in range(len(spec.plans))]
+    state.done_before = [rd.done_tiles(spec.key, s) for s in range(len(spec.plans))]
+
+
+def _batch_size(settings: RunSettings, sched: SchedulerInfo, pending: int) -> int:
+    if settings.batch_tiles:
+        return settings.batch_tiles
+    return max(1, min(16, math.ceil(pending / (4 * max(sched.threads, 1)))))
+
+
+def run_batch(inputs: list[str | Path], settings: RunSettings, *, observer: Any = None,
+              quiet: bool = False) -> RunSummary:
+    """Super-resolve every input into ``settings.out_dir`` (see the module doc)."""
+    from .report import write_report
+    from .run_progress import RunObserver
+
+    t0 = time.perf_counter()
+    observer = observer or RunObserver()
+    items = expand_inputs(inputs)
+    if not items:
+        raise UsageError("no inputs given; pass image files, folders or glob patterns")
+    ok_items = [it for it in items if it.ok]
+    pairs = pair_ground_truth(ok_items, settings.ground_truth) if settings.ground_truth else {}
+    names = output_names(items)
+    address = resolve_scheduler(settings.scheduler)
+    with RunDir(settings.out_dir) as rd:
+        handler = JsonLinesHandler(rd.root / "log.jsonl")
+        logging.getLogger("pipeline").addHandler(handler)
+        try:
+            rd.save_config({"config": config_to_dict(settings.config),
+                            "given": settings.config_data, "run": _run_fields(settings)})
+            states = _plan_all(items, names, settings, rd, pairs)
+            with open_scheduler(address, workers=settings.workers,
+                                torch_threads=settings.torch_threads,
+                                gpu=settings.device.startswith("cuda"), quiet=quiet) as sched:
+                _run_graph(states, rd, settings, sched, observer)
+            entries = [s.final_entry(rd) for s in states]
+            counts = _counts(states)
+            summary = RunSummary(rd.root, entries, counts, time.perf_counter() - t0, address)
+            summary.report = write_report(rd.root, entries, {
+                "counts": counts, "seconds": summary.seconds, "scheduler": address,
+                "run": _run_fields(settings)})
+            rd.event("run finished", **counts, seconds=summary.seconds)
+        finally:
+            observer.close()
+            logging.getLogger("pipeline").removeHandler(handler)
+            handler.close()
+    return summary
+
+
+def _run_fields(settings: RunSettings) -> dict[str, Any]:
+    return {"scale": settings.scale, "tile": settings.tile, "halo": settings.halo,
+            "bands": None if settings.bands is None else list(settings.bands),
+            "device": settings.device, "scheduler": settings.scheduler,
+            "workers": settings.workers, "format": settings.out_format,
+            "kernel": settings.fingerprint()["kernel"]}
+
+
+def _plan_all(items: list[InputItem], names: dict[Path, str], settings: RunSettings,
+              rd: RunDir, pairs: dict[Path, Path]) -> list[ImageState]:
+    states: list[ImageState] = []
+    last = rd.last_states()
+    for item in items:
+        name = names[item.path]
+        if not item.ok:
+            state = ImageState.failed_input(item, name, settings.fingerprint())
+        else:
+            try:
+                state = _plan(item, name, settings, rd, pairs.get(item.path))
+                _resume(state, rd, settings, last)
+            except (UsageError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bad input fails its image only
+                state = ImageState.failed_input(item, name, settings.fingerprint(), exc)
+        if state.error is not None:
+            rd.record(state.key, "failed", input=str(item.path), stage="plan",
+                      error_class=state.error_class, error=state.error)
+            rd.event("image failed", image=state.key, error_class=state.error_class,
+                     error=state.error)
+        elif state.skipped:
+            rd.event("image skipped (finished earlier)", image=state.key)
+        states.append(state)
+    return states
+
+
+def _run_graph(states: list[ImageState], rd: RunDir, settings: RunSettings,
+               sched: SchedulerInfo, observer: Any) -> None:
+    active = [s for s in states if s.error is None and not s.skipped]
+    by_key = {s.key: s for s in active}
+    nodes = []
+    for state in active:
+        size = _batch_size(settings, sched, state.pending_units())
+        nodes += build_nodes(state, batch_size=size, gpu=settings.device.startswith("cuda"))
+        rd.record(state.key, "queued", input=str(state.item.path), output=str(
+            state.spec.job.output), scale=settings.scale, run=state.run_id)
+    observer.start(names={s.key: s.name for s in states}, total=len(states),
+                   skipped=sum(s.skipped for s in states),
+                   failed=sum(s.error is not None for s in states), dashboard=sched.dashboard)
+    if sched.dashboard:
+        log.info("Dask dashboard: %s", sched.dashboard)
+        rd.event("dashboard", url=sched.dashboard)
+
+    def on_event(msg: dict) -> None:
+        observer.train_event(msg["key"], msg)
+
+    if sched.client is not None:
+        sched.client.subscribe_topic(TRAIN_TOPIC, lambda event: on_event(event[1]))
+    LOCAL_SINKS[TRAIN_TOPIC] = on_event
+    try:
+        execute(nodes, sched, retries=settings.retries,
+                on_done=lambda node, result: by_key[node.image].on_done(node, result, rd,
+                                                                        observer),
+                on_error=lambda node, exc: by_key[node.image].on_error(node, exc, rd, observer))
+    finally:
+        LOCAL_SINKS.pop(TRAIN_TOPIC, None)
+        if sched.client is not None:
+            sched.client.unsubscribe_topic(TRAIN_TOPIC)
+
+
+def _counts(states: list[ImageState]) -> dict[str, int]:
+    c = {"images": len(states), "finalized": 0, "failed": 0, "images_skipped": 0,
+         "tiles_total": 0, "tiles_skipped": 0, "tiles_inferred": 0, "steps_trained": 0,
+         "steps_resumed": 0}
+    for s in states:
+        c["failed"] += s.state == "failed"
+        c["finalized"] += s.state == "finalized"
+        c["images_skipped"] += s.skipped
+        c["tiles_total"] += s.tiles_total
+        c["tiles_skipped"] += s.tiles_skipped
+        c["tiles_inferred"] += s.tiles_inferred
+        c["steps_trained"] += s.steps_trained
+        c["steps_resumed"] += s.steps_resumed
+    return c
+

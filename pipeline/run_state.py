@@ -1,0 +1,214 @@
+"""Per-image bookkeeping of a run: the image's graph nodes and what their results mean.
+
+:func:`build_nodes` turns one planned image into train -> infer batches ->
+(next step ...) -> finalize :class:`~pipeline.graph.Node` s, leaving out
+finished tiles.  :class:`ImageState` receives the nodes' results and
+failures, writes the manifest transitions (queued, trained, inferred,
+finalized, failed), feeds the progress observer and assembles the image's
+report entry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from zssr.api import merge_history
+from zssr.train import TrainingHistory
+
+from .graph import Node, Ref
+from .inputs import InputItem
+from .rundir import RunDir, atomic_write_text, image_key
+from .tasks import ImageSpec, TrainOutcome, finalize_task, infer_task, train_task
+
+__all__ = ["ImageState", "build_nodes", "history_summary", "MAX_CURVE_POINTS"]
+
+log = logging.getLogger(__name__)
+
+MAX_CURVE_POINTS = 1000  # losses kept in a report entry (evenly subsampled)
+MAX_ERROR_CHARS = 2000
+
+
+def history_summary(hist: TrainingHistory) -> dict[str, Any]:
+    """A training history small enough for a JSON report (losses subsampled)."""
+    n = len(hist.losses)
+    stride = max(1, -(-n // MAX_CURVE_POINTS))
+    return {"iterations": hist.iterations, "stop_reason": hist.stop_reason,
+            "loss_iters": list(range(0, n, stride)), "losses": hist.losses[::stride],
+            "test_iters": hist.test_iters, "reconstruction_errors": hist.reconstruction_errors,
+            "learning_rates": hist.learning_rates, "lr_change_iters": hist.lr_change_iters,
+            "steps": hist.steps, "seconds": hist.seconds}
+
+
+@dataclass
+class ImageState:
+    """One image during a run (driver side)."""
+
+    spec: ImageSpec | None
+    item: InputItem
+    store_metas: list[Any] = field(default_factory=list)
+    name: str = ""
+    key: str = ""
+    skipped: bool = False  # finished by an earlier run
+    trained_before: list[bool] = field(default_factory=list)
+    done_before: list[set[tuple[int, int]]] = field(default_factory=list)
+    state: str = "queued"
+    error: str | None = None
+    error_class: str | None = None
+    stage: str | None = None
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    outcomes: dict[int, TrainOutcome] = field(default_factory=dict)
+    pending: dict[int, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=lambda: {"train": 0.0, "infer": 0.0,
+                                                                "write": 0.0})
+    tiles_total: int = 0
+    tiles_skipped: int = 0
+    tiles_inferred: int = 0
+    steps_trained: int = 0
+    steps_resumed: int = 0
+    finalized: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.spec is not None:
+            self.name, self.key = self.spec.name, self.spec.key
+
+    @classmethod
+    def failed_input(cls, item: InputItem, name: str, fingerprint: dict[str, Any],
+                     exc: BaseException | None = None) -> ImageState:
+        """An image that fails before any task: missing, unreadable, too small."""
+        key = image_key(name, {"path": str(item.path)}, fingerprint)
+        state = cls(spec=None, item=item, name=name, key=key, state="failed", stage="plan")
+        if exc is not None:
+            state.error_class, state.error = type(exc).__name__, str(exc)[:MAX_ERROR_CHARS]
+        else:
+            state.error_class, state.error = item.error_class, item.error
+        return state
+
+    def pending_units(self) -> int:
+        spec = self.spec
+        return sum(len(spec.units(s)) - len(self.done_before[s]) for s in range(len(spec.plans)))
+
+    # ------------------------------------------------------------------ results
+
+    def on_done(self, node: Node, result: Any, rd: RunDir, observer: Any) -> None:
+        if self.state == "failed":
+            return
+        spec = self.spec
+        if node.kind == "train":
+            self.outcomes[node.step] = result
+            self.seconds["train"] += result.seconds
+            self.steps_resumed += result.resumed
+            self.steps_trained += not result.resumed
+            rd.record(self.key, "trained", step=node.step, resumed=result.resumed,
+                      iterations=result.result.history.iterations, seconds=result.seconds)
+            observer.stage(self.key, f"s{node.step}" if spec.last else "", len(spec.units(
+                node.step)), done=len(self.done_before[node.step]))
+            if self.pending[node.step] == 0 and node.step == spec.last:
+                rd.record(self.key, "inferred", tiles=self.tiles_inferred)
+        elif node.kind == "infer":
+            self.tiles_inferred += result["tiles"]
+            self.tiles_skipped += result["skipped"]
+            self.seconds["infer"] += result["seconds"]
+            observer.tiles(self.key, node.tiles)
+            self.pending[node.step] -= 1
+            if self.pending[node.step] == 0 and node.step == spec.last:
+                rd.record(self.key, "inferred", tiles=self.tiles_inferred)
+        else:
+            self.finalized = dict(result)
+            self.seconds["write"] = float(self.finalized.pop("write_seconds", 0.0))
+            self.state = "finalized"
+            entry = self.entry()
+            atomic_write_text(rd.entry(self.key), json.dumps(entry, indent=1, default=str))
+            rd.record(self.key, "finalized", input=str(self.item.path),
+                      output=str(spec.job.output), seconds=self.seconds)
+            rd.event("image finalized", image=self.key, output=str(spec.job.output))
+            observer.image_done(self.key, "finalized")
+
+    def on_error(self, node: Node, exc: BaseException, rd: RunDir, observer: Any) -> None:
+        if self.state == "failed":
+            return
+        self.state, self.stage = "failed", node.kind
+        self.error_class = type(exc).__name__
+        self.error = (str(exc) or repr(exc))[:MAX_ERROR_CHARS]
+        rd.record(self.key, "failed", input=str(self.item.path), stage=node.kind,
+                  step=node.step, error_class=self.error_class, error=self.error)
+        rd.event("image failed", image=self.key, stage=node.kind,
+                 error_class=self.error_class, error=self.error)
+        observer.image_done(self.key, "failed")
+
+    # ------------------------------------------------------------------ report entry
+
+    def history(self) -> TrainingHistory | None:
+        if not self.outcomes:
+            return None
+        total = TrainingHistory()
+        steps = self.spec.job.steps()
+        for i in sorted(self.outcomes):
+            s = float(steps[i])
+            merge_history(total, self.outcomes[i].result.history, (s, s), i)
+        return total
+
+    def entry(self) -> dict[str, Any]:
+        spec = self.spec
+        e: dict[str, Any] = {"key": self.key, "name": self.name, "input": str(self.item.path),
+                             "state": self.state}
+        if spec is not None:
+            e.update(output=str(spec.job.output), scale=spec.job.scale,
+                     seconds=dict(self.seconds),
+                     tiles={"total": self.tiles_total, "skipped": self.tiles_skipped,
+                            "inferred": self.tiles_inferred},
+                     steps={"trained": self.steps_trained, "resumed": self.steps_resumed})
+        if self.error is not None:
+            e.update(error_class=self.error_class, error=self.error, stage=self.stage)
+        hist = self.history()
+        if hist is not None:
+            e["history"] = history_summary(hist)
+        e.update(self.finalized)
+        return e
+
+    def final_entry(self, rd: RunDir) -> dict[str, Any]:
+        """The report entry; an image finished by an earlier run keeps its saved entry."""
+        if not self.skipped:
+            return self.entry()
+        path = rd.entry(self.key)
+        try:
+            e = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            e = {"key": self.key, "name": self.name, "input": str(self.item.path),
+                 "output": str(self.spec.job.output), "state": "finalized"}
+        e["skipped"] = True
+        return e
+
+
+def build_nodes(state: ImageState, *, batch_size: int, gpu: bool) -> list[Node]:
+    """train -> infer batches for every step, then finalize; finished tiles left out."""
+    spec, run = state.spec, state.run_id
+    nodes: list[Node] = []
+    train_keys: list[str] = []
+    prev_infers: list[str] = []
+    for step in range(len(spec.plans)):
+        units = spec.units(step)
+        state.tiles_total += len(units)
+        state.tiles_skipped += len(state.done_before[step])
+        tkey = f"zssr-train-{spec.key}-s{step}-{run}"
+        prev = Ref(train_keys[-1]) if train_keys else None
+        nodes.append(Node(tkey, train_task, (spec, step, prev, *map(Ref, prev_infers)),
+                          spec.key, "train", step, gpu=gpu))
+        train_keys.append(tkey)
+        todo = [u for u in units if u not in state.done_before[step]]
+        prev_infers = []
+        for b in range(0, len(todo), batch_size):
+            batch = tuple(todo[b:b + batch_size])
+            ikey = f"zssr-infer-{spec.key}-s{step}-b{b // batch_size}-{run}"
+            nodes.append(Node(ikey, infer_task, (spec, step, Ref(tkey), batch), spec.key,
+                              "infer", step, tiles=len(batch), gpu=gpu))
+            prev_infers.append(ikey)
+        state.pending[step] = len(prev_infers)
+    nodes.append(Node(f"zssr-finalize-{spec.key}-{run}", finalize_task,
+                      (spec, *map(Ref, train_keys), *map(Ref, prev_infers)), spec.key,
+                      "finalize", spec.last))
+    return nodes
+

@@ -1,0 +1,322 @@
+"""The run directory (``zssr run --out DIR``): manifest, config, weights, tile markers, lock.
+
+Layout::
+
+    DIR/.lock                   fcntl lock: one run at a time on DIR
+    DIR/manifest.jsonl          append-only: one JSON line per image and state
+    DIR/config.yaml             the resolved config of the latest run
+    DIR/log.jsonl               structured log lines
+    DIR/weights/<key>_s<i>.pt   trained weights + normaliser + history of step i
+    DIR/work/<key>/s<i>.zarr    the step's super-resolved image (working Zarr)
+    DIR/tiles/<key>/s<i>/f<frame>_t<tile>.done   one marker per finished tile
+    DIR/entries/<key>.json      the image's report entry
+    DIR/report_assets/          crops and curves (PNG)
+    DIR/outputs/                final images
+    DIR/report.json, report.html
+
+An image *key* is ``<name>-<hash>``: the hash covers the input's identity
+(path + size + modification time, or the content of a small file), the
+resolved config, the scale and the tiling, so a changed config or scale
+never mixes with earlier results.  A tile marker is written (atomically)
+only after the tile's Zarr region is, so a marker always means "on disk".
+:class:`RunPaths` is the picklable part the tasks use on workers (the run
+directory must be on a file system the workers share); :class:`RunDir`
+(lock, manifest) belongs to the driver.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from zssr.normalize import Normalizer
+from zssr.train import TrainingHistory
+
+from .errors import LockedError
+from .source import SampleStats
+
+__all__ = ["RunPaths", "RunDir", "image_key", "input_identity", "save_weights", "load_weights",
+           "JsonLinesHandler", "atomic_write_text", "STATES"]
+
+log = logging.getLogger(__name__)
+
+STATES = ("queued", "trained", "inferred", "finalized", "failed")
+SMALL_FILE = 4 << 20  # files up to this size are identified by their content
+_WEIGHTS_FORMAT = 1
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary sibling and rename it onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where each piece of a run lives (no IO; picklable for the workers)."""
+
+    root: Path
+
+    def weights(self, key: str, step: int) -> Path:
+        return self.root / "weights" / f"{key}_s{step}.pt"
+
+    def store(self, key: str, step: int) -> Path:
+        return self.root / "work" / key / f"s{step}.zarr"
+
+    def mask_store(self, key: str, step: int) -> Path:
+        return self.root / "work" / key / f"s{step}_mask.zarr"
+
+    def tiles(self, key: str, step: int) -> Path:
+        return self.root / "tiles" / key / f"s{step}"
+
+    def marker(self, key: str, step: int, frame: int, tile: int) -> Path:
+        return self.tiles(key, step) / f"f{frame}_t{tile}.done"
+
+    def entry(self, key: str) -> Path:
+        return self.root / "entries" / f"{key}.json"
+
+    @property
+    def assets(self) -> Path:
+        return self.root / "report_assets"
+
+    @property
+    def outputs(self) -> Path:
+        return self.root / "outputs"
+
+    def mark_tile(self, key: str, step: int, frame: int, tile: int) -> None:
+        """Record a finished tile (call only after its region is written)."""
+        path = self.marker(key, step, frame, tile)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+        tmp.touch()
+        os.replace(tmp, path)
+
+    def done_tiles(self, key: str, step: int) -> set[tuple[int, int]]:
+        """``{(frame, tile)}`` with a marker."""
+        folder = self.tiles(key, step)
+        if not folder.is_dir():
+            return set()
+        out = set()
+        for p in folder.glob("f*_t*.done"):
+            f, t = p.stem[1:].split("_t")
+            out.add((int(f), int(t)))
+        return out
+
+    def clear_work(self, key: str) -> None:
+        """Forget every intermediate of ``key`` (weights, stores, markers, entry)."""
+        for p in (self.root / "work" / key, self.root / "tiles" / key):
+            shutil.rmtree(p, ignore_errors=True)
+        for p in (self.root / "weights").glob(f"{key}_s*.pt"):
+            p.unlink(missing_ok=True)
+        self.entry(key).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- keys
+
+
+def input_identity(path: Path) -> dict[str, Any]:
+    """What identifies an input's content: path + size + mtime, or a small file's hash.
+
+    A folder (DICOM series, Zarr store) is identified by the names, sizes and
+    modification times of the files in it.
+    """
+    path = Path(path).resolve()
+    if path.is_dir():
+        h = hashlib.sha256()
+        for p in sorted(path.rglob("*")):
+            if p.is_file():
+                st = p.stat()
+                h.update(f"{p.relative_to(path)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        return {"path": str(path), "listing": h.hexdigest()}
+    st = path.stat()
+    if st.st_size <= SMALL_FILE:
+        return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def image_key(name: str, identity: dict[str, Any], settings: dict[str, Any]) -> str:
+    """``<name>-<12 hex>`` from the input identity and everything that shapes the result."""
+    blob = json.dumps({"input": identity, "settings": settings}, sort_keys=True, default=str)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
+    return f"{safe}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def _stats_to_plain(stats: SampleStats) -> dict[str, Any]:
+    n = stats.normalizer
+    return {"dtype": np.dtype(n.dtype).str, "offset": list(map(float, n.offset)),
+            "span": list(map(float, n.span)), "lo": list(map(float, n.lo)),
+            "hi": list(map(float, n.hi)), "fill": list(map(float, stats.fill)),
+            "valid_fraction": float(stats.valid_fraction)}
+
+
+def _stats_from_plain(d: dict[str, Any]) -> SampleStats:
+    norm = Normalizer(np.dtype(d["dtype"]), tuple(d["offset"]), tuple(d["span"]), tuple(d["lo"]),
+                      tuple(d["hi"]))
+    return SampleStats(norm, tuple(d["fill"]), float(d["valid_fraction"]))
+
+
+def save_weights(path: Path, state: dict[str, torch.Tensor], stats: SampleStats,
+                 history: TrainingHistory, seconds: float) -> None:
+    """Save one step's training result atomically (``torch.save``; plain types only)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": _WEIGHTS_FORMAT, "state": state, "stats": _stats_to_plain(stats),
+               "history": json.dumps(history.to_dict()), "seconds": float(seconds)}
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], SampleStats, TrainingHistory, float]:
+    """``(state, stats, history, seconds)`` saved by :func:`save_weights` (``weights_only``)."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("format") != _WEIGHTS_FORMAT:
+        raise ValueError(f"{path}: unknown weights format {payload.get('format')!r}; "
+                         "delete the file to retrain")
+    history = TrainingHistory(**json.loads(payload["history"]))
+    return payload["state"], _stats_from_plain(payload["stats"]), history, payload["seconds"]
+
+
+# ----------------------------------------------------------------------------- driver side
+
+
+class JsonLinesHandler(logging.Handler):
+    """A logging handler writing one JSON object per record (``extra=`` fields kept)."""
+
+    _SKIP = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "zssr_logged", False):  # RunDir.event wrote it already
+            return
+        try:
+            line = {"time": _dt.datetime.fromtimestamp(record.created, _dt.timezone.utc)
+                    .isoformat(timespec="milliseconds"), "level": record.levelname,
+                    "logger": record.name, "message": record.getMessage()}
+            line.update({k: v for k, v in vars(record).items() if k not in self._SKIP})
+            self._fh.write(json.dumps(line, default=str) + "\n")
+            self._fh.flush()
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+class RunDir(RunPaths):
+    """The driver's view: lock, manifest, config.  Use as a context manager (holds the lock)."""
+
+    def __init__(self, root: str | Path) -> None:
+        object.__setattr__(self, "root", Path(root).absolute())
+        object.__setattr__(self, "_lock_fh", None)
+
+    @property
+    def paths(self) -> RunPaths:
+        return RunPaths(self.root)
+
+    def __enter__(self) -> RunDir:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            from io_adapters.errors import WriteError
+
+            raise WriteError(f"--out {self.root}: cannot create the run directory: "
+                             f"{exc.strerror or exc}") from exc
+        fh = open(self.root / ".lock", "a+")  # noqa: SIM115 - kept open while locked
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            raise LockedError(f"{self.root}: another zssr run is using this run directory "
+                              f"({holder}); wait for it to finish or choose another --out") \
+                from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {os.uname().nodename} since {_now()}\n")
+        fh.flush()
+        object.__setattr__(self, "_lock_fh", fh)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fh = self._lock_fh
+        if fh is not None:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+            object.__setattr__(self, "_lock_fh", None)
+
+    def record(self, key: str, state: str, **fields: Any) -> None:
+        """Append one manifest line ``{time, key, state, ...}``."""
+        if state not in STATES:
+            raise ValueError(f"state {state!r} unknown; expected one of {STATES}")
+        line = {"time": _now(), "key": key, "state": state, **fields}
+        with open(self.root / "manifest.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(line, default=str) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def manifest(self) -> Iterator[dict[str, Any]]:
+        """Every manifest line, oldest first (a torn last line from a crash is skipped)."""
+        path = self.root / "manifest.jsonl"
+        if not path.exists():
+            return
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("%s: skipping a damaged manifest line", path)
+
+    def last_states(self) -> dict[str, dict[str, Any]]:
+        """The latest manifest record of each key."""
+        return {rec["key"]: rec for rec in self.manifest()}
+
+    def output_owner(self, output: Path) -> str | None:
+        """The key whose finalized record last wrote ``output`` (None: not ours)."""
+        owner = None
+        for rec in self.manifest():
+            if rec.get("state") == "finalized" and rec.get("output") == str(output):
+                owner = rec["key"]
+        return owner
+
+    def event(self, message: str, **fields: Any) -> None:
+        """One structured line in ``log.jsonl`` (and an INFO log record)."""
+        line = {"time": _now(), "level": "INFO", "logger": "pipeline.run", "message": message,
+                **fields}
+        with open(self.root / "log.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(line, default=str) + "\n")
+        log.info("%s %s", message, " ".join(f"{k}={v}" for k, v in fields.items()),
+                 extra={"zssr_logged": True})
+
+    def save_config(self, data: dict[str, Any]) -> None:
+        atomic_write_text(self.root / "config.yaml",
+                          yaml.safe_dump(data, sort_keys=False, default_flow_style=None))

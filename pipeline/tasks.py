@@ -1,0 +1,253 @@
+"""The task functions of a ``zssr run`` graph: what runs on a Dask worker.
+
+Per image and gradual-SR step: one :func:`train_task` (fathers sampled by
+windowed reads of the file itself, or of the previous step's Zarr), then
+:func:`infer_task` over batches of tiles (each reads its own halo'd windows
+and writes its own chunk-aligned region of the step's Zarr store, then a
+marker per finished tile), then one :func:`finalize_task` for the image
+(Zarr -> the output format, report entry).  The stages themselves are
+:mod:`pipeline.job`'s (shared with ``zssr upscale``); this module adds
+resume (weights and markers in the run directory), the per-worker model
+cache and progress events.
+
+Only small values travel between tasks: a :class:`TrainOutcome` (weights of
+a few hundred kB, normaliser, history) and per-batch counters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from io_adapters.base import Reader
+from io_adapters.zarr_reader import ZarrReader
+from io_adapters.zarr_store import write_region
+from zssr.model import build_model
+from zssr.train import TrainEvent
+
+from .job import ImageJob, StepPlan, TrainResult, _identity_like, open_input, train_stage
+from .job import infer_tiles as _infer_tiles
+from .rundir import RunPaths, load_weights, save_weights
+from .source import SampleStats
+
+__all__ = ["ImageSpec", "TrainOutcome", "train_task", "infer_task", "finalize_task",
+           "open_step_reader", "emit", "LOCAL_SINKS", "TRAIN_TOPIC", "cached_model"]
+
+log = logging.getLogger(__name__)
+
+TRAIN_TOPIC = "zssr-train"
+#: In-process receivers of :func:`emit` messages, by topic (the synchronous scheduler
+#: has no worker to log events to).
+LOCAL_SINKS: dict[str, Callable[[dict], None]] = {}
+MODEL_CACHE_SIZE = 4
+
+_MODELS: OrderedDict[tuple[str, str], torch.nn.Module] = OrderedDict()
+_MODELS_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image of a run, as the tasks need it (picklable; built by the driver)."""
+
+    key: str  # run-directory key (name + hash of input, config, scale, tiling)
+    name: str  # output name stem
+    job: ImageJob  # job.output is the final output path
+    run_dir: Path
+    plans: tuple[StepPlan, ...]  # one per gradual-SR step
+    frames: int
+    ground_truth: Path | None = None
+    replace_output: bool = False  # an existing output may be replaced
+    torch_threads: int | None = None
+
+    @property
+    def paths(self) -> RunPaths:
+        return RunPaths(self.run_dir)
+
+    @property
+    def last(self) -> int:
+        return len(self.plans) - 1
+
+    def units(self, step: int) -> list[tuple[int, int]]:
+        """Every ``(frame, tile)`` of a step, frame-major."""
+        return [(f, t) for f in range(self.frames) for t in range(len(self.plans[step].grid))]
+
+
+@dataclass
+class TrainOutcome:
+    """A train task's result: weights + normaliser + history, and how it was obtained."""
+
+    step: int
+    result: TrainResult
+    digest: str  # hash of the weights: the model-cache key
+    seconds: float
+    resumed: bool = False  # loaded from the run directory instead of trained
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def emit(topic: str, msg: dict) -> None:
+    """Send a progress message: a Dask event on a worker, else the local sink."""
+    distributed = sys.modules.get("distributed")  # not imported: surely not on a worker
+    try:
+        if distributed is None:
+            raise ValueError("no worker")
+        worker = distributed.get_worker()
+    except ValueError:
+        sink = LOCAL_SINKS.get(topic)
+        if sink is not None:
+            sink(msg)
+        return
+    worker.log_event(topic, msg)
+
+
+def _apply_threads(spec: ImageSpec) -> None:
+    if spec.torch_threads and torch.get_num_threads() != spec.torch_threads:
+        torch.set_num_threads(spec.torch_threads)
+
+
+def _digest(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha1()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def open_step_reader(spec: ImageSpec, step: int) -> Reader:
+    """Step 0 reads the input; step ``i`` reads step ``i - 1``'s working Zarr."""
+    if step == 0:
+        return open_input(spec.job)
+    return ZarrReader(spec.paths.store(spec.key, step - 1))
+
+
+def train_task(spec: ImageSpec, step: int, prev: TrainOutcome | None, *after: Any
+               ) -> TrainOutcome:
+    """Train step ``step`` (or load its saved weights); ``after``: ordering only."""
+    _apply_threads(spec)
+    wpath = spec.paths.weights(spec.key, step)
+    if wpath.exists():
+        try:
+            state, stats, hist, seconds = load_weights(wpath)
+        except Exception as exc:  # noqa: BLE001 - a damaged file is retrained
+            log.warning("%s: cannot load saved weights (%s); training again", wpath, exc)
+        else:
+            return TrainOutcome(step, TrainResult(state, hist, stats), _digest(state), seconds,
+                                resumed=True)
+    plan = spec.plans[step]
+    stats = None
+    if prev is not None:
+        s = prev.result.stats
+        stats = SampleStats(_identity_like(s.normalizer), s.fill, 1.0)
+
+    def on_event(ev: TrainEvent) -> None:
+        emit(TRAIN_TOPIC, {"key": spec.key, "step": step, "iteration": ev.iteration,
+                           "max_iters": ev.max_iters, "loss": ev.loss,
+                           "learning_rate": ev.learning_rate,
+                           "reconstruction_error": ev.reconstruction_error})
+
+    t0 = time.perf_counter()
+    reader = open_step_reader(spec, step)
+    try:
+        result = train_stage(spec.job, reader, plan, step=step,
+                             init_state=None if prev is None else prev.result.state,
+                             stats=stats, on_event=on_event)
+    finally:
+        reader.close()
+    seconds = time.perf_counter() - t0
+    save_weights(wpath, result.state, result.stats, result.history, seconds)
+    return TrainOutcome(step, result, _digest(result.state), seconds)
+
+
+def cached_model(spec: ImageSpec, plan: StepPlan, trained: TrainOutcome) -> torch.nn.Module:
+    """The network for ``trained``'s weights, built once per worker process."""
+    cache_key = (trained.digest, spec.job.device)
+    with _MODELS_LOCK:
+        model = _MODELS.get(cache_key)
+        if model is not None:
+            _MODELS.move_to_end(cache_key)
+            return model
+    cfg = spec.job.config
+    model = build_model(len(plan.bands), cfg.net, seed=cfg.seed, device=spec.job.device,
+                        state=trained.result.state)
+    model.eval()
+    with _MODELS_LOCK:
+        _MODELS[cache_key] = model
+        while len(_MODELS) > MODEL_CACHE_SIZE:
+            _MODELS.popitem(last=False)
+    return model
+
+
+class RegionWriter:
+    """Writer-shaped adapter: each HR core goes to a chunk-aligned region of a store.
+
+    When the output keeps a validity mask that its pixel values cannot carry
+    (no nodata, no alpha), the mask goes to a companion one-band store.
+    """
+
+    def __init__(self, store: Path, mask_store: Path | None = None) -> None:
+        self.store = store
+        self.mask_store = mask_store
+
+    def write(self, array: np.ndarray, window, *, frame: int = 0,
+              mask: np.ndarray | None = None) -> None:
+        write_region(self.store, array, window, frame=frame, mask=mask)
+        if self.mask_store is not None:
+            valid = np.ones(array.shape[-2:], bool) if mask is None else np.asarray(mask, bool)
+            if valid.ndim == 3:
+                valid = valid.all(axis=0)
+            write_region(self.mask_store, valid[None].astype(np.uint8), window, frame=frame)
+
+
+def infer_task(spec: ImageSpec, step: int, trained: TrainOutcome,
+               units: tuple[tuple[int, int], ...], *after: Any) -> dict[str, Any]:
+    """Super-resolve the ``(frame, tile)`` units of one batch into the step's store.
+
+    Units with a marker (written by an earlier, interrupted attempt) are skipped.
+    """
+    _apply_threads(spec)
+    t0 = time.perf_counter()
+    paths, plan = spec.paths, spec.plans[step]
+    todo = [u for u in units if not paths.marker(spec.key, step, *u).exists()]
+    if not todo:
+        return {"step": step, "tiles": 0, "skipped": len(units), "seconds": 0.0}
+    mask_store = paths.mask_store(spec.key, step)
+    writer = RegionWriter(paths.store(spec.key, step), mask_store if mask_store.exists() else None)
+    model = cached_model(spec, plan, trained)
+    reader = open_step_reader(spec, step)
+    done = 0
+    try:
+        for frame, group in groupby(todo, key=lambda u: u[0]):
+            def mark(tile, frame=frame) -> None:
+                paths.mark_tile(spec.key, step, frame, tile.index)
+
+            done += _infer_tiles(spec.job, reader, plan, trained.result, [t for _, t in group],
+                                 writer, frame=frame, working=step != spec.last, on_tile=mark,
+                                 model=model)
+    finally:
+        reader.close()
+    return {"step": step, "tiles": done, "skipped": len(units) - len(todo),
+            "seconds": time.perf_counter() - t0}
+
+
+def finalize_task(spec: ImageSpec, *deps: Any) -> dict[str, Any]:
+    """Write the final output from the last step's store; returns the report entry part.
+
+    ``deps``: the :class:`TrainOutcome` of every step, then the infer results
+    (ordering only).
+    """
+    from .finalize import finalize_image
+
+    _apply_threads(spec)
+    outcomes = [d for d in deps if isinstance(d, TrainOutcome)]
+    return finalize_image(spec, outcomes)

@@ -59,6 +59,7 @@ class NetConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     max_iters: int = 3000
+    max_seconds: float = 0.0  # wall-clock training budget; 0 = none (stops at the next test)
     min_iters: int = 256  # iterations between two learning-rate changes
     learning_rate: float = 1e-3
     min_learning_rate: float = 9e-6  # stop when the rate falls below this
@@ -81,6 +82,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         _check(self.max_iters >= 1, "train.max_iters", self.max_iters, "an integer >= 1")
+        _check(self.max_seconds >= 0, "train.max_seconds", self.max_seconds,
+               "a number >= 0 (0: no time budget)")
         _check(self.min_iters >= 0, "train.min_iters", self.min_iters, "an integer >= 0")
         _check(self.learning_rate > 0, "train.learning_rate", self.learning_rate, "a number > 0")
         _check(self.min_learning_rate >= 0, "train.min_learning_rate", self.min_learning_rate,

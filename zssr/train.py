@@ -211,6 +211,9 @@ def train(model: torch.nn.Module, source: CropSource, *, scale: float | tuple[fl
         if policy.finished:
             hist.stop_reason = f"learning rate {policy.lr:.1e} < {cfg.min_learning_rate:.1e}"
             break
+        if cfg.max_seconds and rec is not None and time.perf_counter() - t0 > cfg.max_seconds:
+            hist.stop_reason = f"time budget {cfg.max_seconds:g}s spent"
+            break
     else:
         hist.stop_reason = f"max_iters {limit} reached"
     model.eval()

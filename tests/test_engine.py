@@ -209,3 +209,14 @@ def test_bad_scale_is_an_error():
         super_resolve(load("bridge_47x53.png"), scale=0, config=tiny_config())
     with pytest.raises(ConfigError, match="scale must be > 0"):
         super_resolve(load("bridge_47x53.png"), scale=-2, config=tiny_config())
+
+
+def test_warm_start_uses_the_short_schedule_and_returns_weights():
+    img = load("bridge_47x53.png")
+    cfg = tiny_config(max_iters=30, warm_max_iters=7)
+    state: dict = {}
+    _, cold = super_resolve(img, scale=2, config=cfg, state_out=state)
+    assert cold.iterations == 30 and not cold.warm_started and state
+    sr, warm = super_resolve(img, scale=2, config=cfg, init_state=state)
+    assert warm.iterations == 7 and warm.warm_started
+    assert warm.learning_rates[0] == cfg.train.warm_learning_rate

@@ -60,6 +60,8 @@ def super_resolve(image: np.ndarray, *, scale: float | tuple[float, float],
                   mask: np.ndarray | None = None, seed: int | None = None,
                   device: str | torch.device = "cpu",
                   value_range: tuple[float, float] | None = None,
+                  init_state: dict[str, torch.Tensor] | None = None,
+                  state_out: dict[str, torch.Tensor] | None = None,
                   on_event: Callable[[TrainEvent], None] | None = None,
                   ) -> tuple[np.ndarray, TrainingHistory]:
     """Train ZSSR on ``image`` ``(H, W)`` or ``(C, H, W)`` and return ``(sr, history)``.
@@ -69,6 +71,9 @@ def super_resolve(image: np.ndarray, *, scale: float | tuple[float, float],
     ``kernel`` is a 2-D downscaling kernel (HR pixels); None means MATLAB bicubic.
     ``value_range`` fixes the output's clip range (raw units); by default it is the
     dtype's range for integers and the data's own min/max for floats.
+    ``init_state`` warm-starts from weights of a compatible earlier image (same bands)
+    with the shorter ``train.warm_*`` schedule; ``state_out``, if a dict, receives the
+    final weights (to warm-start the next image).
     """
     cfg = config or ZSSRConfig()
     arr = np.asarray(image)
@@ -88,7 +93,7 @@ def super_resolve(image: np.ndarray, *, scale: float | tuple[float, float],
     work = fill_invalid(norm.forward(arr), mask)
     current = torch.from_numpy(work)
     valid = None if mask is None else np.asarray(mask, bool)
-    model = build_model(arr.shape[0], cfg.net, seed=seed, device=device)
+    model = build_model(arr.shape[0], cfg.net, seed=seed, device=device, state=init_state)
     history = TrainingHistory()
     prev = (1.0, 1.0)
     for i, step in enumerate(steps):
@@ -97,8 +102,10 @@ def super_resolve(image: np.ndarray, *, scale: float | tuple[float, float],
         if i and cfg.reinit_each_step:
             model = build_model(arr.shape[0], cfg.net, seed=seed + i, device=device)
         source = ArrayCropSource(current.numpy(), valid)
-        hist = train(model, source, scale=rel, cfg=cfg.train, kernel=k, clip_range=(lo, hi),
-                     seed=seed + i, on_event=on_event)
+        warm = init_state is not None and i == 0
+        hist = train(model, source, scale=rel, cfg=cfg.train.warm() if warm else cfg.train,
+                     kernel=k, clip_range=(lo, hi), seed=seed + i, on_event=on_event)
+        hist.warm_started = warm
         current = predict(model, current, scale=rel, infer=cfg.infer, down_kernel=k,
                           clip_range=(lo, hi)).cpu()
         if valid is not None:
@@ -107,6 +114,8 @@ def super_resolve(image: np.ndarray, *, scale: float | tuple[float, float],
             valid = up[0].numpy() > 0.5
         merge_history(history, hist, step, i)
         prev = step
+    if state_out is not None:
+        state_out.update({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
     final_hw = output_shape(arr.shape[1:], steps[-1])
     if tuple(current.shape[-2:]) != final_hw:  # gradual steps may round up; crop to the target
         current = current[..., : final_hw[0], : final_hw[1]]
@@ -125,5 +134,6 @@ def merge_history(total: TrainingHistory, step: TrainingHistory, scale: tuple[fl
     total.iterations += step.iterations
     total.seconds += step.seconds
     total.stop_reason = step.stop_reason
+    total.warm_started = total.warm_started or step.warm_started
     total.steps.append({"step": index, "scale": list(scale), "iterations": step.iterations,
                         "seconds": step.seconds, "stop_reason": step.stop_reason})

@@ -79,6 +79,10 @@ class TrainConfig:
     eval_windows: int = 4  # reconstruction error: at most this many windows ...
     eval_window_size: int = 256  # ... of at most this size (LR px); small images: whole image
     min_valid_fraction: float = 0.5  # reject fathers with fewer valid (non-nodata) pixels
+    # Warm start (opt-in, ZSSRConfig.warm_start): an image that starts from the weights of a
+    # previous, compatible image of its batch runs this shorter schedule instead.
+    warm_learning_rate: float = 1e-4  # start one decade lower: the net is already close
+    warm_max_iters: int = 1000  # about a third of the cold cap
 
     def validate(self) -> None:
         _check(self.max_iters >= 1, "train.max_iters", self.max_iters, "an integer >= 1")
@@ -116,6 +120,15 @@ class TrainConfig:
                "an integer >= 16")
         _check(0 < self.min_valid_fraction <= 1, "train.min_valid_fraction",
                self.min_valid_fraction, "a number in (0, 1]")
+        _check(self.warm_learning_rate > 0, "train.warm_learning_rate", self.warm_learning_rate,
+               "a number > 0")
+        _check(self.warm_max_iters >= 1, "train.warm_max_iters", self.warm_max_iters,
+               "an integer >= 1")
+
+    def warm(self) -> TrainConfig:
+        """The schedule of a warm-started image (same policy, lower start, lower cap)."""
+        return dataclasses.replace(self, learning_rate=self.warm_learning_rate,
+                                   max_iters=self.warm_max_iters)
 
 
 @dataclass(frozen=True)
@@ -154,6 +167,7 @@ class ZSSRConfig:
     # Gradual SR: cumulative scale after each step, e.g. [2.0, 4.0]. Empty: one step to `scale`.
     scale_steps: tuple[float, ...] = ()
     reinit_each_step: bool = False  # official init_net_for_each_sf; False continues training
+    warm_start: bool = False  # batches: start compatible images from the previous weights
     seed: int = 0
 
     def validate(self) -> None:
@@ -270,7 +284,11 @@ def parse_override(text: str) -> dict[str, Any]:
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"override {text!r} is not of the form key=value (e.g. train.max_iters=100)")
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML "
+                          f"({str(exc).splitlines()[0]})") from None
     out: dict[str, Any] = {}
     node = out
     parts = key.split(".")

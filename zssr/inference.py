@@ -76,7 +76,7 @@ def back_project(sr: torch.Tensor, lr: torch.Tensor, deg: Degradation, iters: in
     for _ in range(iters):
         err = lr - deg.down(sr, output_shape=tuple(lr.shape[-2:]))
         sr = sr + deg.up(err, tuple(sr.shape[-2:]))
-        sr = torch.maximum(torch.minimum(sr, hi), lo)
+        sr = torch.clamp(sr, lo, hi)
     return sr
 
 
@@ -95,7 +95,7 @@ def _run_member_group(model: torch.nn.Module, lr: torch.Tensor, ks: list[int],
         outs = list(ys)
     else:
         outs = [model(x[None].contiguous(memory_format=torch.channels_last))[0] for x in inputs]
-    return [undo_dihedral(torch.maximum(torch.minimum(y, hi), lo), k) for y, k in zip(outs, ks,
+    return [undo_dihedral(torch.clamp(y, lo, hi), k) for y, k in zip(outs, ks,
                                                                                      strict=True)]
 
 

@@ -226,13 +226,35 @@ def _torch_contributions(
     return w.t().contiguous(), i.t().contiguous()  # (taps, out): one row per tap
 
 
+DENSE_LIMIT = 1 << 22  # out * in entries (16 MB in float32): above it, gather per tap
+
+
+@functools.lru_cache(maxsize=256)
+def _dense_matrix(weights: torch.Tensor, indices: torch.Tensor, in_len: int) -> torch.Tensor:
+    """The resampling matrix ``(out, in)`` of one axis (mirrored taps accumulated)."""
+    taps, out_len = weights.shape
+    m = torch.zeros(out_len, in_len, dtype=weights.dtype, device=weights.device)
+    rows = torch.arange(out_len, device=weights.device).expand(taps, out_len)
+    m.index_put_((rows.reshape(-1), indices.reshape(-1)), weights.reshape(-1), accumulate=True)
+    return m
+
+
 def _resize_along(x: torch.Tensor, dim: int, weights: torch.Tensor, indices: torch.Tensor
                   ) -> torch.Tensor:
     """Weighted sum over taps of ``x`` gathered along ``dim`` (weights: (taps, out)).
 
-    Gathering whole rows is several times faster than gathering along the last
-    (contiguous) axis, so the W pass runs on the transposed image.
+    Small axes use one matrix product with the dense resampling matrix (BLAS,
+    several times faster than per-tap passes over memory); large ones gather
+    whole rows per tap, on the transposed image for the W pass.
     """
+    in_len = x.shape[dim]
+    if weights.shape[1] * in_len <= DENSE_LIMIT:
+        mt = _dense_matrix(weights, indices, in_len).t()  # (in, out)
+        if dim == -1:
+            return (x.reshape(-1, in_len) @ mt).reshape(*x.shape[:-1], mt.shape[1])
+        xt = x.transpose(-1, -2).contiguous()
+        out = (xt.reshape(-1, in_len) @ mt).reshape(*xt.shape[:-1], mt.shape[1])
+        return out.transpose(-1, -2).contiguous()
     if dim == -1:
         moved = _resize_along(x.transpose(-1, -2).contiguous(), -2, weights, indices)
         return moved.transpose(-1, -2).contiguous()

@@ -207,7 +207,7 @@ class FatherSampler:
         m = torch.from_numpy(valid.astype(np.float32)).to(self.device)[None, None]
         out = F.grid_sample(x, grid, mode="bicubic", padding_mode="reflection",
                             align_corners=False)[0]
-        out = torch.maximum(torch.minimum(out, self.clip_hi), self.clip_lo)
+        out = torch.clamp(out, self.clip_lo, self.clip_hi)
         vm = F.grid_sample(m, grid, mode="nearest", padding_mode="zeros",
                            align_corners=False)[0, 0] > 0.5
         return Father(out, vm, "affine")

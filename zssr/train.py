@@ -112,6 +112,7 @@ class TrainingHistory:
     learning_rates: list[float] = field(default_factory=list)  # rate at each test point
     stop_reason: str = ""
     seconds: float = 0.0
+    warm_started: bool = False
     steps: list[dict] = field(default_factory=list)  # gradual SR: one summary per step
 
     def to_dict(self) -> dict:
@@ -144,7 +145,7 @@ class _EvalSet:
         total, count = 0.0, 0.0
         for hr, valid, up in self.items:
             out = model(up[None].contiguous(memory_format=torch.channels_last))[0]
-            out = torch.maximum(torch.minimum(out, hi), lo)
+            out = torch.clamp(out, lo, hi)
             sq = (out - hr).square() * valid
             total += sq.sum().item()
             count += valid.sum().item() * hr.shape[0]
@@ -156,7 +157,7 @@ def _make_son(father: torch.Tensor, deg: Degradation, noise_std: float,
     son = deg.down(father)
     if noise_std > 0:
         noise = torch.randn(son.shape, generator=gen, device="cpu").to(son.device)
-        son = torch.maximum(torch.minimum(son + noise * noise_std, hi), lo)
+        son = torch.clamp(son + noise * noise_std, lo, hi)
     return son
 
 

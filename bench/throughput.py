@@ -1,0 +1,137 @@
+"""Throughput of training and inference against the machine's own conv ceiling.
+
+In one process: (1) the ceiling: FLOP/s of an fp32 3x3 conv 64->64, channels_last,
+on this CPU/GPU; (2) training seconds/iteration of ``zssr.train`` on a real image
+(Set5 bird LR) at the given crop size; (3) inference output megapixels/second of
+``zssr.predict`` with the 8-way ensemble.  Each is reported against the ideal
+implied by the ceiling (FLOPs counted from the network: training = 3x forward).
+
+    python bench/throughput.py --json bench/results/throughput.json [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zssr.config import InferConfig, NetConfig, TrainConfig
+from zssr.inference import predict
+from zssr.model import build_model, count_flops
+from zssr.sampling import ArrayCropSource
+from zssr.train import train
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def conv_ceiling(device: torch.device, *, size: int = 192, reps: int = 15,
+                 dtype: torch.dtype = torch.float32) -> float:
+    """Median FLOP/s of one 3x3 64->64 conv, channels_last, no grad."""
+    x = torch.randn(1, 64, size, size, device=device, dtype=dtype).contiguous(
+        memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1, bias=False).to(device=device, dtype=dtype)
+    conv = conv.to(memory_format=torch.channels_last)
+    flops = 2 * 64 * 64 * 9 * size * size
+    times = []
+    with torch.inference_mode():
+        for _ in range(3):
+            conv(x)
+        for _ in range(reps):
+            _sync(device)
+            t0 = time.perf_counter()
+            conv(x)
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+    return flops / statistics.median(times)
+
+
+def load_image() -> np.ndarray:
+    here = Path(__file__).resolve().parents[1] / "tests/data/sr"
+    from PIL import Image
+
+    files = sorted(here.glob("*bird*LR*.png")) or sorted(here.glob("*.png"))
+    img = np.asarray(Image.open(files[0]).convert("RGB"))
+    return np.moveaxis(img, -1, 0).astype(np.float32) / 255
+
+
+def train_speed(img: np.ndarray, device: torch.device, crop: int, iters: int) -> float:
+    """Median seconds/iteration over blocks of 10 iterations (after a warm-up block)."""
+    net = build_model(3, NetConfig(), seed=0, device=device)
+    cfg = TrainConfig(max_iters=iters, crop_size=crop, run_test_every=10 ** 6,
+                      min_iters=10 ** 6)
+    times = []
+    src = ArrayCropSource(img)
+    for block in range(iters // 10 + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        train(net, src, scale=2, cfg=TrainConfig(**{**cfg.__dict__, "max_iters": 10}),
+              seed=block)
+        _sync(device)
+        if block:
+            times.append((time.perf_counter() - t0) / 10)
+    return statistics.median(times)
+
+
+def infer_speed(img: np.ndarray, device: torch.device, reps: int) -> tuple[float, int]:
+    net = build_model(3, NetConfig(), seed=0, device=device)
+    lr = torch.from_numpy(img)
+    infer = InferConfig(ensemble=True, back_projection_iters=10)
+    predict(net, lr, scale=2, infer=infer)
+    times = []
+    for _ in range(reps):
+        _sync(device)
+        t0 = time.perf_counter()
+        out = predict(net, lr, scale=2, infer=infer)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), int(out.shape[-1] * out.shape[-2])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--crop", type=int, nargs="+", default=[128, 64])
+    ap.add_argument("--iters", type=int, default=40)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    img = load_image()
+    ceiling = conv_ceiling(device)
+    net_cfg = NetConfig()
+    rows = {"ceiling_gflops": ceiling / 1e9, "threads": torch.get_num_threads(), "train": [],
+            "device": str(device), "image": list(img.shape)}
+    print(f"conv ceiling (fp32 3x3 64->64 channels_last): {ceiling / 1e9:.1f} GFLOP/s, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'crop':>5} {'s/it':>8} {'ideal s/it':>11} {'ratio':>6}")
+    for crop in args.crop:
+        s_it = train_speed(img, device, crop, args.iters)
+        ideal = 3 * count_flops(3, net_cfg, crop * crop) / ceiling
+        rows["train"].append({"crop": crop, "s_per_it": s_it, "ideal_s_per_it": ideal,
+                              "ratio_to_ideal": s_it / ideal})
+        print(f"{crop:>5} {s_it:8.4f} {ideal:11.4f} {s_it / ideal:6.2f}")
+    sec, px = infer_speed(img, device, args.reps)
+    mps = px / sec / 1e6
+    ideal_mps = ceiling / (8 * count_flops(3, net_cfg, 1)) / 1e6
+    rows["infer"] = {"output_px": px, "seconds": sec, "mp_per_s": mps,
+                     "ideal_mp_per_s": ideal_mps, "fraction_of_ceiling": mps / ideal_mps}
+    print(f"inference (8-way ensemble, 10 back-projections): {mps:.3f} MP/s output, "
+          f"ideal {ideal_mps:.3f} MP/s -> {100 * mps / ideal_mps:.0f}% of the conv ceiling")
+    if args.json:
+        rows["machine"] = f"{platform.machine()} {platform.processor()}".strip()
+        rows["torch"] = torch.__version__
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

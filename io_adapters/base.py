@@ -140,17 +140,33 @@ class AtomicWriterMixin:
             self.abort()  # type: ignore[attr-defined]
 
 
-def check_output_path(path: Path, *, inputs: tuple[Path, ...] = ()) -> Path:
-    """Resolve an output path; refuse one that is an input or whose folder is not writable."""
-    import os
+def check_output_path(path: Path, *, inputs: tuple[Path, ...] = (),
+                      root: Path | None = None) -> Path:
+    """Resolve an output path; refuse one that is an input, lies outside ``root`` (when
+    given) or whose folder is missing or not writable.
+
+    Writability is probed by creating (and at once deleting) an anonymous file in
+    the folder: permission bits say nothing for root, read-only mounts or ``/proc``.
+    """
+    import tempfile
 
     out = Path(path).resolve()
+    if root is not None:
+        base = Path(root).resolve()
+        if not out.is_relative_to(base):
+            raise WriteError(f"{path}: output path resolves to {out}, outside the output "
+                             f"folder {base}; outputs must stay inside it")
     for src in inputs:
         if Path(src).resolve() == out:
             raise WriteError(f"{out}: output path equals the input; choose another output")
     parent = out.parent
     if not parent.is_dir():
-        raise WriteError(f"{out}: output folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise WriteError(f"{out}: output folder {parent} is not writable")
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise WriteError(f"{out}: output folder {parent} {what}")
+    try:
+        with tempfile.TemporaryFile(dir=parent, prefix=".zssr-probe-"):
+            pass
+    except OSError as exc:
+        raise WriteError(f"{out}: output folder {parent} is not writable "
+                         f"({exc.strerror or exc})") from None
     return out

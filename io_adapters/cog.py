@@ -38,6 +38,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
@@ -107,7 +108,7 @@ class CogWriter(AtomicWriterMixin):
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)  # plain TIFF output
                 self._dst = rasterio.open(self._tmp, "w", **self._profile())
                 self._write_band_metadata(self._dst)
-        except (OSError, RasterioError) as exc:
+        except (OSError, RasterioError, CPLE_BaseError) as exc:
             self.abort()
             raise WriteError(f"{self.path}: cannot create the temporary GeoTIFF: {exc}") from exc
 
@@ -175,7 +176,7 @@ class CogWriter(AtomicWriterMixin):
                     self._dst.write(array, window=window)
                     if self._internal_mask:
                         self._dst.write_mask(self._valid(mask, window), window=window)
-            except RasterioError as exc:
+            except (RasterioError, CPLE_BaseError) as exc:
                 raise WriteError(f"{self.path}: cannot write window {window}: {exc}") from exc
 
     @staticmethod
@@ -196,7 +197,7 @@ class CogWriter(AtomicWriterMixin):
                     self._dst.close()
                     self._dst = None
                     result = self._translate_cog() if self._cog else self._tmp
-            except (OSError, RasterioError) as exc:
+            except (OSError, RasterioError, CPLE_BaseError) as exc:
                 self._cleanup()
                 raise WriteError(f"{self.path}: cannot finish the GeoTIFF: {exc}") from exc
             replace_into(result, self.path)

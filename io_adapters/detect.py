@@ -228,6 +228,9 @@ def _head(path: Path) -> bytes:
         raise InputNotFoundError(f"{path}: no such file or folder")
     if path.is_dir():
         return b""
+    if not path.is_file():  # a FIFO or device: opening it may block forever
+        raise InputNotFoundError(f"{path}: not a regular file (a pipe, socket or device); "
+                                 "give an image file or a folder")
     try:
         with open(path, "rb") as fh:
             head = fh.read(HEADER_BYTES)

@@ -39,6 +39,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
 from pydicom.pixels.utils import get_expected_length
+from pydicom.uid import RLELossless
 
 from ._common import as_window, check_frame, inner_part, inside_mask, select_bands
 from ._dicom_frames import (
@@ -51,7 +52,7 @@ from ._dicom_frames import (
 )
 from .base import MedicalInfo, Metadata, Window
 from .dicom_writer import DicomWriter, scale_dicom_metadata
-from .errors import CorruptFileError, InvalidDataError, UnsupportedFormatError
+from .errors import CorruptFileError, InvalidDataError, IOAdapterError, UnsupportedFormatError
 
 __all__ = [
     "DicomFrame", "DicomReader", "DicomWriter", "from_real_units", "open_dicom",
@@ -140,7 +141,23 @@ def read_dataset(path: str | Path, *, defer: bool = True) -> Dataset:
     except Exception as exc:  # pydicom raises many types on damaged headers
         raise CorruptFileError(f"{path}: damaged DICOM header: {_one_line(exc)}") from exc
     _check_truncation(ds, path, size, [str(w.message) for w in caught])
+    try:
+        _convert_header(ds)
+    except Exception as exc:  # noqa: BLE001 - a damaged value: unknown VR, bad length...
+        raise CorruptFileError(f"{path}: damaged DICOM header: {_one_line(exc)}") from exc
     return ds
+
+
+def _convert_header(ds: Dataset) -> None:
+    """Decode every header value now (pydicom decodes lazily, on first access), so a
+    damaged element fails here with our error rather than later with pydicom's."""
+    for tag in list(ds.keys()):
+        if int(tag) in _PIXEL_TAGS:
+            continue
+        elem = ds[tag]
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _convert_header(item)
 
 
 def _pixel_module(ds: Dataset, path: Path) -> tuple[int, int, int, int, np.dtype, str]:
@@ -227,12 +244,16 @@ class DicomReader:
         self._cache_frames = max(1, int(cache_frames))
         self._lock = threading.Lock()
         self._closed = False
-        if self.path.is_dir():
-            self.meta = self._open_series()
-        elif self.path.is_file():
-            self.meta = self._open_file()
-        else:
+        if not (self.path.is_dir() or self.path.is_file()):
             raise UnsupportedFormatError(f"{self.path}: no such DICOM file or folder")
+        try:
+            self.meta = self._open_series() if self.path.is_dir() else self._open_file()
+        except IOAdapterError:
+            raise
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+            # a damaged value of the right VR but wrong multiplicity or content
+            raise CorruptFileError(
+                f"{self.path}: damaged DICOM header value: {_one_line(exc)}") from exc
 
     # -- opening --------------------------------------------------------------
     def _open_file(self) -> Metadata:
@@ -327,9 +348,16 @@ class DicomReader:
         info: DicomFrame = self.meta.extra["dicom_frames"][frame]
         path = self._files[info.source]
         ds = self._dataset if self._dataset is not None else read_dataset(path, defer=False)
+        uid = ds.file_meta.TransferSyntaxUID
+        decoder = get_decoder(uid)
+        # pydicom's own RLE decoder: pylibjpeg-rle panics (Rust, on stderr) on damaged segments
+        options = {"decoding_plugin": "pydicom"} if uid == RLELossless and \
+            "pydicom" in decoder.available_plugins else {}
         try:
-            array, _ = get_decoder(ds.file_meta.TransferSyntaxUID).as_array(ds, index=info.index)
-        except Exception as exc:  # decoders raise ValueError, RuntimeError, plugin errors
+            array, _ = decoder.as_array(ds, index=info.index, **options)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - plugins raise anything, even Rust panics
             raise CorruptFileError(
                 f"{path}: frame {info.index} cannot be decoded "
                 f"({ds.file_meta.TransferSyntaxUID.name}): {_one_line(exc)}") from exc

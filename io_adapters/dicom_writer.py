@@ -13,7 +13,10 @@ on ``commit()`` an uncompressed (Explicit VR Little Endian) derived image:
 * patient and study attributes copied untouched, stored values written in the
   source dtype with the source's rescale slope/intercept;
 * a ``.dcm`` file for a single or multi-frame source, a folder with one file
-  per slice (same file names) for a folder series.
+  per slice (same file names) for a folder series;
+* with ``deidentify=True``, patient-identifying attributes and private tags
+  removed by :func:`io_adapters.deidentify.deidentify` (not a full
+  de-identification profile: read its docstring).
 
 The output appears atomically: a hidden temporary file (folder) next to the
 destination is renamed on commit; ``abort()`` leaves nothing behind.
@@ -45,6 +48,7 @@ from ._common import (
 from ._dicom_derive import derive_dataset
 from ._dicom_frames import DicomFrame, scaled_frame, stored_range
 from .base import AtomicWriterMixin, Metadata, Window, check_output_path
+from .deidentify import deidentify
 from .errors import InvalidDataError, WriteError
 
 __all__ = ["DicomWriter", "scale_dicom_metadata"]
@@ -83,7 +87,8 @@ class DicomWriter(AtomicWriterMixin):
     """Derived-DICOM writer for metadata from :func:`scale_dicom_metadata`."""
 
     def __init__(self, path: str | Path, meta: Metadata, *, description: str | None = None,
-                 inputs: tuple[Path, ...] = (), overwrite: bool = False) -> None:
+                 inputs: tuple[Path, ...] = (), overwrite: bool = False,
+                 deidentify: bool = False) -> None:
         if meta.format != "dicom" or not meta.extra.get("datasets"):
             raise InvalidDataError(
                 f"{path}: DicomWriter needs DICOM metadata from DicomReader "
@@ -100,6 +105,7 @@ class DicomWriter(AtomicWriterMixin):
             raise WriteError(f"{self.path}: is a folder; give a .dcm file name")
         self.description = (description or _default_description(
             meta.extra.get("scale", (1.0, 1.0))))[:1024]
+        self._deidentify = bool(deidentify)  # io_adapters.deidentify on every output file
         self._pixels: dict[int, np.ndarray] = {}
         self._written: dict[int, np.ndarray] = {}
         self._state = "open"
@@ -141,11 +147,16 @@ class DicomWriter(AtomicWriterMixin):
         common = {"meta": m, "series_uid": series_uid, "description": self.description}
         if not self._series:
             pixels = np.stack([self._pixels[i] for i in range(m.frames)])
-            return [(self.path.name, derive_dataset(headers[0], pixels, list(frames), **common))]
-        names = [Path(s).name for s in m.medical.sources]  # type: ignore[union-attr]
-        return [(names[f.source], derive_dataset(headers[f.source], self._pixels[i][np.newaxis],
-                                                 [f], **common))
-                for i, f in enumerate(frames)]
+            out = [(self.path.name, derive_dataset(headers[0], pixels, list(frames), **common))]
+        else:
+            names = [Path(s).name for s in m.medical.sources]  # type: ignore[union-attr]
+            out = [(names[f.source], derive_dataset(headers[f.source],
+                                                    self._pixels[i][np.newaxis], [f], **common))
+                   for i, f in enumerate(frames)]
+        if self._deidentify:
+            for _, ds in out:
+                deidentify(ds)
+        return out
 
     def commit(self) -> Path:
         """Write the output and move it to ``self.path``; returns ``self.path``."""

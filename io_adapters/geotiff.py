@@ -22,12 +22,15 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import rasterio
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
@@ -80,7 +83,11 @@ class GeoTiffReader:
                         self.path, ds.dtypes, dtype)
         self._selected = select_bands(bands, ds.count, path=self.path)
         self._indexes = [i + 1 for i in self._selected]  # GDAL counts from 1
-        self.meta = self._metadata(ds, dtype)
+        with _gdal_warnings(self.path.name) as damage:  # GDAL reads some tags lazily
+            self.meta = self._metadata(ds, dtype)
+        if damage:
+            self.close()
+            raise CorruptFileError(f"{self.path}: truncated or damaged TIFF: {damage[0]}")
 
     def _dataset(self) -> rasterio.DatasetReader:
         """This thread's open dataset (opened on first use)."""
@@ -94,16 +101,20 @@ class GeoTiffReader:
 
     def _open(self) -> rasterio.DatasetReader:
         try:
-            with warnings.catch_warnings():
+            with _gdal_warnings(self.path.name) as damage, warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                return rasterio.open(self.path)
-        except RasterioError as exc:
+                ds = rasterio.open(self.path)
+        except (RasterioError, CPLE_BaseError) as exc:
             with open(self.path, "rb") as fh:
                 is_tiff = fh.read(4) in TIFF_MAGICS
             if is_tiff:
                 raise CorruptFileError(f"{self.path}: damaged TIFF: {_one_line(exc)}") from None
             raise UnsupportedFormatError(
                 f"{self.path}: not a raster GDAL can read: {_one_line(exc)}") from None
+        if damage:  # GDAL opened it but skipped tags it could not read (a cut-off header)
+            ds.close()
+            raise CorruptFileError(f"{self.path}: truncated or damaged TIFF: {damage[0]}")
+        return ds
 
     def _metadata(self, ds: rasterio.DatasetReader, dtype: np.dtype) -> Metadata:
         sel = self._selected
@@ -225,6 +236,43 @@ class GeoTiffReader:
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["path"], bands=state["bands"])  # type: ignore[misc]
+
+
+_DAMAGE_WORDS = ("io error", "corrupt", "truncat", "read error", "failed to read")
+
+
+class _DamageLog(logging.Handler):
+    """Keeps GDAL's warnings; ``found`` holds those saying the file ``name`` is damaged."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(logging.WARNING)
+        self.name_, self.found, self.other = name, [], []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = " ".join(record.getMessage().split())
+        damaged = self.name_ in msg and any(w in msg.lower() for w in _DAMAGE_WORDS)
+        (self.found if damaged else self.other).append(msg)
+
+
+@contextmanager
+def _gdal_warnings(name: str) -> Iterator[list[str]]:
+    """Route GDAL's messages to logging (``rasterio.Env``) and collect those that say
+    the file ``name`` is damaged; all of them are re-logged here at info level."""
+    logger = logging.getLogger("rasterio._env")
+    handler = _DamageLog(name)
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    try:
+        with rasterio.Env():
+            yield handler.found
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+        for msg in handler.found + handler.other:  # the damage also goes into the error
+            log.info("GDAL: %s", msg)
 
 
 def _has_colormap(ds: rasterio.DatasetReader) -> bool:

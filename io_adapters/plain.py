@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import rasterio
+from rasterio._err import CPLE_BaseError
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
@@ -130,9 +131,15 @@ class PlainReader:
             raise InvalidDataError(f"{self.path}: image too large to decode whole ({exc}); "
                                    "convert it to a tiled GeoTIFF first") from None
         except PIL.UnidentifiedImageError:
+            with open(self.path, "rb") as fh:
+                head = fh.read(8)
+            if head.startswith((PNG_MAGIC, b"\xff\xd8\xff", b"BM")):  # known magic: damaged
+                raise CorruptFileError(f"{self.path}: damaged image header (the file starts "
+                                       f"like a PNG/JPEG/BMP but cannot be parsed)") from None
             raise UnsupportedFormatError(f"{self.path}: not an image Pillow can read") from None
-        except OSError as exc:
-            raise CorruptFileError(f"{self.path}: cannot read the image header: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, struct.error...
+            raise CorruptFileError(f"{self.path}: cannot read the image header: "
+                                   f"{exc or type(exc).__name__}") from None
         if mode not in _MODES:
             raise InvalidDataError(f"{self.path}: unsupported {fmt} pixel mode {mode!r}; "
                                    "convert the image to gray, RGB or RGBA")
@@ -147,7 +154,7 @@ class PlainReader:
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 with rasterio.open(self.path) as ds:
                     rows, cols, count, dtype = ds.height, ds.width, ds.count, ds.dtypes[0]
-        except RasterioError as exc:
+        except (RasterioError, CPLE_BaseError) as exc:
             raise CorruptFileError(f"{self.path}: cannot read the 16-bit PNG: "
                                    f"{' '.join(str(exc).split())}") from None
         return "PNG", "16-bit", rows, cols, dtype, _NAMES_BY_COUNT[count]
@@ -158,9 +165,10 @@ class PlainReader:
             if self._pixels is None:
                 try:
                     pixels = self._decode_gdal() if self._use_gdal else self._decode_pillow()
-                except (OSError, RasterioError, ValueError) as exc:
+                except Exception as exc:  # noqa: BLE001 - decoders raise many types
                     raise CorruptFileError(f"{self.path}: cannot decode the pixels: "
-                                           f"{' '.join(str(exc).split())}") from None
+                                           f"{' '.join(str(exc).split()) or type(exc).__name__}"
+                                           ) from None
                 self._pixels = np.ascontiguousarray(pixels[list(self._selected)])
             return self._pixels
 
@@ -287,7 +295,7 @@ class PngWriter(AtomicWriterMixin):
                                    count=bands, dtype=self._canvas.dtype.name,
                                    ZLEVEL=self._zlevel) as dst:
                     dst.write(self._canvas)
-        except (OSError, RasterioError) as exc:
+        except (OSError, RasterioError, CPLE_BaseError) as exc:
             self.abort()
             raise WriteError(f"{self.path}: cannot write the PNG: {exc}") from exc
         replace_into(self._tmp, self.path)

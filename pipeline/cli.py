@@ -12,12 +12,12 @@ import logging
 import sys
 import traceback
 
-from . import cmd_eval, cmd_upscale
+from . import cmd_batch, cmd_eval, cmd_run, cmd_steps, cmd_upscale
 from .errors import exit_code
 
 __all__ = ["main", "build_parser"]
 
-SUBCOMMANDS = [cmd_upscale, cmd_eval]
+SUBCOMMANDS = [cmd_upscale, cmd_run, cmd_eval, cmd_batch, cmd_steps]
 log = logging.getLogger("pipeline")
 
 
@@ -43,6 +43,15 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
                                          logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    logging.captureWarnings(True)  # library warnings are log lines too (hidden by -q)
+
+
+def _gdal_to_logging():
+    """For the whole command, GDAL's messages go to logging (``rasterio._env``; shown
+    with ``-v``) instead of raw ``Warning 1:`` lines on stderr."""
+    import rasterio
+
+    return rasterio.Env()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
     try:
-        return int(args.func(args) or 0)
+        with _gdal_to_logging():
+            return int(args.func(args) or 0)
     except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - the CLI boundary
         code = exit_code(exc)
         if args.verbose or code == 10:

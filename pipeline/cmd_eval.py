@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .config_args import add_config_args, config_from_args
+from .errors import UsageError
 from .evaluate import EvalRow, evaluate, summarize
 
 
@@ -20,6 +21,8 @@ def add_parser(sub, parents) -> None:
     p.add_argument("--method", choices=["bicubic", "zssr"], default="zssr")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="only images with index %% N == I (run N processes side by side)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     add_config_args(p)
     p.set_defaults(func=run)
@@ -30,11 +33,21 @@ def _print_row(row: EvalRow) -> None:
           f"{row.iterations:6d}", flush=True)
 
 
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    i, sep, n = text.partition("/")
+    if not (sep and i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)):
+        raise UsageError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/2")
+    return int(i), int(n)
+
+
 def run(args: argparse.Namespace) -> int:
     cfg, raw = config_from_args(args)
     print(f"{'image':<14} {'PSNR-Y':>8} {'SSIM-Y':>8} {'seconds':>9} {'iters':>6}")
     rows = evaluate(args.hr, scale=args.scale, method=args.method, config=cfg, limit=args.limit,
-                    device=args.device, on_row=None if args.quiet else _print_row)
+                    device=args.device, on_row=None if args.quiet else _print_row,
+                    shard=_parse_shard(args.shard))
     summary = summarize(rows)
     m = summary["mean"]
     print(f"{'mean':<14} {m['psnr_y']:8.3f} {m['ssim_y']:8.4f} {m['seconds']:9.1f} "

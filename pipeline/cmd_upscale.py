@@ -12,11 +12,14 @@ import json
 import logging
 from pathlib import Path
 
-from .config_args import add_config_args, config_from_args
+from io_adapters.base import check_output_path
+
+from .config_args import add_config_args
 from .errors import UsageError
 from .job import ImageJob, upscale_file
 from .kernel_io import kernel_from_args
 from .progress import ImageProgress
+from .run_config import DEFAULT_TILE, PipelineConfig, resolved_from_args
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,37 @@ def parse_scale(value: float) -> float:
     return float(value)
 
 
+def parse_device(text: str) -> str:
+    """Check ``--device`` before any work: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {text!r}: expected cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (dev.index or 0) >= count:
+            raise UsageError(f"--device {text!r}: this machine has {count} CUDA device(s) "
+                             "usable by torch; use --device cpu or another index")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {text!r}: MPS is not available here; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device {text!r}: expected cpu, cuda, cuda:N or mps")
+    return text
+
+
+def dicom_writer_options(output: Path, deidentify: bool) -> dict:
+    """``{"deidentify": True}`` for a DICOM output (``.dcm`` or a series folder)."""
+    if not deidentify:
+        return {}
+    if Path(output).suffix.lower() not in (".dcm", ""):
+        log.info("--deidentify: %s is not a DICOM output; it holds no patient attributes",
+                 output)
+        return {}
+    return {"deidentify": True}
+
+
 def add_parser(sub, parents) -> None:
     p = sub.add_parser("upscale", parents=parents, help="super-resolve one image",
                        description=__doc__,
@@ -63,25 +97,42 @@ def add_parser(sub, parents) -> None:
                    help="degradation kernel: .npy or MATLAB .mat with variable 'Kernel'")
     p.add_argument("--kernel-sigma", type=float, default=None,
                    help="Gaussian PSF of this sigma (HR pixels) as the degradation kernel")
-    p.add_argument("--tile", type=int, default=256, help="LR tile side in pixels (default 256)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="LR tile side in pixels (default: the preset's, else 256)")
     p.add_argument("--halo", default="auto", help="halo in LR pixels, or 'auto' (default)")
     p.add_argument("--bands", default=None, help="1-based bands to use, e.g. 1,2,3")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--deidentify", action="store_true",
+                   help="DICOM outputs: remove patient-identifying attributes and private tags "
+                   "(NOT a full de-identification profile; see io_adapters/deidentify.py)")
     p.add_argument("--history", type=Path, default=None,
                    help="write the training history (loss, learning rate) as JSON here")
     add_config_args(p)
     p.set_defaults(func=run)
 
 
+def pipeline_options(args: argparse.Namespace, pc: PipelineConfig) -> dict:
+    """Tile, bands and kernel: command-line flags win over the config's pipeline sections."""
+    tile = args.tile if args.tile is not None else (pc.tile or DEFAULT_TILE)
+    if tile < 8 or tile > 8192:
+        raise UsageError(f"--tile {tile}: expected 8 <= tile <= 8192 LR pixels")
+    bands = parse_bands(args.bands) if args.bands else pc.band_indexes
+    given = args.kernel is not None or args.kernel_sigma is not None
+    sigma = args.kernel_sigma if given else pc.kernel_sigma
+    return {"tile": tile, "bands": bands, "kernel": kernel_from_args(args.kernel, sigma),
+            "chain": pc.chain or None}
+
+
 def run(args: argparse.Namespace) -> int:
-    cfg, _ = config_from_args(args)
-    if args.tile < 8 or args.tile > 8192:
-        raise UsageError(f"--tile {args.tile}: expected 8 <= tile <= 8192 LR pixels")
+    rc = resolved_from_args(args)
     job = ImageJob(input=args.input, output=args.output, scale=parse_scale(args.scale),
-                   config=cfg, kernel=kernel_from_args(args.kernel, args.kernel_sigma),
-                   bands=parse_bands(args.bands), tile=args.tile, halo=parse_halo(args.halo),
-                   device=args.device, overwrite=args.overwrite)
+                   config=rc.engine, halo=parse_halo(args.halo),
+                   device=parse_device(args.device), overwrite=args.overwrite,
+                   writer_options=dicom_writer_options(args.output, args.deidentify),
+                   **pipeline_options(args, rc.pipeline))
+    if args.history is not None:
+        check_output_path(args.history)  # refuse a bad --history path before the work
     progress = ImageProgress(args.input.name, enabled=not args.quiet)
     try:
         result = upscale_file(job, on_event=progress.on_event, on_tile=progress.on_tile,

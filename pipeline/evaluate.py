@@ -62,12 +62,16 @@ def _read_hr(path: Path) -> np.ndarray:
 
 def evaluate(hr_dir: Path, *, scale: int, method: Literal["bicubic", "zssr"],
              config: ZSSRConfig | None = None, limit: int | None = None, device: str = "cpu",
-             on_row: Callable[[EvalRow], None] | None = None) -> list[EvalRow]:
+             on_row: Callable[[EvalRow], None] | None = None,
+             shard: tuple[int, int] | None = None) -> list[EvalRow]:
     if scale != int(scale) or scale < 2:
         raise UsageError(f"--scale {scale}: the benchmark protocol needs an integer scale >= 2")
     scale = int(scale)
     rows = []
-    for path in hr_images(hr_dir, limit):
+    paths = hr_images(hr_dir, limit)
+    if shard is not None:
+        paths = [p for i, p in enumerate(paths) if i % shard[1] == shard[0]]
+    for path in paths:
         hr = _read_hr(path)
         t0 = time.perf_counter()
         if method == "bicubic":

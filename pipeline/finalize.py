@@ -24,13 +24,14 @@ import numpy as np
 from PIL import Image
 
 from io_adapters.base import Metadata, Reader
-from io_adapters.detect import open_reader, open_writer, scale_metadata
+from io_adapters.detect import open_reader, scale_metadata
 from io_adapters.errors import WriteError
 from io_adapters.zarr_reader import ZarrReader
 from zssr.kernels import prepare_kernel
 from zssr.metrics import lr_consistency, psnr, ssim
 
-from .job import open_input
+from .chain import BoundChain, ChainReader
+from .job import clip_to_output, open_input, open_output
 from .source import declared_range, sr_bands
 from .tiles import Region, as_fraction
 
@@ -50,8 +51,13 @@ def needs_mask(meta: Metadata) -> bool:
     return meta.nodata is not None or meta.has_mask or meta.extra.get("alpha_band") is not None
 
 
-def copy_store(spec: ImageSpec, store: ZarrReader, out_meta: Metadata) -> Path:
-    """Copy the last step's store into the final writer and commit it."""
+def copy_store(spec: ImageSpec, store: ZarrReader, out_meta: Metadata, *,
+               chain: BoundChain | None = None) -> Path:
+    """Copy the last step's store into the final writer and commit it.
+
+    ``out_meta`` is the SR result's metadata (the store's units); with a
+    ``chain`` the writer turns the values back into the input's units.
+    """
     job, plan = spec.job, spec.plans[spec.last]
     output = Path(job.output)
     if output.exists() and not spec.replace_output:
@@ -59,21 +65,24 @@ def copy_store(spec: ImageSpec, store: ZarrReader, out_meta: Metadata) -> Path:
                          "of this input; pass --overwrite to replace it, or use another --out")
     output.parent.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = dict(job.writer_options)
-    if output.exists() and output.suffix.lower() not in (".dcm", ""):
-        options["overwrite"] = True  # the DICOM writer replaces its output itself
+    if output.exists():
+        options["overwrite"] = True
     mask_path = spec.paths.mask_store(spec.key, spec.last)
     masks = ZarrReader(mask_path) if mask_path.exists() else None
     with_mask = masks is not None or needs_mask(out_meta)
-    with open_writer(output, out_meta, inputs=(Path(job.input),), **options) as writer:
+    with open_output(job, out_meta, chain=chain, **options) as writer:
         for frame in range(spec.frames):
             for tile in plan.grid:
-                win = tile.hr_window
+                clipped = clip_to_output(tile, spec.out_shape)
+                if clipped is None:
+                    continue
+                win = clipped[0]
                 values = store.read(win, frame=frame)
                 if not with_mask:
                     writer.write(values, win, frame=frame)
                     continue
                 valid = masks.read(win, frame=frame)[0] > 0 if masks is not None \
-                    else store.read_mask(win, frame=frame)
+                    else store.read_masks(win, frame=frame)  # per band
                 writer.write(values, win, frame=frame, mask=valid)
     return output
 
@@ -87,7 +96,8 @@ def finalize_image(spec: ImageSpec, outcomes: list[TrainOutcome]) -> dict[str, A
         out_meta = scale_metadata(meta, spec.job.scale)
         store = ZarrReader(spec.paths.store(spec.key, spec.last))
         _check_complete(spec)
-        output = copy_store(spec, store, out_meta)
+        chain = reader.chain if isinstance(reader, ChainReader) else None
+        output = copy_store(spec, store, out_meta, chain=chain)
         write_seconds = time.perf_counter() - t0
         entry: dict[str, Any] = {"output": str(output), "write_seconds": write_seconds,
                                  "shape_in": [meta.frames, meta.bands, meta.rows, meta.cols],

@@ -129,6 +129,8 @@ def open_scheduler(address: str, *, workers: int | None = None, torch_threads: i
         ws = info.get("workers", {})
         threads = sum(w.get("nthreads", 1) for w in ws.values()) or 1
         dashboard = client.dashboard_link if _has_dashboard(cluster) else None
+        if dashboard is None:
+            log.info("no Dask dashboard: install bokeh to get one")
         yield SchedulerInfo(address, client, cluster, workers=len(ws) or 1, threads=threads,
                             dashboard=dashboard)
     finally:

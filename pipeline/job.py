@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rasterio.windows import Window as RioWindow
 
-from io_adapters.base import Metadata, Reader
+from io_adapters.base import Metadata, Reader, Writer
 from io_adapters.detect import open_reader, open_writer, scale_metadata
 from io_adapters.errors import InvalidDataError
 from zssr.api import merge_history
@@ -36,14 +37,20 @@ from zssr.normalize import Normalizer
 from zssr.resize import imresize
 from zssr.train import TrainEvent, TrainingHistory, train
 
+from .chain import BoundChain, ChainReader, ChainSpec, ChainWriter
 from .halo import dependency_radius
 from .source import ReaderCropSource, SampleStats, sample_stats, sr_bands
 from .tiles import Tile, TileGrid, coerce_scale
 
 __all__ = ["ImageJob", "TrainResult", "StepPlan", "plan_step", "train_stage", "infer_tiles",
-           "upscale_file", "UpscaleResult"]
+           "upscale_file", "UpscaleResult", "preflight_output", "MAX_FRAME_PIXELS", "open_input",
+           "open_output", "clip_to_output"]
 
 log = logging.getLogger(__name__)
+
+#: Largest frame one job takes (~316k x 316k px): beyond it a run would last for days and
+#: a header declaring such a size is far more often damaged than real.
+MAX_FRAME_PIXELS = 10**11
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class ImageJob:
     device: str = "cpu"
     overwrite: bool = False
     writer_options: dict = field(default_factory=dict)
+    chain: ChainSpec | None = None  # pre/post steps around SR (pipeline.chain)
 
     def steps(self) -> list[float]:
         """Cumulative scale of each gradual-SR step."""
@@ -91,7 +99,30 @@ class StepPlan:
 
 
 def open_input(job: ImageJob) -> Reader:
-    return open_reader(job.input, bands=list(job.bands) if job.bands is not None else None)
+    """The input's reader; with a chain, a :class:`ChainReader` (pre steps applied)."""
+    reader = open_reader(job.input, bands=list(job.bands) if job.bands is not None else None)
+    if job.chain:
+        try:
+            return ChainReader(reader, job.chain)
+        except BaseException:
+            reader.close()
+            raise
+    return reader
+
+
+def open_output(job: ImageJob, hr_meta: Metadata, *, chain: BoundChain | None = None,
+                **options) -> Writer:
+    """The final writer for ``hr_meta`` (the SR result's metadata, in the units SR works in).
+
+    With a ``chain`` (``ChainReader.chain``) the file gets the chain's output
+    metadata and a :class:`ChainWriter` turns every write back into the input's
+    units and dtype.
+    """
+    inputs = (Path(job.input),)
+    if chain is None:
+        return open_writer(job.output, hr_meta, inputs=inputs, **options)
+    writer = open_writer(job.output, chain.output_meta(hr_meta), inputs=inputs, **options)
+    return ChainWriter(writer, chain, hr_meta)
 
 
 def check_size(meta: Metadata, job: ImageJob) -> None:
@@ -102,6 +133,19 @@ def check_size(meta: Metadata, job: ImageJob) -> None:
                                "downscaled copy)")
     if not sr_bands(meta):
         raise InvalidDataError(f"{job.input}: no bands to super-resolve")
+    if meta.rows * meta.cols > MAX_FRAME_PIXELS:
+        raise InvalidDataError(
+            f"{job.input}: image is {meta.rows} x {meta.cols} pixels "
+            f"({meta.rows * meta.cols:.2g}), more than the {MAX_FRAME_PIXELS:.0e} one job "
+            "handles; cut it into parts first (e.g. gdal_translate -srcwin)")
+
+
+def preflight_output(job: ImageJob, meta: Metadata, scale: float, *,
+                     chain: BoundChain | None = None) -> None:
+    """Open the final writer and abort it at once, before any training: a bad output
+    path, an existing output or a format that cannot hold the result fails in seconds."""
+    open_output(job, scale_metadata(meta, scale), chain=chain, overwrite=job.overwrite,
+                **job.writer_options).abort()
 
 
 def plan_step(meta: Metadata, job: ImageJob, rel_scale: float) -> StepPlan:
@@ -145,7 +189,7 @@ def _hr_masks(valid: np.ndarray, scale: float, shape: tuple[int, int]) -> np.nda
 
 def infer_tile(model: torch.nn.Module, source: ReaderCropSource, plan: StepPlan, tile: Tile,
                *, frame: int, infer_cfg, normalizer: Normalizer, working: bool = False,
-               ) -> tuple[np.ndarray, np.ndarray]:
+               output_normalizer: Normalizer | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The HR core of one tile: ``(array (bands, h, w), valid (bands, h, w))``.
 
     ``working=True`` keeps working units (float32) for an intermediate gradual step.
@@ -158,12 +202,16 @@ def infer_tile(model: torch.nn.Module, source: ReaderCropSource, plan: StepPlan,
                  down_kernel=plan.kernel, clip_range=(lo, hi)).cpu().numpy()
     rs, cs = tile.crop
     sr = sr[:, rs, cs]
-    out = sr if working else normalizer.inverse(sr)
+    out = sr if working else (output_normalizer or normalizer).inverse(sr)
     # per-band masks: a pixel invalid in one band keeps its valid values in the others
-    hr_valid = _hr_masks(source.reader.read_masks(window, frame=frame), plan.scale,
-                         tuple(tile.hr_read.shape))[:, rs, cs]
+    masks = source.reader.read_masks(window, frame=frame)
+    if meta.dtype.kind == "f":  # NaN and +-inf are invalid pixels too
+        masks = masks & np.isfinite(source.reader.read(window, frame=frame))
+    hr_valid = _hr_masks(masks, plan.scale, tuple(tile.hr_read.shape))[:, rs, cs]
     if working:
         hr_valid = hr_valid[plan.bands]
+    if meta.dtype.kind == "f" and meta.nodata is None and out.shape == hr_valid.shape:
+        out = np.where(hr_valid, out, np.float32(np.nan)).astype(out.dtype)  # NaN marks them
     alpha = meta.extra.get("alpha_band")
     if alpha is not None and not working:
         a = source.reader.read(window, frame=frame)[alpha].astype(np.float32)
@@ -175,14 +223,33 @@ def infer_tile(model: torch.nn.Module, source: ReaderCropSource, plan: StepPlan,
     return out, hr_valid
 
 
+def clip_to_output(tile: Tile, shape: tuple[int, int] | None
+                   ) -> tuple[RioWindow, tuple[slice, slice]] | None:
+    """``(window, (rows, cols) slices of the core))``: the part of ``tile.hr_core`` inside an
+    output of ``shape`` (the last gradual step may round the size up by a pixel); None when
+    the core lies outside."""
+    core = tile.hr_core
+    if shape is None:
+        return tile.hr_window, (slice(None), slice(None))
+    h, w = min(core.height, shape[0] - core.row), min(core.width, shape[1] - core.col)
+    if h <= 0 or w <= 0:
+        return None
+    return RioWindow(core.col, core.row, w, h), (slice(0, h), slice(0, w))
+
+
 def infer_tiles(job: ImageJob, reader: Reader, plan: StepPlan, result: TrainResult,
                 tiles: Iterable[int], writer, *, frame: int = 0, working: bool = False,
                 on_tile: Callable[[Tile], None] | None = None,
-                model: torch.nn.Module | None = None) -> int:
+                model: torch.nn.Module | None = None,
+                hr_shape: tuple[int, int] | None = None,
+                output_normalizer: Normalizer | None = None) -> int:
     """Run the tiles ``tiles`` of ``plan.grid`` and hand each HR core to ``writer``.
 
     ``model``: the network already built from ``result.state`` (a worker's
-    cache); by default it is built here.
+    cache); by default it is built here.  ``hr_shape``: the writer's size when
+    it is smaller than the grid's (the last gradual step); cores are clipped to it.
+    ``output_normalizer``: the input's normaliser, for the last of several gradual
+    steps (whose own normaliser is the identity on working units).
     """
     cfg = job.config
     if model is None:
@@ -193,8 +260,12 @@ def infer_tiles(job: ImageJob, reader: Reader, plan: StepPlan, result: TrainResu
     for index in tiles:
         tile = plan.grid.tile(index)
         out, valid = infer_tile(model, source, plan, tile, frame=frame, infer_cfg=cfg.infer,
-                                normalizer=result.stats.normalizer, working=working)
-        writer.write(out, tile.hr_window, frame=frame, mask=valid)
+                                normalizer=result.stats.normalizer, working=working,
+                                output_normalizer=output_normalizer)
+        clipped = clip_to_output(tile, hr_shape)
+        if clipped is not None:
+            window, (rs, cs) = clipped
+            writer.write(out[:, rs, cs], window, frame=frame, mask=valid[..., rs, cs])
         n += 1
         if on_tile is not None:
             on_tile(tile)
@@ -232,12 +303,14 @@ def upscale_file(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None
     timings = {"train": 0.0, "infer": 0.0, "write": 0.0}
     reader = open_input(job)
     meta = reader.meta
+    chain = reader.chain if isinstance(reader, ChainReader) else None
     check_size(meta, job)
     steps = job.steps()
+    preflight_output(job, meta, steps[-1], chain=chain)
     tmpdir = Path(tempfile.mkdtemp(prefix=".zssr-", dir=Path(job.output).resolve().parent)) \
         if len(steps) > 1 else None
     history = TrainingHistory()
-    state, prev, stats, tiles_done = None, 1.0, None, 0
+    state, prev, stats, tiles_done, input_norm = None, 1.0, None, 0, None
     try:
         for i, cumulative in enumerate(steps):
             last = i == len(steps) - 1
@@ -251,8 +324,7 @@ def upscale_file(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None
                 on_stage("infer", len(plan.grid) * reader.meta.frames)
             if last:
                 out_meta = scale_metadata(meta, cumulative)
-                writer = open_writer(job.output, out_meta, inputs=(Path(job.input),),
-                                     overwrite=job.overwrite,
+                writer = open_output(job, out_meta, chain=chain, overwrite=job.overwrite,
                                      **writer_options(job.output, plan, job.writer_options))
             else:
                 wpath = tmpdir / f"step{i}.zarr"
@@ -263,11 +335,14 @@ def upscale_file(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None
                 for f in range(reader.meta.frames):
                     tiles_done += infer_tiles(job, reader, plan, result, range(len(plan.grid)),
                                               writer, frame=f, working=not last,
-                                              on_tile=on_tile)
+                                              on_tile=on_tile, hr_shape=(
+                                                  (out_meta.rows, out_meta.cols) if last
+                                                  else None), output_normalizer=input_norm)
                 t1 = time.perf_counter()
                 timings["infer"] += t1 - t0
             timings["write"] += time.perf_counter() - t1
             if not last:
+                input_norm = input_norm or result.stats.normalizer
                 reader.close()
                 reader = open_reader(wpath)
                 stats = SampleStats(_identity_like(result.stats.normalizer), result.stats.fill,

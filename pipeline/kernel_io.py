@@ -16,6 +16,8 @@ __all__ = ["load_kernel", "kernel_from_args"]
 def load_kernel(path: str | Path) -> np.ndarray:
     """A validated 2-D kernel from ``.npy`` or a MATLAB ``.mat`` holding ``Kernel``."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"kernel file {path}: is a folder, not a file")
     if not path.is_file():
         raise InputError(f"kernel file {path}: not found")
     suffix = path.suffix.lower()

@@ -15,24 +15,29 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from io_adapters.base import Metadata
-from io_adapters.detect import open_reader, scale_metadata
+from io_adapters.detect import scale_metadata
+from io_adapters.errors import WriteError
 from io_adapters.zarr_store import ZarrWriter
-from zssr.config import ZSSRConfig, config_to_dict
+from zssr.config import ConfigError, ZSSRConfig, config_to_dict
 
+from .chain import ChainReader, ChainSpec
+from .cmd_upscale import dicom_writer_options
 from .errors import EXIT, UsageError
 from .graph import SchedulerInfo, execute, open_scheduler, resolve_scheduler
 from .inputs import InputItem, expand_inputs, output_names, pair_ground_truth
-from .job import ImageJob, _working_meta, check_size, plan_step
-from .rundir import JsonLinesHandler, RunDir, image_key, input_identity
+from .job import ImageJob, _working_meta, check_size, open_input, plan_step, preflight_output
 from .run_state import ImageState, build_nodes
+from .rundir import JsonLinesHandler, RunDir, image_key, input_identity
 from .tasks import LOCAL_SINKS, TRAIN_TOPIC, ImageSpec
 
 __all__ = ["RunSettings", "RunSummary", "run_batch", "FORMAT_SUFFIXES", "natural_suffix"]
@@ -64,6 +69,8 @@ class RunSettings:
     out_format: str | None = None  # a FORMAT_SUFFIXES key; None: the input's own format
     batch_tiles: int | None = None  # tiles per infer task; None: automatic
     retries: int = 2
+    chain: ChainSpec | None = None  # pre/post steps around SR (pipeline.chain)
+    deidentify: bool = False  # DICOM outputs: drop patient-identifying attributes
 
     def fingerprint(self) -> dict[str, Any]:
         """What shapes the result: a change gives a new image key."""
@@ -71,7 +78,8 @@ class RunSettings:
             np.ascontiguousarray(self.kernel, np.float64).tobytes()).hexdigest()
         return {"version": 1, "config": config_to_dict(self.config), "scale": self.scale,
                 "tile": self.tile, "halo": self.halo,
-                "bands": None if self.bands is None else list(self.bands), "kernel": kernel}
+                "bands": None if self.bands is None else list(self.bands), "kernel": kernel,
+                "chain": self.chain.to_config() if self.chain else None}
 
 
 @dataclass
@@ -114,32 +122,43 @@ def _output_suffix(meta: Metadata, settings: RunSettings) -> str:
                          f"{', '.join(FORMAT_SUFFIXES)}") from None
 
 
-def _plan(item: InputItem, name: str, settings: RunSettings, rd: RunDir,
-          gt: Path | None) -> ImageState:
-    """Read the input's metadata and plan every step (nothing is computed yet)."""
+def _plan(item: InputItem, name: str, settings: RunSettings, rd: RunDir, gt: Path | None,
+          last: dict[str, dict[str, Any]], owners: dict[str, str]) -> ImageState:
+    """Read the input's metadata, plan every step, decide what earlier runs did, and check
+    the output can be written (nothing is computed yet)."""
     key = image_key(name, input_identity(item.path), settings.fingerprint())
-    with open_reader(item.path, bands=None if settings.bands is None else list(
-            settings.bands)) as reader:
-        meta = reader.meta
-    output = rd.outputs / f"{name}_x{settings.scale:g}{_output_suffix(meta, settings)}"
-    job = ImageJob(input=item.path, output=output, scale=settings.scale, config=settings.config,
+    job = ImageJob(input=item.path, output=Path(), scale=settings.scale, config=settings.config,
                    kernel=settings.kernel, bands=settings.bands, tile=settings.tile,
-                   halo=settings.halo, device=settings.device, overwrite=settings.overwrite)
-    check_size(meta, job)
-    plans, metas, cur, prev = [], [], meta, 1.0
-    steps = job.steps()
-    for i, cumulative in enumerate(steps):
-        plan = plan_step(cur, job, cumulative / prev)
-        plans.append(plan)
-        if i < len(steps) - 1:
-            cur = _working_meta(cur, plan, rd.store(key, i))
-            metas.append(cur)
-        else:
-            metas.append(scale_metadata(meta, settings.scale))
-        prev = cumulative
-    spec = ImageSpec(key=key, name=name, job=job, run_dir=rd.root, plans=tuple(plans),
-                     frames=meta.frames, ground_truth=gt, torch_threads=settings.torch_threads)
-    return ImageState(spec=spec, item=item, store_metas=metas)
+                   halo=settings.halo, device=settings.device, overwrite=settings.overwrite,
+                   chain=settings.chain or None)
+    with open_input(job) as reader:
+        meta = reader.meta  # in the units SR works in (after a chain's pre steps)
+        chain = reader.chain if isinstance(reader, ChainReader) else None
+        source = reader.inner.meta if chain is not None else meta
+        output = rd.outputs / f"{name}_x{settings.scale:g}{_output_suffix(source, settings)}"
+        job = replace(job, output=output, writer_options=dicom_writer_options(
+            output, settings.deidentify))
+        check_size(meta, job)
+        plans, metas, cur, prev = [], [], meta, 1.0
+        steps = job.steps()
+        for i, cumulative in enumerate(steps):
+            plan = plan_step(cur, job, cumulative / prev)
+            plans.append(plan)
+            if i < len(steps) - 1:
+                cur = _working_meta(cur, plan, rd.store(key, i))
+                metas.append(cur)
+            else:
+                metas.append(scale_metadata(meta, settings.scale))
+            prev = cumulative
+        spec = ImageSpec(key=key, name=name, job=job, run_dir=rd.root, plans=tuple(plans),
+                         frames=meta.frames, out_shape=(metas[-1].rows, metas[-1].cols),
+                         ground_truth=gt, torch_threads=settings.torch_threads)
+        state = ImageState(spec=spec, item=item, store_metas=metas)
+        _resume(state, rd, settings, last, owners)
+        if not state.skipped:
+            preflight_output(replace(state.spec.job, overwrite=state.spec.replace_output), meta,
+                             settings.scale, chain=chain)
+    return state
 
 
 def _mask_meta(meta: Metadata) -> Metadata:
@@ -154,7 +173,7 @@ def _ensure_stores(state: ImageState, rd: RunDir) -> None:
         path = rd.store(spec.key, step)
         if path.exists():
             continue
-        _remove_tree(rd.tiles(spec.key, step))  # markers without their store are stale
+        shutil.rmtree(rd.tiles(spec.key, step), ignore_errors=True)  # stale markers
         path.parent.mkdir(parents=True, exist_ok=True)
         meta, chunks = state.store_metas[step], plan.grid.hr_chunk_shape
         if step == spec.last and meta.has_mask and meta.nodata is None \
@@ -164,25 +183,23 @@ def _ensure_stores(state: ImageState, rd: RunDir) -> None:
         ZarrWriter(path, meta, chunks=chunks, overwrite=True).commit()
 
 
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def _resume(state: ImageState, rd: RunDir, settings: RunSettings,
-            last: dict[str, dict[str, Any]]) -> None:
+            last: dict[str, dict[str, Any]], owners: dict[str, str]) -> None:
     """Decide what of ``state`` earlier runs already did."""
     spec = state.spec
     output = Path(spec.job.output)
-    owner = rd.output_owner(output)
+    owner = owners.get(str(output))
     if not settings.resume:
         rd.clear_work(spec.key)
     elif last.get(spec.key, {}).get("state") == "finalized" and output.exists() \
             and owner == spec.key:
         state.skipped = True
         return
-    state.spec = replace(spec, replace_output=settings.overwrite or owner == spec.key)
+    replace_output = settings.overwrite or owner == spec.key
+    if output.exists() and not replace_output:
+        raise WriteError(f"{output}: output exists and was not written by this configuration "
+                         "of this input; pass --overwrite to replace it, or use another --out")
+    state.spec = replace(spec, replace_output=replace_output)
     _ensure_stores(state, rd)
     state.trained_before = [rd.weights(spec.key, s).exists() for s in range(len(spec.plans))]
     state.done_before = [rd.done_tiles(spec.key, s) for s in range(len(spec.plans))]
@@ -205,6 +222,7 @@ def run_batch(inputs: list[str | Path], settings: RunSettings, *, observer: Any 
     items = expand_inputs(inputs)
     if not items:
         raise UsageError("no inputs given; pass image files, folders or glob patterns")
+    ImageJob(input=Path(), output=Path(), scale=settings.scale, config=settings.config).steps()
     ok_items = [it for it in items if it.ok]
     pairs = pair_ground_truth(ok_items, settings.ground_truth) if settings.ground_truth else {}
     names = output_names(items)
@@ -216,7 +234,8 @@ def run_batch(inputs: list[str | Path], settings: RunSettings, *, observer: Any 
             rd.save_config({"config": config_to_dict(settings.config),
                             "given": settings.config_data, "run": _run_fields(settings)})
             states = _plan_all(items, names, settings, rd, pairs)
-            with open_scheduler(address, workers=settings.workers,
+            busy = any(s.error is None and not s.skipped for s in states)
+            with open_scheduler(address if busy else "synchronous", workers=settings.workers,
                                 torch_threads=settings.torch_threads,
                                 gpu=settings.device.startswith("cuda"), quiet=quiet) as sched:
                 _run_graph(states, rd, settings, sched, observer)
@@ -245,16 +264,16 @@ def _run_fields(settings: RunSettings) -> dict[str, Any]:
 def _plan_all(items: list[InputItem], names: dict[Path, str], settings: RunSettings,
               rd: RunDir, pairs: dict[Path, Path]) -> list[ImageState]:
     states: list[ImageState] = []
-    last = rd.last_states()
+    last, owners = rd.last_states(), rd.output_owners()
+    rd.outputs.mkdir(exist_ok=True)
     for item in items:
         name = names[item.path]
         if not item.ok:
             state = ImageState.failed_input(item, name, settings.fingerprint())
         else:
             try:
-                state = _plan(item, name, settings, rd, pairs.get(item.path))
-                _resume(state, rd, settings, last)
-            except (UsageError, KeyboardInterrupt):
+                state = _plan(item, name, settings, rd, pairs.get(item.path), last, owners)
+            except (UsageError, ConfigError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # noqa: BLE001 - a bad input fails its image only
                 state = ImageState.failed_input(item, name, settings.fingerprint(), exc)
@@ -292,12 +311,14 @@ def _run_graph(states: list[ImageState], rd: RunDir, settings: RunSettings,
     if sched.client is not None:
         sched.client.subscribe_topic(TRAIN_TOPIC, lambda event: on_event(event[1]))
     LOCAL_SINKS[TRAIN_TOPIC] = on_event
+    threads = torch.get_num_threads()  # in-process tasks may set --torch-threads: restore it
     try:
         execute(nodes, sched, retries=settings.retries,
                 on_done=lambda node, result: by_key[node.image].on_done(node, result, rd,
                                                                         observer),
                 on_error=lambda node, exc: by_key[node.image].on_error(node, exc, rd, observer))
     finally:
+        torch.set_num_threads(threads)
         LOCAL_SINKS.pop(TRAIN_TOPIC, None)
         if sched.client is not None:
             sched.client.unsubscribe_topic(TRAIN_TOPIC)

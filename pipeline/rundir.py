@@ -300,13 +300,10 @@ class RunDir(RunPaths):
         """The latest manifest record of each key."""
         return {rec["key"]: rec for rec in self.manifest()}
 
-    def output_owner(self, output: Path) -> str | None:
-        """The key whose finalized record last wrote ``output`` (None: not ours)."""
-        owner = None
-        for rec in self.manifest():
-            if rec.get("state") == "finalized" and rec.get("output") == str(output):
-                owner = rec["key"]
-        return owner
+    def output_owners(self) -> dict[str, str]:
+        """``{output path: key}`` of the latest finalized record writing each output."""
+        return {rec["output"]: rec["key"] for rec in self.manifest()
+                if rec.get("state") == "finalized" and "output" in rec}
 
     def event(self, message: str, **fields: Any) -> None:
         """One structured line in ``log.jsonl`` (and an INFO log record)."""

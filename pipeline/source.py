@@ -14,8 +14,9 @@ import numpy as np
 from rasterio.windows import Window as RioWindow
 
 from io_adapters.base import Reader
+from io_adapters.errors import InvalidDataError
 from zssr.config import NormConfig
-from zssr.normalize import Normalizer
+from zssr.normalize import NormalizationError, Normalizer
 from zssr.sampling import Window
 
 __all__ = ["SampleStats", "sample_stats", "ReaderCropSource", "sr_bands", "declared_range"]
@@ -79,8 +80,15 @@ def sample_stats(reader: Reader, bands: list[int], norm: NormConfig) -> SampleSt
     mask = np.concatenate(masks)[None, :]
     if sample.dtype.kind == "f":
         mask = mask & np.isfinite(sample).all(axis=0)
-    normalizer = Normalizer.fit(sample, policy=norm.policy, percentiles=norm.percentiles,
-                                mask=mask, value_range=declared_range(meta))
+    if not mask.any():
+        raise InvalidDataError(
+            f"{meta.path}: no valid pixels in the sampled windows (every pixel is nodata, "
+            "masked, NaN or infinite); nothing to super-resolve")
+    try:
+        normalizer = Normalizer.fit(sample, policy=norm.policy, percentiles=norm.percentiles,
+                                    mask=mask, value_range=declared_range(meta))
+    except NormalizationError as exc:
+        raise InvalidDataError(f"{meta.path}: {exc}") from exc
     work = normalizer.forward(np.where(mask, sample, 0).astype(sample.dtype))
     fill = tuple(float(work[b][mask].mean()) for b in range(len(bands)))
     return SampleStats(normalizer, fill, float(mask.mean()))

@@ -67,6 +67,7 @@ class ImageSpec:
     run_dir: Path
     plans: tuple[StepPlan, ...]  # one per gradual-SR step
     frames: int
+    out_shape: tuple[int, int]  # (rows, cols) of the output (the last grid may be larger)
     ground_truth: Path | None = None
     replace_output: bool = False  # an existing output may be replaced
     torch_threads: int | None = None
@@ -93,6 +94,7 @@ class TrainOutcome:
     digest: str  # hash of the weights: the model-cache key
     seconds: float
     resumed: bool = False  # loaded from the run directory instead of trained
+    input_stats: SampleStats | None = None  # step 0's: inverts the last gradual step
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -143,7 +145,8 @@ def train_task(spec: ImageSpec, step: int, prev: TrainOutcome | None, *after: An
             log.warning("%s: cannot load saved weights (%s); training again", wpath, exc)
         else:
             return TrainOutcome(step, TrainResult(state, hist, stats), _digest(state), seconds,
-                                resumed=True)
+                                resumed=True, input_stats=stats if prev is None
+                                else prev.input_stats)
     plan = spec.plans[step]
     stats = None
     if prev is not None:
@@ -166,7 +169,8 @@ def train_task(spec: ImageSpec, step: int, prev: TrainOutcome | None, *after: An
         reader.close()
     seconds = time.perf_counter() - t0
     save_weights(wpath, result.state, result.stats, result.history, seconds)
-    return TrainOutcome(step, result, _digest(result.state), seconds)
+    return TrainOutcome(step, result, _digest(result.state), seconds,
+                        input_stats=result.stats if prev is None else prev.input_stats)
 
 
 def cached_model(spec: ImageSpec, plan: StepPlan, trained: TrainOutcome) -> torch.nn.Module:
@@ -224,6 +228,8 @@ def infer_task(spec: ImageSpec, step: int, trained: TrainOutcome,
     mask_store = paths.mask_store(spec.key, step)
     writer = RegionWriter(paths.store(spec.key, step), mask_store if mask_store.exists() else None)
     model = cached_model(spec, plan, trained)
+    last = step == spec.last
+    out_norm = trained.input_stats.normalizer if last and step > 0 else None
     reader = open_step_reader(spec, step)
     done = 0
     try:
@@ -233,7 +239,8 @@ def infer_task(spec: ImageSpec, step: int, trained: TrainOutcome,
 
             done += _infer_tiles(spec.job, reader, plan, trained.result, [t for _, t in group],
                                  writer, frame=frame, working=step != spec.last, on_tile=mark,
-                                 model=model)
+                                 model=model, hr_shape=spec.out_shape if last else None,
+                                 output_normalizer=out_norm)
     finally:
         reader.close()
     return {"step": step, "tiles": done, "skipped": len(units) - len(todo),

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import DATA
 from skimage.registration import phase_cross_correlation
 
-from conftest import DATA
 from io_adapters.detect import open_reader
 from pipeline.job import ImageJob, upscale_file
 from zssr.config import config_from_dict

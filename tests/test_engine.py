@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import DATA, tiny_config
 from PIL import Image
 
-from conftest import DATA, tiny_config
 from zssr import super_resolve
 from zssr.config import InferConfig, NetConfig, TrainConfig
 from zssr.inference import median, predict
@@ -37,7 +37,7 @@ def test_model_shapes_init_and_flops():
     assert count_flops(1, NetConfig(depth=2, width=2, kernel_size=3), 10) == 2 * (2 * 9 + 2 * 9) * 10
     a = build_model(3, NetConfig(), seed=1)
     b = build_model(3, NetConfig(), seed=1)
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
 
 
 @pytest.mark.parametrize("k", range(8))

@@ -1,0 +1,125 @@
+"""``zssr run``: a batch of images through one Dask graph, resumable, with a report.
+
+INPUT may be files, folders (a folder of DICOM slices is one series) or glob
+patterns.  Everything goes to the run directory ``--out DIR``: the outputs
+(``outputs/<name>_x<scale>`` in the input's own format: GeoTIFF -> COG .tif,
+DICOM -> .dcm or a folder for a series, PNG -> .png, Zarr -> .zarr), the
+manifest, trained weights, tile markers, logs and ``report.html``.
+
+Running the same command again resumes: finished images and tiles are
+skipped.  A changed config or scale makes new image keys, never mixing with
+earlier results; replacing an existing output of another config needs
+--overwrite.
+
+Schedulers: ``local`` (default; a LocalCluster of --workers processes),
+``synchronous`` (in this process), or the address of a running Dask
+scheduler (``tcp://host:8786``; default from DASK_SCHEDULER_ADDRESS).  With
+--device cuda, train and infer tasks ask for the Dask resource GPU=1: start
+one worker per GPU with ``CUDA_VISIBLE_DEVICES=i dask worker ADDRESS
+--nthreads 1 --resources GPU=1``.
+
+Exit code 1 when any image failed (the others complete); see the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from .cmd_upscale import parse_device, parse_halo, parse_scale, pipeline_options
+from .config_args import add_config_args
+from .errors import UsageError
+from .graph import resolve_scheduler
+from .run import FORMAT_SUFFIXES, RunSettings, RunSummary, run_batch
+from .run_config import resolved_from_args
+from .run_progress import TqdmRunProgress
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub, parents) -> None:
+    p = sub.add_parser("run", parents=parents, help="super-resolve a batch of images (Dask)",
+                       description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="run directory")
+    p.add_argument("--scale", type=float, required=True, help="scale factor, e.g. 2 or 1.5")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="local (default), synchronous, or a scheduler address tcp://host:port")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes of the local cluster (default: one per core, <= 8)")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="torch threads per worker (default: cores / workers for a local "
+                   "cluster; unchanged on an existing cluster)")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="skip images and tiles finished by an earlier run (default: on)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace outputs written by another config or run")
+    p.add_argument("--ground-truth", type=Path, default=None, metavar="DIR",
+                   help="reference images, one per input with the same name: PSNR/SSIM")
+    p.add_argument("--format", choices=sorted(FORMAT_SUFFIXES), default=None,
+                   help="output format (default: the input's own)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="LR tile side in pixels (default: the preset's, else 256)")
+    p.add_argument("--halo", default="auto", help="halo in LR pixels, or 'auto' (default)")
+    p.add_argument("--batch-tiles", type=int, default=None,
+                   help="tiles per inference task (default: automatic)")
+    p.add_argument("--bands", default=None, help="1-based bands to use, e.g. 1,2,3")
+    p.add_argument("--kernel", type=Path, default=None,
+                   help="degradation kernel: .npy or MATLAB .mat with variable 'Kernel'")
+    p.add_argument("--kernel-sigma", type=float, default=None,
+                   help="Gaussian PSF of this sigma (HR pixels) as the degradation kernel")
+    p.add_argument("--device", default="cpu",
+                   help="cpu or cuda (train and infer tasks then ask Dask for GPU=1)")
+    p.add_argument("--deidentify", action="store_true",
+                   help="DICOM outputs: remove patient-identifying attributes and private tags")
+    p.add_argument("--retries", type=int, default=2,
+                   help="retries of a task after a transient failure (default 2)")
+    add_config_args(p)
+    p.set_defaults(func=run)
+
+
+def _positive(value: int | None, flag: str) -> int | None:
+    if value is not None and value < 1:
+        raise UsageError(f"{flag} {value}: expected a number >= 1")
+    return value
+
+
+def settings_from_args(args: argparse.Namespace) -> RunSettings:
+    """The run's settings: flags over the config's pipeline sections over the defaults."""
+    rc = resolved_from_args(args)
+    if args.retries < 0:
+        raise UsageError(f"--retries {args.retries}: expected a number >= 0")
+    if resolve_scheduler(args.scheduler) in ("synchronous", "local"):
+        parse_device(args.device)  # tasks run on this machine: the device must exist here
+    return RunSettings(
+        out_dir=args.out, scale=parse_scale(args.scale), config=rc.engine, config_data=rc.data,
+        halo=parse_halo(args.halo), device=args.device, scheduler=args.scheduler,
+        workers=_positive(args.workers, "--workers"),
+        torch_threads=_positive(args.torch_threads, "--torch-threads"), resume=args.resume,
+        overwrite=args.overwrite, ground_truth=args.ground_truth, out_format=args.format,
+        batch_tiles=_positive(args.batch_tiles, "--batch-tiles"), retries=args.retries,
+        deidentify=args.deidentify, **pipeline_options(args, rc.pipeline))
+
+
+def print_summary(summary: RunSummary) -> None:
+    c = summary.counts
+    print(f"{summary.run_dir}: {c['finalized'] + c['images_skipped']}/{c['images']} images "
+          f"done ({c['images_skipped']} by an earlier run), {c['failed']} failed; tiles "
+          f"{c['tiles_inferred']} inferred, {c['tiles_skipped']} skipped; {summary.seconds:.1f}s "
+          f"({summary.scheduler})")
+    for e in summary.failed:
+        print(f"  FAILED {e.get('input')}: {e.get('error_class')}: "
+              f"{str(e.get('error')).splitlines()[0] if e.get('error') else ''}")
+    if summary.report:
+        print(f"  report: {summary.report}")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    progress = TqdmRunProgress(enabled=not args.quiet)
+    summary = run_batch(args.inputs, settings, observer=progress, quiet=args.quiet)
+    if not args.quiet:
+        print_summary(summary)
+    return summary.exit_code

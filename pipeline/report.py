@@ -1,0 +1,172 @@
+"""The run report: ``report.json`` and a self-contained ``report.html``.
+
+Per image: the input and output crops side by side at the same zoom (the
+input enlarged nearest-neighbour, so both show the same ground area), the
+training loss / reconstruction error and learning-rate curves (matplotlib,
+Agg backend, ``report_assets/<key>_curves.png``), the time split (train /
+infer / write), the LR-consistency, PSNR/SSIM when a ground truth was given,
+and the error of a failed image.  The HTML embeds every picture as a base64
+``data:`` URI, so the file can be mailed or archived alone; ``report.json``
+names the same pictures by their path relative to the run directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from .rundir import atomic_write_text
+
+__all__ = ["write_report", "plot_curves", "render_html"]
+
+log = logging.getLogger(__name__)
+
+
+def plot_curves(history: dict[str, Any], path: Path, *, title: str = "") -> Path:
+    """Loss and reconstruction error (left), learning rate (right) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8.0, 2.8), dpi=96, layout="constrained")
+    ax_loss, ax_lr = fig.subplots(1, 2)
+    if history.get("losses"):
+        ax_loss.plot(history["loss_iters"], history["losses"], lw=0.8, label="L1 loss")
+    if history.get("reconstruction_errors"):
+        ax_loss.plot(history["test_iters"], history["reconstruction_errors"], "o-", ms=3,
+                     lw=1, label="reconstruction MSE")
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("iteration")
+    ax_loss.legend(fontsize=8)
+    ax_loss.set_title("training loss", fontsize=9)
+    if history.get("learning_rates"):
+        ax_lr.step(history["test_iters"][:len(history["learning_rates"])],
+                   history["learning_rates"], where="post", marker="o", ms=3)
+        ax_lr.set_yscale("log")
+    for it in history.get("lr_change_iters", []):
+        ax_lr.axvline(it, color="0.7", lw=0.6)
+    ax_lr.set_xlabel("iteration")
+    ax_lr.set_title("learning rate", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def _data_uri(path: Path) -> str | None:
+    try:
+        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    except OSError:
+        log.warning("report asset %s is missing", path)
+        return None
+
+
+def _fmt(value: Any, spec: str = ".2f", unit: str = "") -> str:
+    if value is None:
+        return "&ndash;"
+    return f"{value:{spec}}{unit}"
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1200px}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;
+text-align:left;font-size:.9em}section{border-top:2px solid #ddd;margin-top:1.5em;
+padding-top:.5em}.pair{display:flex;gap:1em;flex-wrap:wrap}.pair figure{margin:0}
+.pair img{image-rendering:pixelated;width:320px;height:auto;border:1px solid #999}
+figcaption{font-size:.8em;color:#555}.failed{color:#a00}.curves{max-width:100%}
+code{font-size:.85em}
+"""
+
+
+def _image_section(e: dict[str, Any], root: Path) -> str:
+    esc = html.escape
+    name = esc(str(e.get("name", e.get("key", "?"))))
+    state = e.get("state", "?")
+    parts = [f'<section id="{esc(str(e.get("key", "")))}"><h2>{name} '
+             f'<small class="{"failed" if state == "failed" else ""}">{esc(state)}'
+             f'{" (finished by an earlier run)" if e.get("skipped") else ""}</small></h2>',
+             f'<p>input <code>{esc(str(e.get("input", "")))}</code>'
+             + (f' &rarr; output <code>{esc(str(e["output"]))}</code>' if e.get("output")
+                else "") + "</p>"]
+    if state == "failed":
+        parts.append(f'<p class="failed"><b>{esc(str(e.get("error_class")))}</b> '
+                     f'(stage {esc(str(e.get("stage")))}): {esc(str(e.get("error")))}</p>')
+    assets = e.get("assets", {})
+    if "lr" in assets and "sr" in assets:
+        zoom = e.get("crop", {}).get("zoom", e.get("scale"))
+        figs = []
+        for label, rel in (("input (nearest-neighbour x" + _fmt(zoom, "g") + ")", assets["lr"]),
+                           ("super-resolved", assets["sr"])):
+            uri = _data_uri(root / rel)
+            if uri:
+                figs.append(f'<figure><img alt="{esc(label)}" src="{uri}">'
+                            f"<figcaption>{esc(label)}</figcaption></figure>")
+        parts.append('<div class="pair">' + "".join(figs) + "</div>")
+    if "curves" in assets:
+        uri = _data_uri(root / assets["curves"])
+        if uri:
+            parts.append(f'<img class="curves" alt="training curves" src="{uri}">')
+    sec, tiles = e.get("seconds", {}), e.get("tiles", {})
+    rows = [("train / infer / write (s)", " / ".join(_fmt(sec.get(k), ".1f") for k in
+                                                     ("train", "infer", "write"))),
+            ("iterations", _fmt(e.get("history", {}).get("iterations"), "d")),
+            ("stop reason", esc(str(e.get("history", {}).get("stop_reason", "")))),
+            ("tiles total / skipped / inferred", " / ".join(
+                _fmt(tiles.get(k), "d") for k in ("total", "skipped", "inferred"))),
+            ("LR-consistency", _fmt(e.get("lr_consistency_db"), ".2f", " dB")),
+            ("PSNR / SSIM", f'{_fmt(e.get("psnr"), ".2f", " dB")} / {_fmt(e.get("ssim"), ".4f")}')
+            if "psnr" in e else None]
+    if e.get("ground_truth_error"):
+        rows.append(("ground truth", esc(e["ground_truth_error"])))
+    parts.append("<table>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>"
+                                     for k, v in (r for r in rows if r)) + "</table>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def render_html(entries: list[dict[str, Any]], summary: dict[str, Any], root: Path) -> str:
+    """The report page (self-contained: pictures inlined)."""
+    esc = html.escape
+    counts = summary.get("counts", {})
+    head = "".join(f"<th>{esc(k)}</th>" for k in counts)
+    vals = "".join(f"<td>{v}</td>" for v in counts.values())
+    index = "".join(
+        f'<tr><td><a href="#{esc(str(e.get("key", "")))}">{esc(str(e.get("name", "")))}</a></td>'
+        f'<td class="{"failed" if e.get("state") == "failed" else ""}">'
+        f'{esc(str(e.get("state")))}</td><td>{esc(str(e.get("error_class") or ""))}</td></tr>'
+        for e in entries)
+    body = "\n".join(_image_section(e, root) for e in entries)
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>ZSSR run report</title><style>{_CSS}</style></head><body>"
+            f"<h1>ZSSR run report</h1><p>{esc(str(root))} &middot; scheduler "
+            f"<code>{esc(str(summary.get('scheduler')))}</code> &middot; "
+            f"{_fmt(summary.get('seconds'), '.1f', ' s')}</p>"
+            f"<table><tr>{head}</tr><tr>{vals}</tr></table>"
+            f"<table><tr><th>image</th><th>state</th><th>error</th></tr>{index}</table>"
+            f"{body}</body></html>\n")
+
+
+def write_report(root: Path, entries: list[dict[str, Any]], summary: dict[str, Any]) -> Path:
+    """Plot the curves, then write ``report.json`` and ``report.html``; returns the HTML."""
+    root = Path(root)
+    for e in entries:
+        hist = e.get("history")
+        if hist and hist.get("iterations"):
+            rel = f"report_assets/{e['key']}_curves.png"
+            try:
+                plot_curves(hist, root / rel, title=str(e.get("name", "")))
+            except (ValueError, OSError) as exc:
+                log.warning("%s: cannot plot the training curves: %s", e.get("name"), exc)
+            else:
+                e.setdefault("assets", {})["curves"] = rel
+    atomic_write_text(root / "report.json", json.dumps({"summary": summary, "images": entries},
+                                                       indent=1, default=str))
+    out = root / "report.html"
+    atomic_write_text(out, render_html(entries, summary, root))
+    return out

@@ -1,0 +1,114 @@
+"""Typed pipeline sections of a config: chain, tile, bands, kernel_sigma.
+
+Presets and config files hold the engine's sections (typed by
+:class:`zssr.config.ZSSRConfig`) and, beside them, the pipeline's
+(:data:`configs.PIPELINE_SECTIONS`), typed here by :class:`PipelineConfig` so
+the engine never sees them.  Both are built once, at the edge, from the same
+merged data (defaults <- preset <- file <- ``--set``); command-line flags
+(``--tile``, ``--bands``, ``--kernel``/``--kernel-sigma``) win over them.
+
+>>> rc = resolve_run_config(preset="ct", overrides=["train.max_iters=5"])
+>>> [s.name for s in rc.pipeline.chain.pre], rc.engine.train.max_iters
+(['modality_lut', 'clip'], 5)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from configs import resolve_config, split_sections
+from zssr.config import ConfigError, ZSSRConfig, config_to_dict
+
+from .chain import ChainSpec
+
+__all__ = ["PipelineConfig", "ResolvedConfig", "pipeline_config_from_dict",
+           "resolve_run_config", "resolved_from_args", "DEFAULT_TILE"]
+
+DEFAULT_TILE = 256  # LR tile side when neither the config nor --tile gives one
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    chain: ChainSpec = field(default_factory=ChainSpec)
+    tile: int | None = None  # LR tile side in pixels; None: --tile or DEFAULT_TILE
+    bands: tuple[int, ...] | None = None  # 1-based band numbers read from the file (as --bands)
+    kernel_sigma: float | None = None  # Gaussian PSF sigma in HR pixels (as --kernel-sigma)
+
+    @property
+    def band_indexes(self) -> tuple[int, ...] | None:
+        """``bands`` 0-based (what :class:`pipeline.job.ImageJob` takes)."""
+        return None if self.bands is None else tuple(b - 1 for b in self.bands)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chain": self.chain.to_config(), "tile": self.tile,
+                "bands": None if self.bands is None else list(self.bands),
+                "kernel_sigma": self.kernel_sigma}
+
+
+def _int(key: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) \
+            or not lo <= value <= hi:
+        raise ConfigError(f"config key {key!r}: invalid value {value!r}; expected an integer "
+                          f"in [{lo}, {hi}]")
+    return int(value)
+
+
+def pipeline_config_from_dict(data: dict[str, Any] | None) -> PipelineConfig:
+    """Build and validate the pipeline sections (unknown keys are errors naming the key)."""
+    data = dict(data or {})
+    allowed = ("chain", "tile", "bands", "kernel_sigma")
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(f"unknown pipeline config key {key!r}; allowed: "
+                              + ", ".join(allowed))
+    tile = data.get("tile")
+    if tile is not None:
+        tile = _int("tile", tile, 8, 8192)
+    bands = data.get("bands")
+    if bands is not None:
+        if not isinstance(bands, list) or not bands:
+            raise ConfigError(f"config key 'bands': invalid value {bands!r}; expected a list of "
+                              "1-based band numbers, e.g. [1, 2, 3]")
+        bands = tuple(_int("bands", b, 1, 65535) for b in bands)
+    sigma = data.get("kernel_sigma")
+    if sigma is not None:
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) \
+                or not math.isfinite(sigma) or not 0 < sigma <= 10:
+            raise ConfigError(f"config key 'kernel_sigma': invalid value {sigma!r}; expected a "
+                              "number in (0, 10] (HR pixels)")
+        sigma = float(sigma)
+    return PipelineConfig(chain=ChainSpec.from_config(data.get("chain")), tile=tile,
+                          bands=bands, kernel_sigma=sigma)
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """The engine config, the pipeline config and the merged data they came from."""
+
+    engine: ZSSRConfig
+    pipeline: PipelineConfig
+    data: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data of everything that shapes a result (saved with runs, hashed by batch)."""
+        return {"engine": config_to_dict(self.engine), "pipeline": self.pipeline.to_dict()}
+
+
+def resolve_run_config(*, preset: str | None = None, config_file: str | Path | None = None,
+                       overrides: list[str] | tuple[str, ...] = ()) -> ResolvedConfig:
+    """Defaults <- preset <- file <- overrides, typed into engine + pipeline configs."""
+    engine, data = resolve_config(preset=preset, config_file=config_file, overrides=overrides)
+    _, pipeline_part = split_sections(data)
+    return ResolvedConfig(engine, pipeline_config_from_dict(pipeline_part), data)
+
+
+def resolved_from_args(args: argparse.Namespace) -> ResolvedConfig:
+    """The ``--preset/--config/--set/--seed`` options (pipeline.config_args) resolved."""
+    overrides = list(args.set)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    return resolve_run_config(preset=args.preset, config_file=args.config, overrides=overrides)

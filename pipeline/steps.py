@@ -1,0 +1,397 @@
+"""Preprocessing steps: named, typed, documented value operations before and after SR.
+
+A step is a frozen dataclass of its parameters (validated from YAML once, at
+the edge) with the operation itself::
+
+    apply(array (bands, rows, cols), masks (bands, rows, cols) bool, meta, frame=0)
+        -> (array, masks, meta)
+
+and, where one exists, the exact ``inverse`` that brings super-resolved
+values back to the input's units and dtype.  A step declares whether it is
+*pointwise* (each output pixel depends on its input pixel only) or has a
+spatial ``radius`` (a denoising filter): :class:`pipeline.chain.ChainReader`
+reads that many extra pixels around every window, so a tile's values equal
+the whole image's.  Data-dependent parameters (percentiles, the input's value
+range) are fitted once per image by :meth:`Step.fit` on a bounded sample of
+windows, like the engine's normaliser.
+
+Steps are named in YAML either as a string (``- modality_lut``) or as a
+one-key mapping of the name to its parameters (``- clip: {min: -1024}``).
+Beyond the built-ins (:mod:`pipeline.builtin_steps`) a chain may name
+
+* a user function by dotted path, ``package.module:function`` — imported with
+  :mod:`importlib` only because the config names it (never ``eval``); it is
+  called as ``function(array, masks, meta, **params)`` and returns the array,
+  ``(array, masks)`` or ``(array, masks, meta)``; the reserved parameter
+  ``radius`` (default 0) declares its spatial reach;
+* a step published by an installed package in the entry-point group
+  ``zssr.steps`` (a :class:`Step` subclass or a function as above).
+
+>>> step = step_from_config({"clip": {"min": 0, "max": 1}})
+>>> step.name, step.pointwise
+('clip', True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import math
+import re
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
+
+import numpy as np
+
+from io_adapters.base import Metadata
+from zssr.config import ConfigError
+
+__all__ = ["Step", "UserStep", "Sample", "ENTRY_POINT_GROUP", "available_steps", "step_class",
+           "step_from_config", "describe_steps", "param", "check"]
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "zssr.steps"
+_DOTTED = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+#: One fitting sample: ``(array, masks, frame)`` of a window in the step's input units.
+Sample = tuple[np.ndarray, np.ndarray, int]
+
+
+def param(default: Any, doc: str) -> Any:
+    """A step parameter with its default and a one-line description (``zssr steps``)."""
+    if isinstance(default, (list, dict)):
+        raise TypeError("use a tuple default")  # programming error, not user input
+    return field(default=default, metadata={"doc": doc})
+
+
+def check(ok: bool, step: str, key: str, value: Any, allowed: str) -> None:
+    """Raise :class:`ConfigError` naming the step, the key and what is allowed."""
+    if not ok:
+        raise ConfigError(f"step {step!r}: parameter {key!r} = {value!r} is invalid; "
+                          f"expected {allowed}")
+
+
+class Step:
+    """Base of all steps (subclasses are frozen dataclasses of their parameters)."""
+
+    name: ClassVar[str] = ""
+    pointwise: ClassVar[bool] = True  # False: the step has a spatial radius
+    exact_inverse: ClassVar[bool] = False  # inverse() undoes forward() exactly
+
+    @property
+    def radius(self) -> int:
+        """Input pixels on each side that one output pixel depends on (0 = pointwise)."""
+        return 0
+
+    def validate(self) -> None:
+        """Check the parameters (raise :class:`ConfigError`)."""
+
+    def fit(self, samples: list[Sample], meta: Metadata) -> Step:
+        """A copy with data-dependent parameters fitted on ``samples`` (default: self)."""
+        return self
+
+    def out_meta(self, meta: Metadata) -> Metadata:
+        """Metadata of this step's output for an input described by ``meta``."""
+        return meta
+
+    def forward(self, array: np.ndarray, masks: np.ndarray, meta: Metadata,
+                frame: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def apply(self, array: np.ndarray, masks: np.ndarray, meta: Metadata, *,
+              frame: int = 0) -> tuple[np.ndarray, np.ndarray, Metadata]:
+        """``(array, masks, meta)`` after this step; ``meta`` describes the input."""
+        out, out_masks = self.forward(array, masks, meta, frame)
+        return out, out_masks, self.out_meta(meta)
+
+    def inverse(self, array: np.ndarray, masks: np.ndarray, meta: Metadata, *,
+                source: Metadata, frame: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Back to the step's input units; ``source`` is the metadata the step saw as input.
+
+        The default is the identity: steps without an exact inverse (band selection,
+        clipping, denoising) leave super-resolved values as they are.
+        """
+        return array, masks
+
+    def inverse_meta(self, meta: Metadata, *, source: Metadata) -> Metadata:
+        """Metadata after :meth:`inverse` (``meta``: of the step's output, maybe scaled)."""
+        return meta
+
+    def params(self) -> dict[str, Any]:
+        """The user-given parameters (plain data, for config files and hashes)."""
+        out = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if not f.name.startswith("_"):
+                v = getattr(self, f.name)
+                out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    def to_config(self) -> dict[str, Any]:
+        """``{name: params}``: what :func:`step_from_config` turns back into this step."""
+        return {self.name: self.params()}
+
+
+@dataclass(frozen=True)
+class UserStep(Step):
+    """A user function named by dotted path or published under ``zssr.steps``."""
+
+    target: str = ""  # "package.module:function" or the entry-point name
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    reach: int = 0  # declared radius
+    function: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+    seen: tuple[str, int] | None = field(default=None, compare=False, repr=False)  # dtype, bands
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.target
+
+    @property
+    def pointwise(self) -> bool:  # type: ignore[override]
+        return self.reach == 0
+
+    @property
+    def radius(self) -> int:
+        return self.reach
+
+    def __getstate__(self) -> dict[str, Any]:  # travel by name; re-imported by the receiver
+        return {"target": self.target, "kwargs": self.kwargs, "reach": self.reach,
+                "seen": self.seen}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            object.__setattr__(self, k, v)
+        object.__setattr__(self, "function", _load_function(self.target))
+
+    def forward(self, array, masks, meta, frame):
+        result = self.function(array, masks, meta, **dict(self.kwargs))  # type: ignore[misc]
+        if isinstance(result, tuple):
+            if len(result) not in (2, 3):
+                raise ConfigError(f"user step {self.target!r} returned a tuple of {len(result)}; "
+                                  "expected array, (array, masks) or (array, masks, meta)")
+            out, out_masks = result[0], result[1]
+        else:
+            out, out_masks = result, masks
+        out = np.asarray(out)
+        if out.ndim != 3 or out.shape[1:] != array.shape[1:]:
+            raise ConfigError(f"user step {self.target!r}: returned shape {out.shape} for input "
+                              f"{array.shape}; a step must keep the rows and cols of its input")
+        out_masks = np.asarray(out_masks, bool)
+        if out_masks.shape != out.shape:  # bands changed: a pixel is valid where all were
+            out_masks = out_masks.all(axis=0) if out_masks.ndim == 3 else out_masks
+        out_masks = np.broadcast_to(out_masks, out.shape).copy()
+        return out, out_masks
+
+    def fit(self, samples, meta):
+        if not samples:
+            return self
+        out, _ = self.forward(samples[0][0], samples[0][1], meta, samples[0][2])
+        # the output dtype and band count, seen on real data
+        return dataclasses.replace(self, seen=(out.dtype.str, int(out.shape[0])))
+
+    def out_meta(self, meta):
+        if self.seen is None:
+            return meta
+        dtype, bands = np.dtype(self.seen[0]), self.seen[1]
+        if dtype == meta.dtype and bands == meta.bands:
+            return meta
+        return dataclasses.replace(meta, dtype=dtype, bands=bands,
+                                   band_names=meta.band_names if bands == meta.bands else ())
+
+    def params(self) -> dict[str, Any]:
+        out = dict(self.kwargs)
+        if self.reach:
+            out["radius"] = self.reach
+        return out
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def _builtin() -> dict[str, type[Step]]:
+    from .builtin_steps import BUILTIN_STEPS
+
+    return {cls.name: cls for cls in BUILTIN_STEPS}
+
+
+def _entry_points() -> dict[str, importlib_metadata.EntryPoint]:
+    try:
+        eps = importlib_metadata.entry_points(group=ENTRY_POINT_GROUP)
+    except Exception as exc:  # noqa: BLE001 - a broken installed distribution
+        log.warning("cannot list entry points %s: %s", ENTRY_POINT_GROUP, exc)
+        return {}
+    return {ep.name: ep for ep in eps}
+
+
+def available_steps() -> list[str]:
+    """Names of the built-in steps and of the installed ``zssr.steps`` entry points."""
+    return sorted(set(_builtin()) | set(_entry_points()))
+
+
+def step_class(name: str) -> type[Step]:
+    """The built-in step class called ``name`` (error lists the available steps)."""
+    builtin = _builtin()
+    if name not in builtin:
+        raise ConfigError(_unknown(name))
+    return builtin[name]
+
+
+def _unknown(name: str) -> str:
+    close = [n for n in available_steps() if n[:3] == name[:3]]
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return (f"unknown step {name!r}{hint}; available steps: {', '.join(available_steps())}; "
+            "or a user function as 'package.module:function'")
+
+
+def _load_function(target: str) -> Callable[..., Any]:
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"user step {target!r}: cannot import module {module_name!r} ({exc}); "
+                          "is it installed or on PYTHONPATH?") from exc
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ConfigError(f"user step {target!r}: module {module_name!r} has no function "
+                          f"{attr!r}")
+    return fn
+
+
+def _user_step(target: str, fn: Callable[..., Any], params: dict[str, Any]) -> UserStep:
+    params = dict(params)
+    reach = params.pop("radius", 0)
+    if isinstance(reach, bool) or not isinstance(reach, int) or reach < 0:
+        raise ConfigError(f"user step {target!r}: 'radius' = {reach!r}; expected an integer "
+                          ">= 0 (0: pointwise)")
+    return UserStep(target=target, kwargs=tuple(sorted(params.items())), reach=reach,
+                    function=fn)
+
+
+def _split_entry(entry: Any) -> tuple[str, dict[str, Any]]:
+    if isinstance(entry, str):
+        return entry, {}
+    if isinstance(entry, dict) and len(entry) == 1:
+        name, params = next(iter(entry.items()))
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise ConfigError(f"step {name!r}: parameters must be a mapping, got {params!r}")
+        return str(name), params
+    raise ConfigError(f"chain step {entry!r}: expected a step name or a one-key mapping "
+                      "{name: {parameter: value}}")
+
+
+def step_from_config(entry: Any) -> Step:
+    """Build one step from its YAML form (``"name"`` or ``{name: {params}}``)."""
+    name, params = _split_entry(entry)
+    if ":" in name:
+        if not _DOTTED.match(name):
+            raise ConfigError(f"user step {name!r}: expected 'package.module:function'")
+        return _user_step(name, _load_function(name), params)
+    builtin = _builtin()
+    if name in builtin:
+        return build_params(builtin[name], params)
+    eps = _entry_points()
+    if name in eps:
+        obj = eps[name].load()
+        if isinstance(obj, type) and issubclass(obj, Step):
+            return build_params(obj, params)
+        if callable(obj):
+            return _user_step(name, obj, params)
+        raise ConfigError(f"entry point {name!r} in {ENTRY_POINT_GROUP}: not a Step or function")
+    raise ConfigError(_unknown(name))
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def build_params(cls: type[Step], params: dict[str, Any]) -> Step:
+    """Validate ``params`` against the dataclass fields of ``cls`` and build the step."""
+    hints = get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if not f.name.startswith("_")]  # type: ignore
+    names = [f.name for f in fields]
+    kwargs = {}
+    for key, value in params.items():
+        if key not in names:
+            raise ConfigError(f"step {cls.name!r}: unknown parameter {key!r}; parameters: "
+                              + (", ".join(names) or "none"))
+        kwargs[key] = _coerce(cls.name, key, value, hints[key])
+    step = cls(**kwargs)
+    step.validate()
+    return step
+
+
+def _coerce(step: str, key: str, value: Any, hint: Any) -> Any:
+    origin, args = get_origin(hint), get_args(hint)
+    where = f"step {step!r}: parameter {key!r}"
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(step, key, value, inner[0])
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where} = {value!r}; allowed: {', '.join(map(str, args))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(step, key, v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(step, key, v, a) for v, a in zip(value, args, strict=True))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported parameter type {hint!r} for {where}")  # programming error
+
+
+def _type_name(hint: Any) -> str:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is Literal:
+        return "|".join(map(str, args))
+    if origin is tuple:
+        return f"list[{_type_name(args[0])}]"
+    return getattr(hint, "__name__", str(hint)).replace("NoneType", "null")
+
+
+def describe_steps() -> list[dict[str, Any]]:
+    """One record per available step: name, summary, kind, inverse, parameters."""
+    out = []
+    for name, cls in sorted(_builtin().items()):
+        hints = get_type_hints(cls)
+        params = [{"name": f.name, "type": _type_name(hints[f.name]), "default": f.default,
+                   "doc": f.metadata.get("doc", "")}
+                  for f in dataclasses.fields(cls) if not f.name.startswith("_")]  # type: ignore
+        doc = (cls.__doc__ or "").strip().splitlines()
+        out.append({"name": name, "summary": doc[0] if doc else "", "pointwise": cls.pointwise,
+                    "exact_inverse": cls.exact_inverse, "params": params,
+                    "source": "built-in"})
+    for name, ep in sorted(_entry_points().items()):
+        if name not in _builtin():
+            out.append({"name": name, "summary": f"entry point {ep.value}", "pointwise": None,
+                        "exact_inverse": None, "params": [],
+                        "source": ENTRY_POINT_GROUP})
+    return out

@@ -1,0 +1,133 @@
+"""Every preset end to end on tiny real data; pipeline sections of configs; CT in HU."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from configs import PRESETS_DIR, available_presets, resolve_config
+from io_adapters.detect import open_reader
+from io_adapters.dicom import to_real_units
+from pipeline.cli import main
+from pipeline.cmd_upscale import pipeline_options
+from pipeline.run_config import PipelineConfig, pipeline_config_from_dict, resolve_run_config
+from zssr.config import ConfigError
+
+DATA = Path(__file__).resolve().parent / "data"
+TINY = ["--set", "train.max_iters=5", "--set", "net.depth=3", "--set", "net.width=8",
+        "--set", "infer.back_projection_iters=1", "-q"]
+KERNEL = DATA / "kernels" / "BSD100_100_lr_rand_ker_c_X2_0.mat"
+
+# preset -> (input, output suffix, scale, extra flags)
+CASES = {
+    "paper": (DATA / "io" / "plain" / "bridge_40x48.png", ".png", 2, []),
+    "fast": (DATA / "io" / "plain" / "butterfly_48x64.png", ".png", 2, []),
+    "real": (DATA / "io" / "plain" / "butterfly16_48x64.png", ".png", 2, []),
+    "kernel": (DATA / "io" / "plain" / "bridge_40x48.png", ".png", 2, ["--kernel", str(KERNEL)]),
+    "gradual-x4": (DATA / "io" / "plain" / "bridge_40x48.png", ".png", 4, []),
+    "sentinel2": (DATA / "io" / "geotiff" / "landsat_64x80.tif", ".tif", 2, ["--tile", "32"]),
+    "landsat": (DATA / "io" / "geotiff" / "landsat_64x80.tif", ".tif", 2, []),
+    "ct": (DATA / "dicom" / "CT_small.dcm", ".dcm", 2, []),
+    "mr": (DATA / "dicom" / "MR_small.dcm", ".dcm", 2, ["--tile", "24"]),
+}
+
+
+def test_every_preset_has_an_end_to_end_case():
+    assert set(available_presets()) == set(CASES)
+
+
+def _valid_mean(path: Path) -> tuple[float, tuple]:
+    with open_reader(path) as r:
+        a, m = r.read().astype(np.float64), r.read_masks()
+        return float(a[m].mean()), (r.meta.dtype, r.meta.bands, r.meta.rows, r.meta.cols)
+
+
+@pytest.mark.parametrize("preset", sorted(CASES))
+def test_preset_end_to_end(preset, tmp_path):
+    src, suffix, scale, extra = CASES[preset]
+    out = tmp_path / f"out{suffix}"
+    assert main(["upscale", str(src), str(out), "--scale", str(scale), "--preset", preset,
+                 *TINY, *extra]) == 0
+    mean_in, (dtype, bands, rows, cols) = _valid_mean(src)
+    mean_out, (dtype_o, bands_o, rows_o, cols_o) = _valid_mean(out)
+    # outputs come back in the input's units and dtype, at the scaled size
+    assert (dtype_o, bands_o, rows_o, cols_o) == (dtype, bands, rows * scale, cols * scale)
+    assert abs(mean_out - mean_in) < 0.1 * abs(mean_in), (mean_in, mean_out)
+
+
+def test_ct_preset_output_is_within_input_hu_range(tmp_path):
+    src = DATA / "dicom" / "CT_small.dcm"
+    out = tmp_path / "ct_x2.dcm"
+    assert main(["upscale", str(src), str(out), "--scale", "2", "--preset", "ct", *TINY]) == 0
+    with open_reader(src) as r:
+        hu_in = to_real_units(r.read(), r.meta)
+    with open_reader(out) as r:
+        assert r.meta.dtype == np.int16 and r.meta.medical.rescale_intercept == -1024
+        hu_out = to_real_units(r.read(), r.meta)
+    assert hu_out.shape == (1, 256, 256)
+    assert hu_in.min() <= hu_out.min() and hu_out.max() <= hu_in.max()
+    assert hu_out.std() > 100  # an image, not a constant
+
+
+def test_presets_carry_typed_pipeline_sections():
+    rc = resolve_run_config(preset="sentinel2")
+    assert rc.pipeline.tile == 512 and rc.pipeline.kernel_sigma == 1.0
+    assert [s.name for s in rc.pipeline.chain.pre] == ["mask_nodata", "reflectance"]
+    assert rc.engine.norm.policy == "percentile"
+    assert resolve_run_config(preset="gradual-x4").engine.scale_steps == (2.0, 4.0)
+    cfg, data = resolve_config(preset="ct")  # the engine's view ignores pipeline sections
+    assert "chain" in data and cfg.train.max_iters == 3000
+    rc = resolve_run_config(preset="ct", overrides=["tile=64", "bands=[1]", "chain.post=[]"])
+    assert rc.pipeline.tile == 64 and rc.pipeline.band_indexes == (0,)
+    assert not rc.pipeline.chain.post and rc.pipeline.chain.pre
+
+
+@pytest.mark.parametrize("name", ["gradual-x4", "sentinel2", "landsat", "ct", "mr"])
+def test_new_presets_comment_every_value(name):
+    for line in (PRESETS_DIR / f"{name}.yaml").read_text().splitlines():
+        body = line.split("#")[0].strip()
+        if body and not body.endswith(":"):  # a value (not a section header)
+            assert "#" in line, f"{name}.yaml: no comment on {line!r}"
+
+
+@pytest.mark.parametrize("data, match", [
+    ({"tiles": 3}, r"unknown pipeline config key 'tiles'; allowed: chain, tile, bands"),
+    ({"tile": 4}, r"config key 'tile': invalid value 4; expected an integer in \[8, 8192\]"),
+    ({"tile": 12.5}, r"config key 'tile': invalid value 12.5"),
+    ({"bands": 2}, r"config key 'bands': invalid value 2; expected a list of 1-based"),
+    ({"bands": [0]}, r"config key 'bands': invalid value 0"),
+    ({"kernel_sigma": 0}, r"config key 'kernel_sigma': invalid value 0; expected a number"),
+    ({"kernel_sigma": "x"}, r"config key 'kernel_sigma': invalid value 'x'"),
+    ({"chain": {"pre": ["nope"]}}, r"unknown step 'nope'"),
+])
+def test_pipeline_config_errors(data, match):
+    with pytest.raises(ConfigError, match=match):
+        pipeline_config_from_dict(data)
+
+
+def test_unknown_top_level_key_lists_engine_and_pipeline_keys():
+    with pytest.raises(ConfigError, match=r"unknown config key 'chian'; allowed keys: net, "
+                       r"train, .*chain, tile, bands, kernel_sigma"):
+        resolve_config(overrides=["chian.pre=[]"])
+
+
+def _args(**kw) -> argparse.Namespace:
+    base = {"tile": None, "bands": None, "kernel": None, "kernel_sigma": None}
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_command_line_flags_win_over_the_preset():
+    pc = PipelineConfig(tile=512, bands=(2, 3), kernel_sigma=1.0)
+    opts = pipeline_options(_args(), pc)
+    assert opts["tile"] == 512 and opts["bands"] == (1, 2) and opts["kernel"].shape == (7, 7)
+    opts = pipeline_options(_args(tile=64, bands="1", kernel=KERNEL), pc)
+    assert opts["tile"] == 64 and opts["bands"] == (0,) and opts["kernel"].shape == (9, 9)
+    assert pipeline_options(_args(), PipelineConfig())["tile"] == 256
+    assert pipeline_options(_args(), PipelineConfig())["chain"] is None
+    from pipeline.errors import UsageError
+
+    with pytest.raises(UsageError, match="--tile 4: expected 8 <= tile <= 8192"):
+        pipeline_options(_args(tile=4), pc)

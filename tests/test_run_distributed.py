@@ -1,0 +1,198 @@
+"""``zssr run`` on a real multi-process Dask cluster, and killed runs.
+
+The cluster tests start ``dask scheduler`` and two ``dask worker`` processes
+on 127.0.0.1 (no nanny, one thread, OMP_NUM_THREADS=1, torch threads 1), run
+a batch of real images (GeoTIFF + DICOM + PNG from tests/data) through
+``--scheduler tcp://127.0.0.1:PORT`` and compare with ``--scheduler
+synchronous`` pixel for pixel (PNG and GeoTIFF byte for byte; a derived
+DICOM gets new UIDs and dates, so its pixels are compared).  The kill tests
+SIGKILL one worker, or the whole run, in the middle and check that the run
+completes (or the rerun redoes no finished tile) with identical outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import DATA
+
+from io_adapters.detect import open_reader
+from pipeline.cli import main
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--set", "train.max_iters=5", "--set", "net.depth=3", "--set", "net.width=8",
+        "--set", "infer.back_projection_iters=1", "--tile", "32", "--torch-threads", "1"]
+PNG = DATA / "io" / "plain" / "butterfly_48x64.png"
+TIF = DATA / "io" / "geotiff" / "landsat_64x80.tif"
+DCM = DATA / "dicom" / "CT_small.dcm"
+BIG = DATA / "sr" / "bird_SRF_2_LR.png"  # 144 x 144: 25 tiles of 32
+OUTPUTS = {PNG: "butterfly_48x64_x2.png", TIF: "landsat_64x80_x2.tif", DCM: "CT_small_x2.dcm",
+           BIG: "bird_SRF_2_LR_x2.png"}
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def dask_cluster(logdir: Path, workers: int = 2):
+    """``dask scheduler`` + ``workers`` x ``dask worker`` as subprocesses."""
+    from distributed import Client
+
+    dask = Path(sys.executable).with_name("dask")
+    address = f"tcp://127.0.0.1:{free_port()}"
+    log = open(logdir / "cluster.log", "w")  # noqa: SIM115 - closed below
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port",
+                               address.rsplit(":", 1)[1], "--no-dashboard"], env=ENV, cwd=ROOT,
+                              stdout=log, stderr=subprocess.STDOUT)]
+    try:
+        for i in range(workers):
+            procs.append(subprocess.Popen(
+                [dask, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                 "--name", f"w{i}", "--memory-limit", "0"], env=ENV, cwd=ROOT, stdout=log,
+                stderr=subprocess.STDOUT))
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(workers, timeout=60)
+        yield address, procs[1:]
+    finally:
+        try:
+            with Client(address, timeout="10s") as client:
+                client.shutdown()  # scheduler and workers exit together
+        except OSError:
+            pass
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        log.close()
+
+
+def cli(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "pipeline.cli", "run", *map(str, args), "-q", *TINY]
+
+
+def in_process(*args: str | Path) -> int:
+    return main(["run", *map(str, args), "-q", *TINY])
+
+
+def pixels(path: Path) -> np.ndarray:
+    with open_reader(path) as r:
+        return np.stack([r.read(frame=f) for f in range(r.meta.frames)])
+
+
+def assert_same_outputs(a: Path, b: Path, inputs) -> None:
+    for src in inputs:
+        name = OUTPUTS[src]
+        np.testing.assert_array_equal(pixels(a / name), pixels(b / name), err_msg=name)
+        if not name.endswith(".dcm"):
+            assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def markers(run_dir: Path) -> list[Path]:
+    return list((run_dir / "tiles").glob("*/s0/*.done"))
+
+
+def wait_for_markers(run_dir: Path, n: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while len(markers(run_dir)) < n:
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended (rc {proc.returncode}) before {n} tiles")
+        if time.monotonic() > end:
+            raise AssertionError(f"fewer than {n} tiles after {timeout} s")
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """Outputs of an uninterrupted synchronous run, in this process (torch threads 1)."""
+    out = tmp_path_factory.mktemp("reference")
+    assert in_process(PNG, TIF, DCM, BIG, "--out", out, "--scale", "2", "--scheduler",
+                      "synchronous") == 0
+    return out / "outputs"
+
+
+def test_cluster_run_equals_synchronous(tmp_path: Path, reference: Path):
+    with dask_cluster(tmp_path) as (address, _):
+        t0 = time.perf_counter()
+        assert in_process(PNG, TIF, DCM, "--out", tmp_path / "run", "--scale", "2",
+                          "--scheduler", address, "--batch-tiles", "2") == 0
+        seconds = time.perf_counter() - t0
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["summary"]["scheduler"] == address
+    assert report["summary"]["counts"]["finalized"] == 3 and seconds < 60
+    assert_same_outputs(tmp_path / "run" / "outputs", reference, [PNG, TIF, DCM])
+
+
+def test_killed_worker_run_completes_identically(tmp_path: Path, reference: Path):
+    run_dir = tmp_path / "run"
+    with dask_cluster(tmp_path) as (address, workers):
+        proc = subprocess.Popen(cli(BIG, "--out", run_dir, "--scale", "2", "--scheduler",
+                                    address, "--batch-tiles", "1"), env=ENV, cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            wait_for_markers(run_dir, 3, proc)
+            os.kill(workers[0].pid, signal.SIGKILL)
+            out, _ = proc.communicate(timeout=80)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, out.decode()[-2000:]
+    assert workers[0].wait() == -signal.SIGKILL
+    counts = json.loads((run_dir / "report.json").read_text())["summary"]["counts"]
+    assert counts["finalized"] == 1 and counts["tiles_total"] == 25
+    assert_same_outputs(run_dir / "outputs", reference, [BIG])
+
+
+def test_killed_run_resumes_without_redoing_tiles(tmp_path: Path, reference: Path):
+    run_dir = tmp_path / "run"
+    args = (PNG, BIG, "--out", run_dir, "--scale", "2", "--scheduler", "synchronous",
+            "--batch-tiles", "1")
+    proc = subprocess.Popen(cli(*args), env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        n_png = 4  # the PNG (first input) finishes before the big image starts
+        wait_for_markers(run_dir, n_png + 5, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    done = {p: p.stat().st_mtime_ns for p in markers(run_dir)}
+    key = next(p.parent.parent.name for p in done if p.parent.parent.name.startswith("bird"))
+    big_done = sum(1 for p in done if p.parent.parent.name == key)
+    assert 5 <= big_done < 25, big_done
+    chunks = {p: p.stat().st_mtime_ns for p in (run_dir / "work" / key).rglob("c/*/*/*")}
+    assert in_process(*args) == 0
+    counts = json.loads((run_dir / "report.json").read_text())["summary"]["counts"]
+    assert counts["images_skipped"] == 1
+    assert counts["tiles_skipped"] == big_done and counts["tiles_inferred"] == 25 - big_done
+    assert counts["steps_resumed"] == 1 and counts["steps_trained"] == 0
+    assert {p: p.stat().st_mtime_ns for p in done} == done  # no finished tile redone
+    assert all(p.stat().st_mtime_ns == t for p, t in chunks.items())
+    assert_same_outputs(run_dir / "outputs", reference, [PNG, BIG])
+
+
+def test_default_local_cluster(tmp_path: Path, reference: Path, monkeypatch):
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    assert in_process(PNG, DCM, "--out", tmp_path / "run", "--scale", "2", "--workers", "2") == 0
+    summary = json.loads((tmp_path / "run" / "report.json").read_text())["summary"]
+    assert summary["scheduler"] == "local" and summary["counts"]["finalized"] == 2
+    assert_same_outputs(tmp_path / "run" / "outputs", reference, [PNG, DCM])

@@ -1,0 +1,297 @@
+"""``zssr batch JOB.yaml``: run a job spec idempotently, safe to start twice.
+
+Every run expands the job's inputs and skips each input already done under
+this job's config: an input is done when the state file in the output folder
+(``.zssr-batch-state.json``) records the same content hash (SHA-256 of the
+file, or of every file of a folder) and the same config hash (resolved engine
++ pipeline config and scale) and its output still exists.  So a nightly run
+picks up just the new (or changed) files, and a changed config redoes all.
+
+The remaining inputs go through :func:`pipeline.run.run_batch` (one Dask
+graph, on the job's scheduler) into a hidden run directory in the output
+folder; finished outputs are then moved to their names from the job's
+template, and the state file is updated after each.
+
+A lock file (``.zssr-batch.lock``, ``fcntl.flock``) makes a second run on the
+same output folder exit at once with :class:`pipeline.errors.LockedError`
+(exit code 9) while the first is working.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from io_adapters.detect import open_reader
+from pipeline.errors import EXIT, LockedError
+from pipeline.inputs import InputItem, expand_inputs
+from pipeline.kernel_io import kernel_from_args
+from pipeline.run import RunSettings, natural_suffix, run_batch
+from pipeline.run_config import DEFAULT_TILE, ResolvedConfig
+
+from .jobspec import JobSpec, load_job, render_name
+
+__all__ = ["BatchSummary", "BatchLock", "run_job", "run_job_file", "content_hash",
+           "config_hash", "expand_job_inputs", "STATE_FILE", "LOCK_FILE", "RUN_DIR"]
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = ".zssr-batch-state.json"
+LOCK_FILE = ".zssr-batch.lock"
+RUN_DIR = ".zssr-batch-run"
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+
+
+@dataclass
+class BatchSummary:
+    output: Path
+    processed: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"processed": len(self.processed), "skipped": len(self.skipped),
+                "failed": len(self.failed)}
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT["batch"] if self.failed else EXIT["ok"]
+
+
+class BatchLock:
+    """An exclusive, non-blocking lock on an output folder (released on exit or death)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / LOCK_FILE
+        self._fh = None
+
+    def __enter__(self) -> BatchLock:
+        fh = open(self.path, "a+")  # noqa: SIM115 - held open while locked
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            raise LockedError(f"{self.path.parent}: another zssr batch is running on this "
+                              f"output folder ({holder}); this run exits without work. It "
+                              f"will pick up what is left next time") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fh is not None:
+            self._fh.seek(0)
+            self._fh.truncate()
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
+def content_hash(path: Path) -> str:
+    """SHA-256 of a file's bytes, or of a folder's relative names and file bytes."""
+    h = hashlib.sha256()
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for p in files:
+        if path.is_dir():
+            h.update(str(p.relative_to(path)).encode() + b"\0")
+        with open(p, "rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def config_hash(rc: ResolvedConfig, scale: float) -> str:
+    """SHA-256 of what shapes a result: resolved engine + pipeline config and scale."""
+    text = json.dumps({"version": 1, "config": rc.to_dict(), "scale": scale}, sort_keys=True,
+                      default=list)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def expand_job_inputs(spec: JobSpec) -> list[InputItem]:
+    """Globs, folders and list files (one path per line, ``#`` comments) -> images."""
+    specs: list[str] = []
+    for entry in spec.inputs:
+        p = Path(entry)
+        if p.is_file() and p.suffix.lower() in LIST_SUFFIXES:
+            for line in p.read_text(encoding="utf-8").splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    q = Path(line).expanduser()
+                    specs.append(str(q if q.is_absolute() else p.parent / q))
+        else:
+            specs.append(entry)
+    return expand_inputs(specs)
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {"version": 1, "inputs": {}}
+    except (OSError, json.JSONDecodeError) as exc:
+        log.warning("%s: unreadable state (%s); every input is processed again", path, exc)
+        return {"version": 1, "inputs": {}}
+    return data if isinstance(data.get("inputs"), dict) else {"version": 1, "inputs": {}}
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _output_for(spec: JobSpec, item: InputItem) -> Path:
+    with open_reader(item.path) as reader:
+        suffix = natural_suffix(reader.meta)
+    name = item.path.name
+    return render_name(spec, stem=item.stem, name=name, parent=item.path.parent.name,
+                       suffix=suffix)
+
+
+@dataclass
+class _Todo:
+    item: InputItem
+    content: str
+    output: Path
+
+
+def _plan(spec: JobSpec, state: dict[str, Any], chash: str,
+          summary: BatchSummary) -> list[_Todo]:
+    todo: list[_Todo] = []
+    taken: dict[Path, Path] = {}
+    for item in expand_job_inputs(spec):
+        rec = {"input": str(item.path)}
+        if not item.ok:
+            summary.failed.append({**rec, "error_class": item.error_class, "error": item.error})
+            continue
+        try:
+            out = _output_for(spec, item)
+            content = content_hash(item.path)
+        except Exception as exc:  # noqa: BLE001 - one bad input fails alone
+            summary.failed.append({**rec, "error_class": type(exc).__name__, "error": str(exc)})
+            continue
+        if out in taken:
+            summary.failed.append({**rec, "error_class": "UsageError", "error": (
+                f"output {out} is also the output of {taken[out]}; add {{parent}} or another "
+                "field to the job's name template")})
+            continue
+        taken[out] = item.path
+        done = state["inputs"].get(str(item.path), {})
+        if done.get("content") == content and done.get("config") == chash \
+                and done.get("output") == str(out) and out.exists():
+            summary.skipped.append({**rec, "output": str(out)})
+            continue
+        todo.append(_Todo(item, content, out))
+    return todo
+
+
+def _settings(spec: JobSpec, rc: ResolvedConfig, todo: list[_Todo]) -> RunSettings:
+    pc = rc.pipeline
+    return RunSettings(out_dir=spec.output / RUN_DIR, scale=spec.scale, config=rc.engine,
+                       config_data=rc.data, kernel=kernel_from_args(None, pc.kernel_sigma),
+                       bands=pc.band_indexes, tile=pc.tile or DEFAULT_TILE,
+                       scheduler=spec.scheduler, overwrite=True,
+                       ground_truth=_truth_folder(spec, todo), chain=pc.chain or None)
+
+
+def _truth_folder(spec: JobSpec, todo: list[_Todo]) -> Path | None:
+    """A folder of links to the references of this run's inputs only (pairing by stem)."""
+    if spec.ground_truth is None:
+        return None
+    folder = spec.output / RUN_DIR / "ground_truth"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    refs = {(p.name if p.is_dir() else p.stem): p for p in sorted(spec.ground_truth.iterdir())
+            if not p.name.startswith(".")}
+    for t in todo:
+        ref = refs.get(t.item.stem)
+        if ref is not None:
+            (folder / ref.name).symlink_to(ref)
+    return folder
+
+
+def _place(src: Path, dst: Path) -> None:
+    """Move a finished output to its name (replacing an older one)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_dir() and not dst.is_symlink():
+        shutil.rmtree(dst)
+    elif dst.exists():
+        dst.unlink()
+    os.replace(src, dst)
+
+
+def _record(state: dict[str, Any], path: Path, t: _Todo, chash: str) -> None:
+    state["inputs"][str(t.item.path)] = {
+        "content": t.content, "config": chash, "output": str(t.output),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    _save_state(path, state)
+
+
+def _process_with_run(spec: JobSpec, rc: ResolvedConfig, todo: list[_Todo], chash: str,
+                      state: dict[str, Any], summary: BatchSummary, *, observer: Any,
+                      quiet: bool) -> None:
+    by_input = {str(t.item.path): t for t in todo}
+    result = run_batch([str(t.item.path) for t in todo], _settings(spec, rc, todo),
+                       observer=observer, quiet=quiet)
+    for entry in result.entries:
+        t = by_input.get(str(entry.get("input")))
+        if t is None:
+            continue
+        if entry.get("state") != "finalized" or not Path(str(entry.get("output"))).exists():
+            summary.failed.append({"input": str(t.item.path),
+                                   "error_class": entry.get("error_class", "RunError"),
+                                   "error": entry.get("error", "not finished")})
+            continue
+        _place(Path(entry["output"]), t.output)
+        _record(state, spec.output / STATE_FILE, t, chash)
+        scores = {k: entry[k] for k in ("psnr", "ssim") if k in entry}
+        summary.processed.append({"input": str(t.item.path), "output": str(t.output), **scores})
+
+
+def run_job(spec: JobSpec, *, observer: Any = None, quiet: bool = True) -> BatchSummary:
+    """Process the inputs of ``spec`` not yet done under its config (see the module doc)."""
+    t0 = time.perf_counter()
+    rc = spec.resolve()
+    chash = config_hash(rc, spec.scale)
+    spec.output.mkdir(parents=True, exist_ok=True)
+    summary = BatchSummary(spec.output)
+    with BatchLock(spec.output):
+        state_path = spec.output / STATE_FILE
+        state = _load_state(state_path)
+        todo = _plan(spec, state, chash, summary)
+        log.info("%s: %d to process, %d done earlier, %d failed to plan", spec.output,
+                 len(todo), len(summary.skipped), len(summary.failed))
+        if todo:
+            _process_with_run(spec, rc, todo, chash, state, summary, observer=observer,
+                              quiet=quiet)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def run_job_file(path: str | Path, *, set_overrides: dict[str, Any] | None = None,
+                 scheduler: str | None = None, observer: Any = None,
+                 quiet: bool = True) -> BatchSummary:
+    """Load ``path`` and run it; ``set_overrides`` and ``scheduler`` win over the file's."""
+    spec = load_job(path)
+    if set_overrides:
+        spec = dataclasses.replace(spec, set={**spec.set, **set_overrides})
+    if scheduler:
+        spec = dataclasses.replace(spec, scheduler=scheduler)
+    return run_job(spec, observer=observer, quiet=quiet)

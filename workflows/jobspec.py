@@ -1,0 +1,165 @@
+"""Job specs: a YAML file that says what a scheduled batch does.
+
+Keys (all others are errors, so jobs written today keep working)::
+
+    inputs:        [globs, folders or list files]   # relative to the job file
+    output:        sr/                              # output folder (relative to the job file)
+    name:          "{stem}_x{scale}{suffix}"        # file name template inside output
+    scale:         2
+    preset:        sentinel2                        # optional
+    set:           {train.max_iters: 800}           # optional overrides, same keys as --set
+    chain:         {pre: [...], post: [...]}        # optional; each list replaces the preset's
+    scheduler:     local                            # local | synchronous | tcp://host:8786
+    ground_truth:  gt/                              # optional folder of references
+
+The name template knows ``{stem}`` (input name without suffix), ``{name}``
+(input file name), ``{parent}`` (its folder's name), ``{scale}`` (as ``2`` or
+``1.5``) and ``{suffix}`` (the output format's, e.g. ``.tif``); it may hold
+sub-folders but must stay inside ``output``.
+
+>>> spec = job_from_dict({"inputs": ["a/*.tif"], "output": "out", "scale": 2}, base=Path("/j"))
+>>> spec.output, spec.name
+(PosixPath('/j/out'), '{stem}_x{scale}{suffix}')
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from configs import load_yaml
+from pipeline.errors import UsageError
+from pipeline.run_config import ResolvedConfig, resolve_run_config
+
+__all__ = ["JobSpec", "JOB_KEYS", "NAME_FIELDS", "load_job", "job_from_dict", "render_name"]
+
+JOB_KEYS = ("inputs", "output", "name", "scale", "preset", "set", "chain", "scheduler",
+            "ground_truth")
+NAME_FIELDS = ("stem", "name", "parent", "scale", "suffix")
+DEFAULT_NAME = "{stem}_x{scale}{suffix}"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated job spec; paths are absolute (resolved against the job file's folder)."""
+
+    inputs: tuple[str, ...]
+    output: Path
+    scale: float
+    name: str = DEFAULT_NAME
+    preset: str | None = None
+    set: dict[str, Any] = field(default_factory=dict)
+    chain: dict[str, Any] | None = None
+    scheduler: str | None = None
+    ground_truth: Path | None = None
+    source: Path | None = None  # the job file
+
+    def overrides(self) -> list[str]:
+        """``set`` as ``key=value`` strings (values as JSON, which is YAML), chain last."""
+        out = [f"{k}={json.dumps(v)}" for k, v in self.set.items()]
+        if self.chain is not None:
+            out.append(f"chain={json.dumps(self.chain)}")
+        return out
+
+    def resolve(self) -> ResolvedConfig:
+        """Engine + pipeline config: defaults <- preset <- set <- chain."""
+        return resolve_run_config(preset=self.preset, overrides=self.overrides())
+
+
+def _where(source: Path | None) -> str:
+    return f"job {source}" if source else "job"
+
+
+def _scale(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or not 1 < value <= 64:
+        raise UsageError(f"{where}: 'scale' = {value!r}; expected a number > 1 (and <= 64)")
+    return float(value)
+
+
+def _path(value: Any, key: str, base: Path, where: str) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"{where}: {key!r} = {value!r}; expected a path")
+    p = Path(value).expanduser()
+    return (p if p.is_absolute() else base / p).resolve()
+
+
+def job_from_dict(data: Any, *, base: Path, source: Path | None = None) -> JobSpec:
+    """Validate plain data into a :class:`JobSpec` (relative paths against ``base``)."""
+    where = _where(source)
+    if not isinstance(data, dict):
+        raise UsageError(f"{where}: expected a mapping of {', '.join(JOB_KEYS)}")
+    unknown = [k for k in data if k not in JOB_KEYS]
+    if unknown:
+        raise UsageError(f"{where}: unknown key {unknown[0]!r}; allowed keys: "
+                         + ", ".join(JOB_KEYS))
+    for key in ("inputs", "output", "scale"):
+        if key not in data:
+            raise UsageError(f"{where}: missing key {key!r}")
+    inputs = data["inputs"]
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
+        raise UsageError(f"{where}: 'inputs' = {inputs!r}; expected a list of globs, folders or "
+                         "list files")
+    resolved = tuple(str(Path(i).expanduser()) if Path(i).expanduser().is_absolute()
+                     else str(base / i) for i in inputs)
+    overrides = data.get("set") or {}
+    if not isinstance(overrides, dict):
+        raise UsageError(f"{where}: 'set' = {overrides!r}; expected a mapping of config keys "
+                         "to values, e.g. {train.max_iters: 800}")
+    chain = data.get("chain")
+    if chain is not None and not isinstance(chain, dict):
+        raise UsageError(f"{where}: 'chain' = {chain!r}; expected a mapping with pre/post")
+    for key in ("name", "preset", "scheduler"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise UsageError(f"{where}: {key!r} = {data[key]!r}; expected a string")
+    gt = data.get("ground_truth")
+    spec = JobSpec(inputs=resolved, output=_path(data["output"], "output", base, where),
+                   scale=_scale(data["scale"], where), name=data.get("name") or DEFAULT_NAME,
+                   preset=data.get("preset"), set=dict(overrides), chain=chain,
+                   scheduler=data.get("scheduler"),
+                   ground_truth=None if gt is None else _path(gt, "ground_truth", base, where),
+                   source=source)
+    check_template(spec)
+    spec.resolve()  # config errors now, naming the key, not at 2 a.m.
+    return spec
+
+
+def load_job(path: str | Path) -> JobSpec:
+    """Read and validate a job file (YAML)."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise UsageError(f"job file {path}: not found")
+    return job_from_dict(load_yaml(path), base=path.parent, source=path)
+
+
+def check_template(spec: JobSpec) -> None:
+    """The name template uses known fields only and stays inside the output folder."""
+    where = _where(spec.source)
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(spec.name) if f is not None]
+    except ValueError as exc:
+        raise UsageError(f"{where}: name template {spec.name!r}: {exc}") from None
+    bad = [f for f in fields if f not in NAME_FIELDS]
+    if bad:
+        raise UsageError(f"{where}: name template {spec.name!r}: unknown field {{{bad[0]}}}; "
+                         f"allowed: {', '.join('{' + f + '}' for f in NAME_FIELDS)}")
+    render_name(spec, stem="x", name="x.tif", parent="p", suffix=".tif")
+
+
+def render_name(spec: JobSpec, *, stem: str, name: str, parent: str, suffix: str) -> Path:
+    """The output path for one input; an error when it escapes ``spec.output``."""
+    text = spec.name.format(stem=stem, name=name, parent=parent, scale=f"{spec.scale:g}",
+                            suffix=suffix)
+    out = (spec.output / text).resolve()
+    root = spec.output.resolve()
+    if Path(text).is_absolute() or out == root or not out.is_relative_to(root):
+        raise UsageError(f"{_where(spec.source)}: name template {spec.name!r} gives {text!r}, "
+                         f"which is not inside the output folder {root}; use a relative name "
+                         "without '..'")
+    return out

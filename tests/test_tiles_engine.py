@@ -79,7 +79,7 @@ def test_tiled_equals_whole_x2(bird, tile):
 @pytest.mark.parametrize(("scale", "crop", "tile"), [
     (3, (80, 61), (20, 20)),
     (4, (64, 61), (16, 30)),
-    (1.5, (120, 60), (24, 22)),  # rows * 1.5 and cols * 1.5 integral: see the xfail below
+    (1.5, (120, 60), (24, 22)),  # rows * 1.5 and cols * 1.5 integral
     ((2, 3), (90, 40), (20, 20)),
 ], ids=["x3", "x4", "x1.5", "x2-x3"])
 def test_tiled_equals_whole_other_scales(bird, scale, crop, tile):

@@ -54,6 +54,21 @@ def conv_ceiling(device: torch.device, *, size: int = 192, reps: int = 15,
     return flops / statistics.median(times)
 
 
+def copy_bandwidth(device: torch.device, *, mbytes: int = 1024, reps: int = 10) -> float:
+    """Device-to-device copy, bytes read + written per second (median)."""
+    a = torch.empty(mbytes * 2 ** 20 // 4, device=device)
+    b = torch.empty_like(a)
+    times = []
+    for i in range(reps + 2):
+        _sync(device)
+        t0 = time.perf_counter()
+        b.copy_(a)
+        _sync(device)
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+    return 2 * a.numel() * 4 / statistics.median(times)
+
+
 def load_image() -> np.ndarray:
     here = Path(__file__).resolve().parents[1] / "tests/data/sr"
     from PIL import Image
@@ -112,6 +127,11 @@ def main() -> None:
             "device": str(device), "image": list(img.shape)}
     print(f"conv ceiling (fp32 3x3 64->64 channels_last): {ceiling / 1e9:.1f} GFLOP/s, "
           f"{torch.get_num_threads()} threads")
+    if device.type == "cuda":
+        bf16 = conv_ceiling(device, size=512, dtype=torch.bfloat16)
+        bw = copy_bandwidth(device)
+        rows.update(ceiling_bf16_gflops=bf16 / 1e9, copy_gbytes_per_s=bw / 1e9)
+        print(f"conv ceiling bf16: {bf16 / 1e9:.1f} GFLOP/s; device copy {bw / 1e9:.0f} GB/s")
     print(f"{'crop':>5} {'s/it':>8} {'ideal s/it':>11} {'ratio':>6}")
     for crop in args.crop:
         s_it = train_speed(img, device, crop, args.iters)

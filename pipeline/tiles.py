@@ -54,8 +54,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from numbers import Integral, Real
+from typing import TYPE_CHECKING
 
-from rasterio.windows import Window
+if TYPE_CHECKING:  # rasterio is only needed to build windows (not on GPU bench hosts)
+    from rasterio.windows import Window
 
 __all__ = [
     "Region",
@@ -186,6 +188,8 @@ class Region:
 
     def to_window(self) -> Window:
         """The same pixels as a :class:`rasterio.windows.Window`."""
+        from rasterio.windows import Window
+
         return Window(col_off=self.col, row_off=self.row, width=self.width, height=self.height)
 
     @classmethod

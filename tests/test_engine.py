@@ -220,3 +220,12 @@ def test_warm_start_uses_the_short_schedule_and_returns_weights():
     sr, warm = super_resolve(img, scale=2, config=cfg, init_state=state)
     assert warm.iterations == 7 and warm.warm_started
     assert warm.learning_rates[0] == cfg.train.warm_learning_rate
+
+
+def test_bf16_inference_stays_close_to_fp32():
+    lr = torch.from_numpy(work("butterfly_64.png"))[:, :24, :24]
+    net = build_model(3, NetConfig(depth=3, width=8), seed=0)
+    a = predict(net, lr, scale=2, infer=InferConfig(back_projection_iters=1))
+    b = predict(net, lr, scale=2, infer=InferConfig(back_projection_iters=1, precision="bf16"))
+    assert a.dtype == b.dtype == torch.float32
+    assert float((a - b).abs().max()) < 0.02

@@ -136,6 +136,9 @@ class InferConfig:
     ensemble: bool = True  # 8-way geometric self-ensemble with per-pixel median
     back_projection_iters: int = 10
     batch_members: bool = True  # run the ensemble members as one batch
+    # network precision: bf16 autocast halves memory traffic on GPUs (and is slow on most
+    # CPUs); back-projection, median and clipping always run in fp32
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def validate(self) -> None:
         _check(0 <= self.back_projection_iters <= 100, "infer.back_projection_iters",

@@ -80,9 +80,19 @@ def back_project(sr: torch.Tensor, lr: torch.Tensor, deg: Degradation, iters: in
     return sr
 
 
+def _net(model: torch.nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
+    """The network on ``x`` (N, C, H, W), in fp32 or under bf16 autocast (fp32 out)."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    if precision == "bf16":
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+            return model(x).float()
+    return model(x)
+
+
 def _run_member_group(model: torch.nn.Module, lr: torch.Tensor, ks: list[int],
                       deg: Degradation, out_hw: tuple[int, int], lo: torch.Tensor,
-                      hi: torch.Tensor, batch: bool) -> list[torch.Tensor]:
+                      hi: torch.Tensor, batch: bool, precision: str = "fp32"
+                      ) -> list[torch.Tensor]:
     """Upsample + net for the members ``ks`` (all with the same transformed shape)."""
     inputs = []
     for k in ks:
@@ -91,10 +101,9 @@ def _run_member_group(model: torch.nn.Module, lr: torch.Tensor, ks: list[int],
         sc = deg.scale if k % 2 == 0 else (deg.scale[1], deg.scale[0])
         inputs.append(imresize(x, scale=sc, output_shape=shape, kernel="cubic"))
     if batch:
-        ys = model(torch.stack(inputs).contiguous(memory_format=torch.channels_last))
-        outs = list(ys)
+        outs = list(_net(model, torch.stack(inputs), precision))
     else:
-        outs = [model(x[None].contiguous(memory_format=torch.channels_last))[0] for x in inputs]
+        outs = [_net(model, x[None], precision)[0] for x in inputs]
     return [undo_dihedral(torch.clamp(y, lo, hi), k) for y, k in zip(outs, ks,
                                                                                      strict=True)]
 
@@ -130,7 +139,7 @@ def predict(model: torch.nn.Module, lr: torch.Tensor, *, scale: float | tuple[fl
     for group in ([k for k in ks if k % 2 == 0], [k for k in ks if k % 2 == 1]):
         if group:
             members += _run_member_group(model, lr, group, deg, out_hw, lo, hi,
-                                         infer.batch_members)
+                                         infer.batch_members, infer.precision)
     n_bp = infer.back_projection_iters
     if n_bp:
         members = [back_project(m, lr, deg, n_bp, lo, hi) for m in members]

@@ -27,7 +27,6 @@ directory must be on a file system the workers share); :class:`RunDir`
 from __future__ import annotations
 
 import datetime as _dt
-import fcntl
 import hashlib
 import json
 import logging
@@ -46,7 +45,7 @@ import yaml
 from zssr.normalize import Normalizer
 from zssr.train import TrainingHistory
 
-from .errors import LockedError
+from .locking import FolderLock
 from .source import SampleStats
 
 __all__ = ["RunPaths", "RunDir", "image_key", "input_identity", "save_weights", "load_weights",
@@ -249,30 +248,18 @@ class RunDir(RunPaths):
 
             raise WriteError(f"--out {self.root}: cannot create the run directory: "
                              f"{exc.strerror or exc}") from exc
-        fh = open(self.root / ".lock", "a+")  # noqa: SIM115 - kept open while locked
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "unknown"
-            fh.close()
-            raise LockedError(f"{self.root}: another zssr run is using this run directory "
-                              f"({holder}); wait for it to finish or choose another --out") \
-                from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} on {os.uname().nodename} since {_now()}\n")
-        fh.flush()
-        object.__setattr__(self, "_lock_fh", fh)
+        root = self.root
+        lock = FolderLock(root / ".lock", lambda holder: (
+            f"{root}: another zssr run is using this run directory ({holder}); "
+            "wait for it to finish or choose another --out"))
+        lock.__enter__()
+        object.__setattr__(self, "_lock_fh", lock)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        fh = self._lock_fh
-        if fh is not None:
-            fh.seek(0)
-            fh.truncate()
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            fh.close()
+        lock = self._lock_fh
+        if lock is not None:
+            lock.__exit__(*exc)
             object.__setattr__(self, "_lock_fh", None)
 
     def record(self, key: str, state: str, **fields: Any) -> None:

@@ -17,7 +17,7 @@ from io_adapters.base import Reader
 from io_adapters.errors import InvalidDataError
 from zssr.config import NormConfig
 from zssr.normalize import NormalizationError, Normalizer
-from zssr.sampling import Window
+from zssr.sampling import Window, rescale_window
 
 __all__ = ["SampleStats", "sample_stats", "ReaderCropSource", "sr_bands", "declared_range"]
 
@@ -129,13 +129,4 @@ class ReaderCropSource:
             else self.frames[0]
         win = RioWindow(window.col_off, window.row_off, window.width, window.height)
         pix, valid = self.read_working(win, frame)
-        if scale != 1.0:
-            import torch
-
-            from zssr.resize import imresize
-
-            out = (max(1, round(window.height * scale)), max(1, round(window.width * scale)))
-            pix = imresize(torch.from_numpy(pix), scale=scale, output_shape=out).numpy()
-            valid = imresize(torch.from_numpy(valid[None].astype(np.float32)), scale=scale,
-                             output_shape=out).numpy()[0] > 0.999
-        return pix, valid
+        return rescale_window(pix, valid, window, scale)

@@ -20,7 +20,6 @@ same output folder exit at once with :class:`pipeline.errors.LockedError`
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
@@ -32,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from io_adapters.detect import open_reader
-from pipeline.errors import EXIT, LockedError
+from pipeline.errors import EXIT
 from pipeline.inputs import InputItem, expand_inputs
 from pipeline.kernel_io import kernel_from_args
+from pipeline.locking import FolderLock
 from pipeline.run import RunSettings, natural_suffix, run_batch
 from pipeline.run_config import DEFAULT_TILE, ResolvedConfig
 
@@ -69,38 +69,14 @@ class BatchSummary:
         return EXIT["batch"] if self.failed else EXIT["ok"]
 
 
-class BatchLock:
+class BatchLock(FolderLock):
     """An exclusive, non-blocking lock on an output folder (released on exit or death)."""
 
     def __init__(self, folder: Path) -> None:
-        self.path = Path(folder) / LOCK_FILE
-        self._fh = None
-
-    def __enter__(self) -> BatchLock:
-        fh = open(self.path, "a+")  # noqa: SIM115 - held open while locked
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "unknown"
-            fh.close()
-            raise LockedError(f"{self.path.parent}: another zssr batch is running on this "
-                              f"output folder ({holder}); this run exits without work. It "
-                              f"will pick up what is left next time") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        fh.flush()
-        self._fh = fh
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fh is not None:
-            self._fh.seek(0)
-            self._fh.truncate()
-            fcntl.flock(self._fh, fcntl.LOCK_UN)
-            self._fh.close()
-            self._fh = None
+        folder = Path(folder)
+        super().__init__(folder / LOCK_FILE, lambda holder: (
+            f"{folder}: another zssr batch is running on this output folder ({holder}); "
+            "this run exits without work. It will pick up what is left next time"))
 
 
 def content_hash(path: Path) -> str:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from .config import TrainConfig
 
-__all__ = ["Window", "CropSource", "ArrayCropSource", "Father", "FatherSampler", "dihedral",
+__all__ = ["Window", "CropSource", "ArrayCropSource", "rescale_window", "Father", "FatherSampler", "dihedral",
            "undo_dihedral"]
 
 
@@ -60,6 +60,23 @@ def _mirror_index(idx: np.ndarray, n: int) -> np.ndarray:
     return np.where(m < n, m, period - 1 - m)
 
 
+def rescale_window(pix: np.ndarray, valid: np.ndarray, window: Window,
+                   scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """A window read at full resolution, brought to ``scale`` (MATLAB bicubic, antialiased).
+
+    A pixel stays valid only where every full-resolution pixel under it was valid.
+    """
+    if scale == 1.0:
+        return pix, valid
+    from .resize import imresize
+
+    out = (max(1, round(window.height * scale)), max(1, round(window.width * scale)))
+    pix = imresize(torch.from_numpy(pix), scale=scale, output_shape=out).numpy()
+    valid = imresize(torch.from_numpy(valid[None].astype(np.float32)), scale=scale,
+                     output_shape=out).numpy()[0] > 0.999
+    return pix, valid
+
+
 class ArrayCropSource:
     """Crop source over an in-memory ``(C, H, W)`` array in working units."""
 
@@ -82,14 +99,7 @@ class ArrayCropSource:
         c = _mirror_index(cols, self.shape[1])
         pix = self.image[:, r[:, None], c[None, :]]
         valid = self.mask[r[:, None], c[None, :]] & inside
-        if scale != 1.0:
-            from .resize import imresize
-
-            out = (max(1, round(window.height * scale)), max(1, round(window.width * scale)))
-            pix = imresize(torch.from_numpy(pix), scale=scale, output_shape=out).numpy()
-            valid = imresize(torch.from_numpy(valid[None].astype(np.float32)), scale=scale,
-                             output_shape=out).numpy()[0] > 0.999
-        return pix, valid
+        return rescale_window(pix, valid, window, scale)
 
 
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:

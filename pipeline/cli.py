@@ -44,6 +44,30 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     logging.captureWarnings(True)  # library warnings are log lines too (hidden by -q)
+    if not verbose:  # pydicom logs decoder failures with a traceback; our error says it
+        for handler in logging.getLogger().handlers:
+            if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
+                handler.addFilter(_QuietLibraries())
+    if sys.unraisablehook is sys.__unraisablehook__:
+        sys.unraisablehook = _log_gdal_unraisable
+
+
+def _log_gdal_unraisable(unraisable) -> None:
+    """rasterio's GDAL message callback fails on messages that are not UTF-8 (a damaged
+    file's bytes quoted in them) and Python prints the failure on stderr: log it instead."""
+    if "rasterio" in repr(unraisable.object) or "rasterio" in str(unraisable.err_msg):
+        log.debug("undecodable GDAL message: %s", unraisable.exc_value)
+    else:
+        sys.__unraisablehook__(unraisable)
+
+
+class _QuietLibraries(logging.Filter):
+    """Drop the log records of libraries whose failures our own one-line errors report."""
+
+    NAMES = ("pydicom",)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.split(".")[0] not in self.NAMES
 
 
 def _gdal_to_logging():

@@ -72,6 +72,10 @@ def add_parser(sub, parents) -> None:
                    help="Gaussian PSF of this sigma (HR pixels) as the degradation kernel")
     p.add_argument("--device", default="cpu",
                    help="cpu or cuda (train and infer tasks then ask Dask for GPU=1)")
+    p.add_argument("--warm-start", action="store_true",
+                   help="start each image from the weights of the previous image with as many "
+                        "bands, with the shorter train.warm_* schedule (same as --set "
+                        "warm_start=true)")
     p.add_argument("--deidentify", action="store_true",
                    help="DICOM outputs: remove patient-identifying attributes and private tags")
     p.add_argument("--retries", type=int, default=2,

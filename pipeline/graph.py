@@ -196,13 +196,23 @@ def _execute_synchronous(nodes: Sequence[Node], *, on_done: OnDone, on_error: On
 
     by_key = {n.key: n for n in nodes}
     done: set[str] = set()
+    results: dict[str, Any] = {}  # cross-image refs (warm start) read earlier images' results
 
     class _Report(Callback):
         def _posttask(self, key, result, dsk, state, id):  # noqa: A002 - dask's signature
             node = by_key.get(key)
             if node is not None:
                 done.add(key)
+                if node.kind == "train":
+                    results[key] = result
                 on_done(node, result)
+
+    def arg(a: Any, delayed: dict[str, Any]) -> Any:
+        if not isinstance(a, Ref):
+            return a
+        if a.key in delayed:
+            return delayed[a.key]
+        return results.get(a.key)  # another image's node; None if it failed (cold start)
 
     images: dict[str, list[Node]] = {}
     for node in nodes:
@@ -210,7 +220,7 @@ def _execute_synchronous(nodes: Sequence[Node], *, on_done: OnDone, on_error: On
     for image_nodes in images.values():
         delayed: dict[str, Any] = {}
         for node in image_nodes:
-            args = [delayed[a.key] if isinstance(a, Ref) else a for a in node.args]
+            args = [arg(a, delayed) for a in node.args]
             delayed[node.key] = dask.delayed(node.func, pure=False, traverse=False)(
                 *args, dask_key_name=node.key)
         try:

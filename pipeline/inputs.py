@@ -108,6 +108,11 @@ def _expand_path(path: Path, spec: str) -> list[InputItem]:
                         InputNotFoundError(f"{path}: no such file or folder"))]
     if path.is_dir() and not _is_single_image_folder(path):
         return _scan_folder(path, spec)
+    if not path.is_dir() and not path.is_file():  # a FIFO or device: reading it may block
+        from io_adapters.errors import InputNotFoundError
+
+        return [_failed(path.absolute(), spec, InputNotFoundError(
+            f"{path}: not a regular file (a pipe, socket or device)"))]
     return [InputItem(path.resolve(), spec)]
 
 

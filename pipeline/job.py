@@ -164,19 +164,35 @@ def plan_step(meta: Metadata, job: ImageJob, rel_scale: float) -> StepPlan:
 def train_stage(job: ImageJob, reader: Reader, plan: StepPlan, *, step: int = 0,
                 init_state: dict[str, torch.Tensor] | None = None,
                 stats: SampleStats | None = None,
-                on_event: Callable[[TrainEvent], None] | None = None) -> TrainResult:
-    """Train the network for one step from windowed reads of ``reader``."""
+                on_event: Callable[[TrainEvent], None] | None = None,
+                warm_state: dict[str, torch.Tensor] | None = None) -> TrainResult:
+    """Train the network for one step from windowed reads of ``reader``.
+
+    ``warm_state`` (step 0 only): weights of a previous image of the batch; used, with
+    the shorter ``train.warm_*`` schedule, when their shapes fit this image's network.
+    """
     cfg = job.config
     stats = stats or sample_stats(reader, plan.bands, cfg.norm)
     source = ReaderCropSource(reader, plan.bands, stats, seed=cfg.seed + step)
     reinit = init_state is None or cfg.reinit_each_step
     model = build_model(len(plan.bands), cfg.net, seed=cfg.seed + (step if reinit else 0),
                         device=job.device, state=None if reinit else init_state)
+    warm = step == 0 and warm_state is not None and _fits(model, warm_state)
+    if warm:
+        model.load_state_dict(warm_state)
     lo, hi = (torch.from_numpy(v) for v in stats.normalizer.clip_range)
-    hist = train(model, source, scale=plan.scale, cfg=cfg.train, kernel=plan.kernel,
-                 clip_range=(lo, hi), seed=cfg.seed + step, on_event=on_event)
+    hist = train(model, source, scale=plan.scale, cfg=cfg.train.warm() if warm else cfg.train,
+                 kernel=plan.kernel, clip_range=(lo, hi), seed=cfg.seed + step,
+                 on_event=on_event)
+    hist.warm_started = warm
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return TrainResult(state, hist, stats)
+
+
+def _fits(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    """True when ``state`` has exactly the model's parameter names and shapes."""
+    own = model.state_dict()
+    return own.keys() == state.keys() and all(own[k].shape == state[k].shape for k in own)
 
 
 def _hr_masks(valid: np.ndarray, scale: float, shape: tuple[int, int]) -> np.ndarray:
@@ -193,6 +209,9 @@ def infer_tile(model: torch.nn.Module, source: ReaderCropSource, plan: StepPlan,
     """The HR core of one tile: ``(array (bands, h, w), valid (bands, h, w))``.
 
     ``working=True`` keeps working units (float32) for an intermediate gradual step.
+    Float inputs: NaN and +-inf pixels are invalid, like nodata (left out of training
+    and statistics, filled for inference); where the upsampled mask says invalid the
+    output is nodata, or NaN when the file declares none.
     """
     meta = source.reader.meta
     window = tile.read_window
@@ -210,7 +229,8 @@ def infer_tile(model: torch.nn.Module, source: ReaderCropSource, plan: StepPlan,
     hr_valid = _hr_masks(masks, plan.scale, tuple(tile.hr_read.shape))[:, rs, cs]
     if working:
         hr_valid = hr_valid[plan.bands]
-    if meta.dtype.kind == "f" and meta.nodata is None and out.shape == hr_valid.shape:
+    if meta.dtype.kind == "f" and out.dtype.kind == "f" and meta.nodata is None \
+            and out.shape == hr_valid.shape:
         out = np.where(hr_valid, out, np.float32(np.nan)).astype(out.dtype)  # NaN marks them
     alpha = meta.extra.get("alpha_band")
     if alpha is not None and not working:

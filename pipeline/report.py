@@ -117,6 +117,8 @@ def _image_section(e: dict[str, Any], root: Path) -> str:
                                                      ("train", "infer", "write"))),
             ("iterations", _fmt(e.get("history", {}).get("iterations"), "d")),
             ("stop reason", esc(str(e.get("history", {}).get("stop_reason", "")))),
+            ("warm-started", "yes (from the previous compatible image)"
+             if e.get("history", {}).get("warm_started") else "no"),
             ("tiles total / skipped / inferred", " / ".join(
                 _fmt(tiles.get(k), "d") for k in ("total", "skipped", "inferred"))),
             ("LR-consistency", _fmt(e.get("lr_consistency_db"), ".2f", " dB")),

@@ -293,9 +293,17 @@ def _run_graph(states: list[ImageState], rd: RunDir, settings: RunSettings,
     active = [s for s in states if s.error is None and not s.skipped]
     by_key = {s.key: s for s in active}
     nodes = []
+    last_by_bands: dict[int, str] = {}  # warm start: previous image with as many bands
     for state in active:
         size = _batch_size(settings, sched, state.pending_units())
-        nodes += build_nodes(state, batch_size=size, gpu=settings.device.startswith("cuda"))
+        bands = len(state.spec.plans[0].bands)
+        warm_from = (last_by_bands.get(bands) if state.spec.job.config.warm_start
+                     else None)
+        image_nodes = build_nodes(state, batch_size=size,
+                                  gpu=settings.device.startswith("cuda"), warm_from=warm_from)
+        nodes += image_nodes
+        last_by_bands[bands] = next(n.key for n in image_nodes
+                                    if n.kind == "train" and n.step == 0)
         rd.record(state.key, "queued", input=str(state.item.path), output=str(
             state.spec.job.output), scale=settings.scale, run=state.run_id)
     observer.start(names={s.key: s.name for s in states}, total=len(states),

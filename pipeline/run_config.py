@@ -111,4 +111,6 @@ def resolved_from_args(args: argparse.Namespace) -> ResolvedConfig:
     overrides = list(args.set)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
+    if getattr(args, "warm_start", False):
+        overrides.append("warm_start=true")
     return resolve_run_config(preset=args.preset, config_file=args.config, overrides=overrides)

@@ -40,7 +40,7 @@ def history_summary(hist: TrainingHistory) -> dict[str, Any]:
             "loss_iters": list(range(0, n, stride)), "losses": hist.losses[::stride],
             "test_iters": hist.test_iters, "reconstruction_errors": hist.reconstruction_errors,
             "learning_rates": hist.learning_rates, "lr_change_iters": hist.lr_change_iters,
-            "steps": hist.steps, "seconds": hist.seconds}
+            "steps": hist.steps, "seconds": hist.seconds, "warm_started": hist.warm_started}
 
 
 @dataclass
@@ -183,8 +183,13 @@ class ImageState:
         return e
 
 
-def build_nodes(state: ImageState, *, batch_size: int, gpu: bool) -> list[Node]:
-    """train -> infer batches for every step, then finalize; finished tiles left out."""
+def build_nodes(state: ImageState, *, batch_size: int, gpu: bool,
+                warm_from: str | None = None) -> list[Node]:
+    """train -> infer batches for every step, then finalize; finished tiles left out.
+
+    ``warm_from``: key of the step-0 train node whose weights start this image's
+    training (config ``warm_start``); a failure there also fails this image.
+    """
     spec, run = state.spec, state.run_id
     nodes: list[Node] = []
     train_keys: list[str] = []
@@ -195,7 +200,8 @@ def build_nodes(state: ImageState, *, batch_size: int, gpu: bool) -> list[Node]:
         state.tiles_skipped += len(state.done_before[step])
         tkey = f"zssr-train-{spec.key}-s{step}-{run}"
         prev = Ref(train_keys[-1]) if train_keys else None
-        nodes.append(Node(tkey, train_task, (spec, step, prev, *map(Ref, prev_infers)),
+        warm = Ref(warm_from) if warm_from is not None and step == 0 else None
+        nodes.append(Node(tkey, train_task, (spec, step, prev, warm, *map(Ref, prev_infers)),
                           spec.key, "train", step, gpu=gpu))
         train_keys.append(tkey)
         todo = [u for u in units if u not in state.done_before[step]]

@@ -133,9 +133,13 @@ def open_step_reader(spec: ImageSpec, step: int) -> Reader:
     return ZarrReader(spec.paths.store(spec.key, step - 1))
 
 
-def train_task(spec: ImageSpec, step: int, prev: TrainOutcome | None, *after: Any
-               ) -> TrainOutcome:
-    """Train step ``step`` (or load its saved weights); ``after``: ordering only."""
+def train_task(spec: ImageSpec, step: int, prev: TrainOutcome | None,
+               warm: TrainOutcome | None, *after: Any) -> TrainOutcome:
+    """Train step ``step`` (or load its saved weights); ``after``: ordering only.
+
+    ``warm``: the first-step outcome of the previous compatible image of the batch
+    (config ``warm_start``); its weights start this image's training.
+    """
     _apply_threads(spec)
     wpath = spec.paths.weights(spec.key, step)
     if wpath.exists():
@@ -164,7 +168,8 @@ def train_task(spec: ImageSpec, step: int, prev: TrainOutcome | None, *after: An
     try:
         result = train_stage(spec.job, reader, plan, step=step,
                              init_state=None if prev is None else prev.result.state,
-                             stats=stats, on_event=on_event)
+                             stats=stats, on_event=on_event,
+                             warm_state=None if warm is None else warm.result.state)
     finally:
         reader.close()
     seconds = time.perf_counter() - t0

@@ -331,3 +331,28 @@ def test_preset_chain_matches_upscale(tmp_path: Path):
                  "--preset", "ct", "-q", *TINY]) == 0
     np.testing.assert_array_equal(pixels(tmp_path / "run" / "outputs" / "CT_small_x2.dcm"),
                                   pixels(tmp_path / "single.dcm"))
+
+
+def test_warm_start_chains_compatible_images(tmp_path):
+    """Opt-in warm start: the second PNG starts from the first's weights, fewer iterations."""
+    import json as _json
+
+    from pipeline.cli import main as cli
+
+    a = tmp_path / "a.png"
+    b = tmp_path / "b.png"
+    src = Path(__file__).parent / "data/io/plain/butterfly_48x64.png"
+    a.write_bytes(src.read_bytes())
+    b.write_bytes(src.read_bytes())
+    out = tmp_path / "run"
+    code = cli(["run", str(a), str(b), "--out", str(out), "--scale", "2", "-q",
+                "--scheduler", "synchronous", "--tile", "32",
+                "--warm-start", "--set", "train.max_iters=12",
+                "--set", "train.warm_max_iters=4", "--set", "net.depth=3",
+                "--set", "net.width=8", "--set", "infer.back_projection_iters=1"])
+    assert code == 0
+    report = _json.loads((out / "report.json").read_text())
+    hist = {Path(e["input"]).name: e["history"] for e in report["images"]}
+    assert hist["a.png"]["iterations"] == 12 and not hist["a.png"]["warm_started"]
+    assert hist["b.png"]["iterations"] == 4 and hist["b.png"]["warm_started"]
+    assert "warm-started" in (out / "report.html").read_text()

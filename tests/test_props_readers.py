@@ -25,6 +25,9 @@ from rasterio.windows import Window
 from io_adapters.detect import open_reader
 from io_adapters.errors import IOAdapterError
 
+# damaged inputs make pydicom warn (non-conformant RLE padding ...): expected here
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
 DATA = Path(__file__).resolve().parent / "data"
 SOURCES = {
     "png_gray": DATA / "io" / "plain" / "bridge_40x48.png",

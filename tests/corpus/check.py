@@ -121,3 +121,52 @@ def run_case(case: Case, *, subprocess: bool = False, timeout: float = 60.0,
     lost = tuple(sorted(k for k, v in existing.items() if v != "dir" and now.get(k) != v))
     lines = [line for line in err.splitlines() if line.strip()]
     return Outcome(case, code, lines, seconds, changed, leftovers, missing, lost)
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """``zssr run`` over good images plus every bad input of the corpus."""
+
+    code: int
+    good: tuple[Path, ...]
+    bad: tuple[Path, ...]
+    outputs: tuple[str, ...]  # entries of RUN/outputs after the run
+    failed: dict[str, str]  # bad input -> error class recorded in the manifest
+    changed_inputs: tuple[str, ...]
+    seconds: float
+
+    @property
+    def good_completed(self) -> int:
+        return sum(any(o.startswith(p.stem + "_") for o in self.outputs) for p in self.good)
+
+
+def run_batch(cases: list[Case], workdir: Path, *, tiny: tuple[str, ...]) -> BatchOutcome:
+    """Run the bad inputs of ``cases`` inside one batch with two good PNGs (synchronous)."""
+    import json
+
+    from pipeline.cli import main
+
+    plain = REPO / "tests" / "data" / "io" / "plain"
+    good = []
+    for i, name in enumerate(("bridge_40x48.png", "butterfly_48x64.png")):
+        dst = workdir / "good" / f"good{i}.png"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes((plain / name).read_bytes())
+        good.append(dst)
+    bad = [c.bad_input for c in cases if c.bad_input is not None and c.expect != "ok"]
+    before = {p: tree_digest(p) for p in [*good, *bad]}
+    run_dir = workdir / "run"
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["run", *map(str, good), *map(str, bad), "--out", str(run_dir),
+                     "--scale", "2", "--scheduler", "synchronous", *tiny, "-q"])
+    seconds = time.perf_counter() - t0
+    failed = {}
+    for line in (run_dir / "manifest.jsonl").read_text().splitlines():
+        rec = json.loads(line) if line.strip() else {}
+        if rec.get("state") == "failed":
+            failed[rec.get("input", rec.get("key"))] = rec.get("error_class", "?")
+    outputs = tuple(sorted(p.name for p in (run_dir / "outputs").iterdir())) \
+        if (run_dir / "outputs").is_dir() else ()
+    changed = tuple(str(p) for p in before if tree_digest(p) != before[p])
+    return BatchOutcome(code, tuple(good), tuple(bad), outputs, failed, changed, seconds)

@@ -23,8 +23,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
-from check import Outcome, run_case  # noqa: E402
-from make_corpus import build_corpus  # noqa: E402
+from check import BatchOutcome, Outcome, run_batch, run_case  # noqa: E402
+from make_corpus import TINY, build_corpus  # noqa: E402
 
 from pipeline.errors import EXIT  # noqa: E402
 
@@ -56,6 +56,14 @@ def summarize(outcomes: list[Outcome]) -> dict:
     }
 
 
+def summarize_batch(b: BatchOutcome) -> dict:
+    return {"exit_code": b.code, "good_completed": f"{b.good_completed}/{len(b.good)}",
+            "bad_recorded_failed": f"{sum(any(str(p) in k for k in b.failed) for p in b.bad)}"
+                                   f"/{len(b.bad)}",
+            "partial_outputs_left": len([o for o in b.outputs if not o.startswith("good")]),
+            "inputs_changed": len(b.changed_inputs), "seconds": round(b.seconds, 1)}
+
+
 def markdown(s: dict) -> str:
     classes = ", ".join(f"{k}: {v}" for k, v in s["by_exit_code"].items())
     rows = [
@@ -68,6 +76,12 @@ def markdown(s: dict) -> str:
         ("Inputs changed (sha256 before/after)", s["inputs_changed"]),
         ("Slowest case / all cases (s)", f"{s['slowest_s']} / {s['total_s']}"),
     ]
+    if "batch" in s:
+        b = s["batch"]
+        rows.append(("Same bad inputs in one `zssr run` with 2 good images",
+                     f"exit {b['exit_code']}; good completed {b['good_completed']}; bad "
+                     f"recorded as failed {b['bad_recorded_failed']}; partial outputs "
+                     f"{b['partial_outputs_left']}; inputs changed {b['inputs_changed']}"))
     lines = ["| Reliability check | Result |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rows]
     return "\n".join(lines)
@@ -79,12 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
     parser.add_argument("--keep", type=Path, default=None, help="build the corpus here (empty)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-batch", action="store_true", help="skip the `zssr run` batch")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="zssr-corpus-") as tmp:
         root = args.keep or Path(tmp) / "cases"
         t0 = time.perf_counter()
-        outcomes = [run_case(case, timeout=60.0) for case in build_corpus(root, seed=args.seed)]
+        cases = build_corpus(root, seed=args.seed)
+        outcomes = [run_case(case, timeout=60.0) for case in cases]
         summary = summarize(outcomes)
+        if not args.no_batch:
+            summary["batch"] = summarize_batch(run_batch(cases, Path(tmp) / "batch", tiny=TINY))
         summary["wall_s"] = round(time.perf_counter() - t0, 1)
     print(markdown(summary))
     if summary["unexpected"]:

@@ -48,8 +48,9 @@ def dicom_pairs(path: Path):
 
 
 def run(name, pairs, cfg, value_range, scorer) -> list[dict]:
-    rows, prev = [], None
+    rows, prev_by_bands = [], {}
     for key, lr, hr in pairs:
+        prev = prev_by_bands.get(lr.shape[0])  # warm only from an image with as many bands
         state: dict = {}
         sr, cold = super_resolve(lr, scale=2, config=cfg, value_range=value_range,
                                  state_out=state)
@@ -66,7 +67,7 @@ def run(name, pairs, cfg, value_range, scorer) -> list[dict]:
                   f"warm {row['warm_psnr']:7.3f} dB {row['warm_iters']:5d} it | "
                   f"delta {row['delta_db']:+.3f} dB, iterations x{row['iter_ratio']:.2f}",
                   flush=True)
-        prev = state
+        prev_by_bands[lr.shape[0]] = state
         rows.append(row)
     return rows
 

@@ -65,6 +65,10 @@ def build_model(channels: int, cfg: NetConfig, *, seed: int, device: torch.devic
     finally:
         torch.random.set_rng_state(gen_state)
     if state is not None:
+        own = net.state_dict()
+        if own.keys() != state.keys() or any(own[k].shape != state[k].shape for k in own):
+            raise ValueError(f"weights do not fit a {channels}-channel network of depth "
+                             f"{cfg.depth} and width {cfg.width}")
         net.load_state_dict(state)
     return net.to(device=device, memory_format=torch.channels_last)
 

@@ -32,7 +32,7 @@ from zssr.api import merge_history
 from zssr.config import ZSSRConfig
 from zssr.inference import predict
 from zssr.kernels import prepare_kernel
-from zssr.model import build_model
+from zssr.model import build_model, state_fits
 from zssr.normalize import Normalizer
 from zssr.resize import imresize
 from zssr.train import TrainEvent, TrainingHistory, train
@@ -177,7 +177,7 @@ def train_stage(job: ImageJob, reader: Reader, plan: StepPlan, *, step: int = 0,
     reinit = init_state is None or cfg.reinit_each_step
     model = build_model(len(plan.bands), cfg.net, seed=cfg.seed + (step if reinit else 0),
                         device=job.device, state=None if reinit else init_state)
-    warm = step == 0 and warm_state is not None and _fits(model, warm_state)
+    warm = step == 0 and warm_state is not None and state_fits(model, warm_state)
     if warm:
         model.load_state_dict(warm_state)
     lo, hi = (torch.from_numpy(v) for v in stats.normalizer.clip_range)
@@ -187,12 +187,6 @@ def train_stage(job: ImageJob, reader: Reader, plan: StepPlan, *, step: int = 0,
     hist.warm_started = warm
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return TrainResult(state, hist, stats)
-
-
-def _fits(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
-    """True when ``state`` has exactly the model's parameter names and shapes."""
-    own = model.state_dict()
-    return own.keys() == state.keys() and all(own[k].shape == state[k].shape for k in own)
 
 
 def _hr_masks(valid: np.ndarray, scale: float, shape: tuple[int, int]) -> np.ndarray:

@@ -22,7 +22,7 @@ from torch import nn
 
 from .config import NetConfig
 
-__all__ = ["ZSSRNet", "build_model", "count_flops"]
+__all__ = ["ZSSRNet", "build_model", "count_flops", "state_fits"]
 
 
 class ZSSRNet(nn.Module):
@@ -65,12 +65,17 @@ def build_model(channels: int, cfg: NetConfig, *, seed: int, device: torch.devic
     finally:
         torch.random.set_rng_state(gen_state)
     if state is not None:
-        own = net.state_dict()
-        if own.keys() != state.keys() or any(own[k].shape != state[k].shape for k in own):
+        if not state_fits(net, state):
             raise ValueError(f"weights do not fit a {channels}-channel network of depth "
                              f"{cfg.depth} and width {cfg.width}")
         net.load_state_dict(state)
     return net.to(device=device, memory_format=torch.channels_last)
+
+
+def state_fits(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    """True when ``state`` has exactly the network's parameter names and shapes."""
+    own = net.state_dict()
+    return own.keys() == state.keys() and all(own[k].shape == state[k].shape for k in own)
 
 
 def count_flops(channels: int, cfg: NetConfig, pixels: int) -> int:

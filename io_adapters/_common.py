@@ -10,8 +10,10 @@ the first and third band), like the array axis they index.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
@@ -214,6 +216,53 @@ def check_region(array: np.ndarray, window: Window, *, meta: Metadata,
 def temp_sibling(final: Path, tag: str) -> Path:
     """A hidden, unique temporary name in the same folder (same filesystem for os.replace)."""
     return final.parent / f".{final.name}.{tag}-{uuid.uuid4().hex[:8]}"
+
+
+def stale_temps(final: Path) -> list[Path]:
+    """The temporaries (:func:`temp_sibling`) an interrupted writer of ``final`` left behind.
+
+    Only safe to delete when no other writer of ``final`` can be running (``zssr run``
+    holds the run directory's lock).
+    """
+    pattern = re.compile(re.escape(f".{final.name}.") + r"[a-z]+-[0-9a-f]{8}(\.aux\.xml)?")
+    prefix = f".{final.name}."
+    try:
+        names = [p for p in final.parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return []
+    return sorted(p for p in names if pattern.fullmatch(p.name))
+
+
+DISK_FULL_BYTES = 1 << 20  # a write failure with less free space than this: a full disk
+
+
+def write_failure(path: Path, doing: str, exc: BaseException) -> WriteError:
+    """``WriteError("<path>: cannot <doing>: <reason>")`` with the first line of ``exc``.
+
+    GDAL and libpng report a full disk as a bare I/O error; it is named as such when
+    an ``ENOSPC``/``EDQUOT`` is in the exception chain or the output's file system is
+    (nearly) full.  Call it before deleting the temporaries (they hold the space).
+    """
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    if _disk_full(path.parent, exc):
+        return WriteError(f"{path}: cannot {doing}: no space left on device ({reason}); "
+                          "free some space and run the command again")
+    return WriteError(f"{path}: cannot {doing}: {reason}")
+
+
+def _disk_full(folder: Path, exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(8):  # the exception chain
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < DISK_FULL_BYTES
 
 
 def remove_path(path: Path) -> None:

@@ -54,6 +54,7 @@ from ._common import (
     remove_path,
     replace_into,
     temp_sibling,
+    write_failure,
 )
 from .base import AtomicWriterMixin, Metadata, check_output_path
 from .errors import InvalidDataError, WriteError
@@ -109,8 +110,9 @@ class CogWriter(AtomicWriterMixin):
                 self._dst = rasterio.open(self._tmp, "w", **self._profile())
                 self._write_band_metadata(self._dst)
         except (OSError, RasterioError, CPLE_BaseError) as exc:
+            error = write_failure(self.path, "create the temporary GeoTIFF", exc)
             self.abort()
-            raise WriteError(f"{self.path}: cannot create the temporary GeoTIFF: {exc}") from exc
+            raise error from exc
 
     def _env(self) -> rasterio.Env:
         return rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_PAM_ENABLED=False)
@@ -177,7 +179,7 @@ class CogWriter(AtomicWriterMixin):
                     if self._internal_mask:
                         self._dst.write_mask(self._valid(mask, window), window=window)
             except (RasterioError, CPLE_BaseError) as exc:
-                raise WriteError(f"{self.path}: cannot write window {window}: {exc}") from exc
+                raise write_failure(self.path, f"write window {window}", exc) from exc
 
     @staticmethod
     def _valid(mask: np.ndarray | None, window: Window) -> np.ndarray:
@@ -198,8 +200,9 @@ class CogWriter(AtomicWriterMixin):
                     self._dst = None
                     result = self._translate_cog() if self._cog else self._tmp
             except (OSError, RasterioError, CPLE_BaseError) as exc:
+                error = write_failure(self.path, "finish the GeoTIFF", exc)
                 self._cleanup()
-                raise WriteError(f"{self.path}: cannot finish the GeoTIFF: {exc}") from exc
+                raise error from exc
             replace_into(result, self.path)
             self._cleanup()
         log.debug("wrote %s", self.path)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._common import Scale
+from ._common import Scale, stale_temps
 from .base import Metadata, Reader, Writer
 from .errors import (
     CorruptFileError,
@@ -38,7 +38,7 @@ from .errors import (
 __all__ = [
     "ReaderFormat", "WriterFormat", "READERS", "WRITERS", "SCALERS", "open_reader",
     "open_writer", "scale_metadata", "register_reader", "register_writer",
-    "load_dicom_plugin", "supported_formats", "sniff",
+    "load_dicom_plugin", "supported_formats", "sniff", "stale_temps",
 ]
 
 log = logging.getLogger(__name__)

@@ -44,6 +44,7 @@ from ._common import (
     replace_into,
     scaled_size,
     temp_sibling,
+    write_failure,
 )
 from ._dicom_derive import derive_dataset
 from ._dicom_frames import DicomFrame, scaled_frame, stored_range
@@ -181,10 +182,10 @@ class DicomWriter(AtomicWriterMixin):
                 pydicom.dcmwrite(temp, outputs[0][1], enforce_file_format=True)
             replace_into(temp, self.path)
         except Exception as exc:
+            error = write_failure(self.path, "write derived DICOM", exc)
             remove_path(temp)
             self.abort()
-            raise WriteError(f"{self.path}: cannot write derived DICOM: "
-                             f"{' '.join(str(exc).split())[:300]}") from exc
+            raise error from exc
         self._state = "committed"
         self._pixels.clear()
         self._written.clear()

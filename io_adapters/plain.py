@@ -49,6 +49,7 @@ from ._common import (
     scale_common,
     select_bands,
     temp_sibling,
+    write_failure,
 )
 from .base import AtomicWriterMixin, Metadata, check_output_path
 from .errors import (
@@ -296,8 +297,9 @@ class PngWriter(AtomicWriterMixin):
                                    ZLEVEL=self._zlevel) as dst:
                     dst.write(self._canvas)
         except (OSError, RasterioError, CPLE_BaseError) as exc:
+            error = write_failure(self.path, "write the PNG", exc)
             self.abort()
-            raise WriteError(f"{self.path}: cannot write the PNG: {exc}") from exc
+            raise error from exc
         replace_into(self._tmp, self.path)
         self._canvas, self._tmp = None, None
         log.debug("wrote %s", self.path)

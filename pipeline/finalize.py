@@ -70,6 +70,7 @@ def copy_store(spec: ImageSpec, store: ZarrReader, out_meta: Metadata, *,
     mask_path = spec.paths.mask_store(spec.key, spec.last)
     masks = ZarrReader(mask_path) if mask_path.exists() else None
     with_mask = masks is not None or needs_mask(out_meta)
+    spec.paths.claim_output(spec.key, output)  # this key owns what is committed next
     with open_output(job, out_meta, chain=chain, **options) as writer:
         for frame in range(spec.frames):
             for tile in plan.grid:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from io_adapters.base import Metadata
-from io_adapters.detect import scale_metadata
+from io_adapters.detect import scale_metadata, stale_temps
 from io_adapters.errors import WriteError
 from io_adapters.zarr_store import ZarrWriter
 from zssr.config import ConfigError, ZSSRConfig, config_to_dict
@@ -200,6 +200,12 @@ def _resume(state: ImageState, rd: RunDir, settings: RunSettings,
         raise WriteError(f"{output}: output exists and was not written by this configuration "
                          "of this input; pass --overwrite to replace it, or use another --out")
     state.spec = replace(spec, replace_output=replace_output)
+    for temp in stale_temps(output):  # a writer killed in an earlier run (we hold the lock)
+        log.info("%s: removing a temporary left by an interrupted run", temp)
+        if temp.is_dir():
+            shutil.rmtree(temp, ignore_errors=True)
+        else:
+            temp.unlink(missing_ok=True)
     _ensure_stores(state, rd)
     state.trained_before = [rd.weights(spec.key, s).exists() for s in range(len(spec.plans))]
     state.done_before = [rd.done_tiles(spec.key, s) for s in range(len(spec.plans))]

@@ -12,6 +12,7 @@ Layout::
     DIR/entries/<key>.json      the image's report entry
     DIR/report_assets/          crops and curves (PNG)
     DIR/outputs/                final images
+    DIR/claims/<hash>.json      the key that last began committing each output
     DIR/report.json, report.html
 
 An image *key* is ``<name>-<hash>``: the hash covers the input's identity
@@ -19,6 +20,10 @@ An image *key* is ``<name>-<hash>``: the hash covers the input's identity
 resolved config, the scale and the tiling, so a changed config or scale
 never mixes with earlier results.  A tile marker is written (atomically)
 only after the tile's Zarr region is, so a marker always means "on disk".
+An output's *owner* (the key whose result it holds, which may replace it) is
+the key of its claim, written just before the output is committed, else of its
+latest "finalized" record: a run killed between the commit and that record
+still owns its output.
 :class:`RunPaths` is the picklable part the tasks use on workers (the run
 directory must be on a file system the workers share); :class:`RunDir`
 (lock, manifest) belongs to the driver.
@@ -93,6 +98,14 @@ class RunPaths:
 
     def entry(self, key: str) -> Path:
         return self.root / "entries" / f"{key}.json"
+
+    def claim(self, output: Path) -> Path:
+        digest = hashlib.sha256(str(output).encode()).hexdigest()[:16]
+        return self.root / "claims" / f"{digest}.json"
+
+    def claim_output(self, key: str, output: Path) -> None:
+        """Record that ``key`` is about to commit ``output`` (call just before it)."""
+        atomic_write_text(self.claim(output), json.dumps({"output": str(output), "key": key}))
 
     @property
     def assets(self) -> Path:
@@ -288,9 +301,17 @@ class RunDir(RunPaths):
         return {rec["key"]: rec for rec in self.manifest()}
 
     def output_owners(self) -> dict[str, str]:
-        """``{output path: key}`` of the latest finalized record writing each output."""
-        return {rec["output"]: rec["key"] for rec in self.manifest()
-                if rec.get("state") == "finalized" and "output" in rec}
+        """``{output path: key}``: the key that last claimed each output, else the key of
+        its latest finalized record."""
+        owners = {rec["output"]: rec["key"] for rec in self.manifest()
+                  if rec.get("state") == "finalized" and "output" in rec}
+        for path in sorted((self.root / "claims").glob("*.json")):
+            try:
+                claim = json.loads(path.read_text(encoding="utf-8"))
+                owners[str(claim["output"])] = str(claim["key"])
+            except (OSError, ValueError, KeyError, TypeError):
+                log.warning("%s: skipping a damaged output claim", path)
+        return owners
 
     def event(self, message: str, **fields: Any) -> None:
         """One structured line in ``log.jsonl`` (and an INFO log record)."""

@@ -15,86 +15,43 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _run_helpers import (
+    ENV,
+    ROOT,
+    dask_cluster,
+    markers,
+    pixels,
+    tiny,
+    wait_for_markers,
+    zssr_argv,
+)
 from conftest import DATA
 
-from io_adapters.detect import open_reader
 from pipeline.cli import main
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--set", "train.max_iters=5", "--set", "net.depth=3", "--set", "net.width=8",
-        "--set", "infer.back_projection_iters=1", "--tile", "32", "--torch-threads", "1"]
+TINY = tiny(5)
 PNG = DATA / "io" / "plain" / "butterfly_48x64.png"
 TIF = DATA / "io" / "geotiff" / "landsat_64x80.tif"
 DCM = DATA / "dicom" / "CT_small.dcm"
 BIG = DATA / "sr" / "bird_SRF_2_LR.png"  # 144 x 144: 25 tiles of 32
 OUTPUTS = {PNG: "butterfly_48x64_x2.png", TIF: "landsat_64x80_x2.tif", DCM: "CT_small_x2.dcm",
            BIG: "bird_SRF_2_LR_x2.png"}
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def dask_cluster(logdir: Path, workers: int = 2):
-    """``dask scheduler`` + ``workers`` x ``dask worker`` as subprocesses."""
-    from distributed import Client
-
-    dask = Path(sys.executable).with_name("dask")
-    address = f"tcp://127.0.0.1:{free_port()}"
-    log = open(logdir / "cluster.log", "w")  # noqa: SIM115 - closed below
-    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port",
-                               address.rsplit(":", 1)[1], "--no-dashboard"], env=ENV, cwd=ROOT,
-                              stdout=log, stderr=subprocess.STDOUT)]
-    try:
-        for i in range(workers):
-            procs.append(subprocess.Popen(
-                [dask, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
-                 "--name", f"w{i}", "--memory-limit", "0"], env=ENV, cwd=ROOT, stdout=log,
-                stderr=subprocess.STDOUT))
-        with Client(address, timeout="60s") as client:
-            client.wait_for_workers(workers, timeout=60)
-        yield address, procs[1:]
-    finally:
-        try:
-            with Client(address, timeout="10s") as client:
-                client.shutdown()  # scheduler and workers exit together
-        except OSError:
-            pass
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        log.close()
 
 
 def cli(*args: str | Path) -> list[str]:
-    return [sys.executable, "-m", "pipeline.cli", "run", *map(str, args), "-q", *TINY]
+    return zssr_argv(*args)
 
 
 def in_process(*args: str | Path) -> int:
     return main(["run", *map(str, args), "-q", *TINY])
-
-
-def pixels(path: Path) -> np.ndarray:
-    with open_reader(path) as r:
-        return np.stack([r.read(frame=f) for f in range(r.meta.frames)])
 
 
 def assert_same_outputs(a: Path, b: Path, inputs) -> None:
@@ -103,20 +60,6 @@ def assert_same_outputs(a: Path, b: Path, inputs) -> None:
         np.testing.assert_array_equal(pixels(a / name), pixels(b / name), err_msg=name)
         if not name.endswith(".dcm"):
             assert (a / name).read_bytes() == (b / name).read_bytes(), name
-
-
-def markers(run_dir: Path) -> list[Path]:
-    return list((run_dir / "tiles").glob("*/s0/*.done"))
-
-
-def wait_for_markers(run_dir: Path, n: int, proc: subprocess.Popen, timeout: float = 60) -> None:
-    end = time.monotonic() + timeout
-    while len(markers(run_dir)) < n:
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended (rc {proc.returncode}) before {n} tiles")
-        if time.monotonic() > end:
-            raise AssertionError(f"fewer than {n} tiles after {timeout} s")
-        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")

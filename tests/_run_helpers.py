@@ -1,0 +1,160 @@
+"""Helpers shared by the ``zssr run`` tests that start processes (cluster, kills, faults).
+
+A real Dask cluster (``dask scheduler`` + ``dask worker`` subprocesses on
+127.0.0.1), the ``zssr run`` command line as a subprocess (optionally with
+some functions slowed down, to hold a run inside one stage while a test
+kills it), and readers of what a run leaves in its directory (tile markers,
+manifest, report counts, output pixels).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from io_adapters.detect import open_reader
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+# Wraps each ``"module:Owner.attr"`` of ``DELAYS`` with a sleep before the call: a
+# test-side stand-in for a slow disk or a long stage, so that a kill lands inside that
+# stage on any machine.  Results are unchanged.  Prepended to the CLI (``python -c``)
+# or written as a ``dask worker --preload`` file.
+_SLOWDOWN = """\
+import functools, importlib, sys, time
+def _slow(target, seconds):
+    module, _, attrs = target.partition(":")
+    *path, name = attrs.split(".")
+    owner = importlib.import_module(module)
+    for part in path:
+        owner = getattr(owner, part)
+    real = getattr(owner, name)
+    @functools.wraps(real)
+    def wrapper(*args, **kwargs):
+        time.sleep(seconds)
+        return real(*args, **kwargs)
+    setattr(owner, name, wrapper)
+for _target, _seconds in DELAYS.items():
+    _slow(_target, _seconds)
+"""
+
+
+def slowdown_code(delays: dict[str, float]) -> str:
+    """Python source that slows down the callables named in ``delays`` (see ``_SLOWDOWN``)."""
+    return f"DELAYS = {delays!r}\n" + _SLOWDOWN
+
+
+def tiny(iters: int = 5, *, torch_threads: bool = True) -> list[str]:
+    """A tiny network and ``iters`` training iterations (one torch thread for ``zssr run``)."""
+    flags = ["--set", f"train.max_iters={iters}", "--set", "net.depth=3", "--set",
+             "net.width=8", "--set", "infer.back_projection_iters=1", "--tile", "32"]
+    return [*flags, "--torch-threads", "1"] if torch_threads else flags
+
+
+def zssr_argv(*args: str | Path, iters: int = 5, slow: dict[str, float] | None = None
+              ) -> list[str]:
+    """``zssr run ARGS -q <tiny>`` as a subprocess command line, ``slow``-ed down if given."""
+    cli = ["run", *map(str, args), "-q", *tiny(iters)]
+    if slow:
+        code = slowdown_code(slow) + "from pipeline.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+        return [sys.executable, "-c", code, *cli]
+    return [sys.executable, "-m", "pipeline.cli", *cli]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def dask_cluster(logdir: Path, workers: int = 2, *, slow: dict[str, float] | None = None
+                 ) -> Iterator[tuple[str, list[subprocess.Popen]]]:
+    """``dask scheduler`` + ``workers`` x ``dask worker`` (no nanny) as subprocesses;
+    ``slow``: callables the workers slow down (a ``--preload`` file, see ``_SLOWDOWN``)."""
+    from distributed import Client
+
+    dask = Path(sys.executable).with_name("dask")
+    preload: list[str | Path] = []
+    if slow:
+        preload = ["--preload", logdir / "slowdown.py"]
+        (logdir / "slowdown.py").write_text(slowdown_code(slow))
+    address = f"tcp://127.0.0.1:{free_port()}"
+    log = open(logdir / "cluster.log", "w")  # noqa: SIM115 - closed below
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port",
+                               address.rsplit(":", 1)[1], "--no-dashboard"], env=ENV, cwd=ROOT,
+                              stdout=log, stderr=subprocess.STDOUT)]
+    try:
+        for i in range(workers):
+            procs.append(subprocess.Popen(
+                [dask, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                 "--name", f"w{i}", "--memory-limit", "0", *preload], env=ENV, cwd=ROOT, stdout=log,
+                stderr=subprocess.STDOUT))
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(workers, timeout=60)
+        yield address, procs[1:]
+    finally:
+        try:
+            with Client(address, timeout="10s") as client:
+                client.shutdown()  # scheduler and workers exit together
+        except OSError:
+            pass
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        log.close()
+
+
+def pixels(path: Path) -> np.ndarray:
+    with open_reader(path) as r:
+        return np.stack([r.read(frame=f) for f in range(r.meta.frames)])
+
+
+def markers(run_dir: Path, key: str = "*") -> list[Path]:
+    """The tile markers of the first step (of one image key, or all)."""
+    return list((run_dir / "tiles").glob(f"{key}/s0/*.done"))
+
+
+def wait_for_markers(run_dir: Path, n: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    wait_until(lambda: len(markers(run_dir)) >= n, proc, f"{n} tiles", timeout=timeout)
+
+
+def wait_until(condition, proc: subprocess.Popen, what: str, *, timeout: float = 60,
+               poll: float = 0.005) -> None:
+    """Poll ``condition()`` until true; fail if ``proc`` ends first or after ``timeout``."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended (rc {proc.returncode}) before {what}")
+        if time.monotonic() > end:
+            raise AssertionError(f"no {what} after {timeout} s")
+        time.sleep(poll)
+
+
+def manifest(run_dir: Path) -> list[dict]:
+    path = run_dir / "manifest.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text().splitlines() if x.endswith("}")]
+
+
+def states(run_dir: Path, name: str) -> list[str]:
+    """The manifest states of the image whose key starts with ``name``, oldest first."""
+    return [r["state"] for r in manifest(run_dir) if r["key"].startswith(f"{name}-")]
+
+
+def counts(run_dir: Path) -> dict[str, int]:
+    return json.loads((run_dir / "report.json").read_text())["summary"]["counts"]

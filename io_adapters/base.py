@@ -30,7 +30,11 @@ from rasterio.windows import Window
 
 from .errors import WriteError
 
-__all__ = ["Window", "GeoInfo", "MedicalInfo", "Metadata", "Reader", "Writer", "full_window"]
+# GDAL's block cache defaults to 5 % of RAM and fills as a scene streams through it,
+# so peak memory would grow with the scene; the pipeline caps it (MB) for the run.
+GDAL_CACHE_MB = 256
+
+__all__ = ["GDAL_CACHE_MB", "Window", "GeoInfo", "MedicalInfo", "Metadata", "Reader", "Writer", "full_window"]
 
 
 @dataclass(frozen=True)

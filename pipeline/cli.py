@@ -72,10 +72,13 @@ class _QuietLibraries(logging.Filter):
 
 def _gdal_to_logging():
     """For the whole command, GDAL's messages go to logging (``rasterio._env``; shown
-    with ``-v``) instead of raw ``Warning 1:`` lines on stderr."""
+    with ``-v``) instead of raw ``Warning 1:`` lines on stderr, and GDAL's block cache is
+    capped so memory stays flat in the scene size."""
     import rasterio
 
-    return rasterio.Env()
+    from io_adapters.base import GDAL_CACHE_MB
+
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,11 @@ class TorchThreads(WorkerPlugin):
 
     def setup(self, worker: Any) -> None:
         import torch
+        from rasterio.env import set_gdal_config
 
+        from io_adapters.base import GDAL_CACHE_MB
+
+        set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_MB)  # our worker process: flat memory
         if self.threads:
             torch.set_num_threads(self.threads)
         if self.gpu and torch.cuda.is_available() and torch.cuda.device_count() > 1:

@@ -131,6 +131,26 @@ class Writer(Protocol):
     def abort(self) -> None: ...
 
 
+class PathReaderMixin:
+    """``with`` support and pickling for readers built as ``Cls(path, bands=...)``.
+
+    A pickled reader (sent to a Dask worker) carries only its path and band selection
+    and reopens the file on arrival; subclasses keep the selection in ``_requested``.
+    """
+
+    def __enter__(self):  # noqa: D105
+        return self
+
+    def __exit__(self, *exc: object) -> None:  # noqa: D105
+        self.close()  # type: ignore[attr-defined]
+
+    def __getstate__(self) -> dict:  # noqa: D105
+        return {"path": self.path, "bands": self._requested}  # type: ignore[attr-defined]
+
+    def __setstate__(self, state: dict) -> None:  # noqa: D105
+        self.__init__(state["path"], bands=state["bands"])  # type: ignore[misc]
+
+
 class AtomicWriterMixin:
     """``with`` support: commit on success, abort on any exception."""
 

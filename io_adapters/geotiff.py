@@ -46,7 +46,7 @@ from ._common import (
     scale_common,
     select_bands,
 )
-from .base import GeoInfo, Metadata
+from .base import GeoInfo, Metadata, PathReaderMixin
 from .cog import CogWriter
 from .errors import CorruptFileError, InputNotFoundError, UnsupportedFormatError
 
@@ -65,7 +65,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-class GeoTiffReader:
+class GeoTiffReader(PathReaderMixin):
     """Windowed reader for GeoTIFF/COG and other GDAL rasters."""
 
     def __init__(self, path: str | Path, *, bands: list[int] | None = None) -> None:
@@ -225,17 +225,6 @@ class GeoTiffReader:
             self._handles.clear()
         self._local = threading.local()
 
-    def __enter__(self) -> GeoTiffReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __getstate__(self) -> dict:
-        return {"path": self.path, "bands": self._requested}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["path"], bands=state["bands"])  # type: ignore[misc]
 
 
 _DAMAGE_WORDS = ("io error", "corrupt", "truncat", "read error", "failed to read")

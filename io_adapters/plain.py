@@ -51,7 +51,7 @@ from ._common import (
     temp_sibling,
     write_failure,
 )
-from .base import AtomicWriterMixin, Metadata, check_output_path
+from .base import AtomicWriterMixin, Metadata, PathReaderMixin, check_output_path
 from .errors import (
     CorruptFileError,
     InputNotFoundError,
@@ -100,7 +100,7 @@ def png_bit_depth(path: Path) -> int | None:
     return head[24]
 
 
-class PlainReader:
+class PlainReader(PathReaderMixin):
     """Reader for plain images; see the module docstring for the band layout."""
 
     def __init__(self, path: str | Path, *, bands: list[int] | None = None) -> None:
@@ -222,17 +222,6 @@ class PlainReader:
     def close(self) -> None:
         self._pixels = None
 
-    def __enter__(self) -> PlainReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __getstate__(self) -> dict:
-        return {"path": self.path, "bands": self._requested}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["path"], bands=state["bands"])  # type: ignore[misc]
 
 
 def scale_plain_metadata(meta: Metadata, scale: Scale) -> Metadata:

@@ -30,7 +30,7 @@ from ._common import (
     inside_mask,
     select_bands,
 )
-from .base import GeoInfo, MedicalInfo, Metadata
+from .base import GeoInfo, MedicalInfo, Metadata, PathReaderMixin
 from .errors import CorruptFileError, InputNotFoundError, InvalidDataError
 
 __all__ = ["ZarrReader", "DATA", "OURS", "json_number", "from_json_number"]
@@ -75,7 +75,7 @@ def _medical(attrs: dict | None) -> MedicalInfo | None:
     return MedicalInfo(**fixed)
 
 
-class ZarrReader:
+class ZarrReader(PathReaderMixin):
     """Reader for a Zarr store (v3, or v2 read through zarr-python)."""
 
     def __init__(self, path: str | Path, *, bands: list[int] | None = None) -> None:
@@ -216,14 +216,3 @@ class ZarrReader:
     def close(self) -> None:
         """Nothing to release: Zarr opens chunk files per read."""
 
-    def __enter__(self) -> ZarrReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __getstate__(self) -> dict:
-        return {"path": self.path, "bands": self._requested}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["path"], bands=state["bands"])  # type: ignore[misc]

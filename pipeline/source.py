@@ -17,7 +17,7 @@ from io_adapters.base import Reader
 from io_adapters.errors import InvalidDataError
 from zssr.config import NormConfig
 from zssr.normalize import NormalizationError, Normalizer
-from zssr.sampling import Window, rescale_window
+from zssr.sampling import Window, mirror_window, rescale_window
 
 __all__ = ["SampleStats", "sample_stats", "ReaderCropSource", "sr_bands", "declared_range"]
 
@@ -127,6 +127,10 @@ class ReaderCropSource:
     def __call__(self, window: Window, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         frame = self.frames[int(self._rng.integers(len(self.frames)))] if len(self.frames) > 1 \
             else self.frames[0]
-        win = RioWindow(window.col_off, window.row_off, window.width, window.height)
+        # read the part of the image the mirror-extended window draws on, then gather
+        r, c = mirror_window(window, self.shape)
+        r0, c0 = int(r.min()), int(c.min())
+        win = RioWindow(c0, r0, int(c.max()) + 1 - c0, int(r.max()) + 1 - r0)
         pix, valid = self.read_working(win, frame)
-        return rescale_window(pix, valid, window, scale)
+        rr, cc = (r - r0)[:, None], (c - c0)[None, :]
+        return rescale_window(pix[:, rr, cc], valid[rr, cc], window, scale)

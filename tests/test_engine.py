@@ -121,12 +121,17 @@ def test_fathers_have_crop_shape_and_respect_clip(rng):
     assert modes == {"leave_as_is", "no_interp", "affine"}
 
 
-def test_crop_source_is_boundless_and_masks_outside():
+def test_crop_source_is_boundless_by_mirroring():
     img = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
-    pix, valid = ArrayCropSource(img)(Window(-1, -1, 5, 6))
+    mask = np.ones((3, 4), bool)
+    mask[2, 3] = False  # one nodata pixel
+    pix, valid = ArrayCropSource(img, mask)(Window(-1, -1, 5, 6))
     assert pix.shape == (1, 5, 6)
-    assert not valid[0].any() and not valid[:, 0].any() and valid[1:4, 1:5].all()
-    assert pix[0, 1, 0] == img[0, 0, 0]  # mirrored
+    assert pix[0, 0, 0] == img[0, 0, 0] and pix[0, 1, 0] == img[0, 0, 0]  # mirrored
+    assert pix[0, 4, 5] == img[0, 2, 3]  # row 3 -> 2 and col 4 -> 3, mirrored inside
+    # outside pixels are mirrored image content (valid); only nodata and its mirrors are not
+    invalid = {(int(a), int(b)) for a, b in zip(*np.where(~valid), strict=True)}
+    assert invalid == {(3, 4), (3, 5), (4, 4), (4, 5)}
 
 
 def test_fathers_avoid_invalid_regions(rng):

@@ -115,10 +115,10 @@ def open_scheduler(address: str, *, workers: int | None = None, torch_threads: i
         if quiet:
             kwargs["silence_logs"] = logging.ERROR
         cluster = LocalCluster(**kwargs)
-        client = Client(cluster)
+        client = Client(cluster, set_as_default=False)
     else:
         try:
-            client = Client(address, timeout="20s")
+            client = Client(address, timeout="20s", set_as_default=False)
         except OSError as exc:
             raise UsageError(f"--scheduler {address}: cannot connect ({exc}); start the "
                              "cluster first (dask scheduler / dask worker) or use "
@@ -171,23 +171,25 @@ def _execute_distributed(nodes: Sequence[Node], client: Any, *, on_done: OnDone,
                          on_error: OnError, retries: int) -> None:
     from distributed import as_completed
 
-    futures: dict[str, Any] = {}
-    by_future: dict[Any, Node] = {}
-    for node in nodes:
-        fut = client.submit(node.func, *_resolve(node.args, futures), key=node.key, pure=False,
-                            retries=retries, resources={"GPU": 1} if node.gpu else None)
-        futures[node.key] = fut
-        by_future[fut] = node
-    for fut in as_completed(list(by_future)):
-        node = by_future[fut]
-        if fut.status == "finished":
-            on_done(node, fut.result())
-        else:
-            try:
-                exc = fut.exception()
-            except Exception as err:  # noqa: BLE001 - cancelled futures raise here
-                exc = err
-            on_error(node, exc if isinstance(exc, BaseException) else RuntimeError(str(exc)))
+    # the client is current only here: dask's global default is left untouched
+    with client.as_current():
+        futures: dict[str, Any] = {}
+        by_future: dict[Any, Node] = {}
+        for node in nodes:
+            fut = client.submit(node.func, *_resolve(node.args, futures), key=node.key, pure=False,
+                                retries=retries, resources={"GPU": 1} if node.gpu else None)
+            futures[node.key] = fut
+            by_future[fut] = node
+        for fut in as_completed(list(by_future)):
+            node = by_future[fut]
+            if fut.status == "finished":
+                on_done(node, fut.result())
+            else:
+                try:
+                    exc = fut.exception()
+                except Exception as err:  # noqa: BLE001 - cancelled futures raise here
+                    exc = err
+                on_error(node, exc if isinstance(exc, BaseException) else RuntimeError(str(exc)))
 
 
 def _execute_synchronous(nodes: Sequence[Node], *, on_done: OnDone, on_error: OnError) -> None:

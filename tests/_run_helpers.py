@@ -100,12 +100,12 @@ def dask_cluster(logdir: Path, workers: int = 2, *, slow: dict[str, float] | Non
                 [dask, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
                  "--name", f"w{i}", "--memory-limit", "0", *preload], env=ENV, cwd=ROOT, stdout=log,
                 stderr=subprocess.STDOUT))
-        with Client(address, timeout="60s") as client:
+        with Client(address, timeout="60s", set_as_default=False) as client:
             client.wait_for_workers(workers, timeout=60)
         yield address, procs[1:]
     finally:
         try:
-            with Client(address, timeout="10s") as client:
+            with Client(address, timeout="10s", set_as_default=False) as client:
                 client.shutdown()  # scheduler and workers exit together
         except OSError:
             pass

@@ -128,7 +128,7 @@ def test_worker_killed_mid_phase_run_completes_identically(phase: str, tmp_path:
     run_dir = tmp_path / "run"
     slow = {**SLOW_TRAIN, "pipeline.tasks:write_region": 0.1}  # 25 tiles: >= 1.2 s of tiles
     with dask_cluster(tmp_path, slow=slow) as (address, workers), \
-            Client(address, timeout="30s") as client:
+            Client(address, timeout="30s", set_as_default=False) as client:
         pids = client.run(os.getpid)
         with running(zssr_argv(BIG, "--out", run_dir, "--scale", "2", "--scheduler", address,
                                "--batch-tiles", "1", iters=ITERS)) as proc:

@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override for every command (repeatable)")
     p.add_argument("--skip-scene", action="store_true")
+    p.add_argument("--skip-batch", action="store_true")
     p.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: temp)")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     args = p.parse_args(argv)
@@ -139,17 +140,20 @@ def main(argv: list[str] | None = None) -> int:
                "preset": args.preset, "max_iters": args.max_iters, "overrides": args.set,
                "scale": args.scale}
     try:
-        print("batch:", flush=True)
-        results["batch"] = bench_batch(args, config, work)
+        if not args.skip_batch:
+            print("batch:", flush=True)
+            results["batch"] = bench_batch(args, config, work)
         if not args.skip_scene:
             print("scene:", flush=True)
             results["scene"] = bench_scene(args, config, work)
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
-    b = results["batch"]
-    print(f"\n{'':24}{'seconds':>10}\n{'sum of zssr upscale':24}{b['upscale_total_seconds']:10.1f}"
-          f"\n{'zssr run':24}{b['run_seconds']:10.1f}\n{'overhead':24}{b['overhead']:10.1%}")
+    if "batch" in results:
+        b = results["batch"]
+        print(f"\n{'':24}{'seconds':>10}\n{'sum of zssr upscale':24}"
+              f"{b['upscale_total_seconds']:10.1f}\n{'zssr run':24}{b['run_seconds']:10.1f}"
+              f"\n{'overhead':24}{b['overhead']:10.1%}")
     if "scene" in results:
         print(f"{'scene speed-up 1->2':24}{results['scene']['speedup']:10.2f}")
     if args.json:

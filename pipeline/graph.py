@@ -103,6 +103,11 @@ def open_scheduler(address: str, *, workers: int | None = None, torch_threads: i
 
     from .dask_plugins import TorchThreads
 
+    # distributed configures its loggers on import: its INFO lines (scheduler and nanny
+    # start/stop) drown the progress bars, so they show only at debug level (-vv)
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+
     cluster = None
     if address == "local":
         n = workers or default_workers()
@@ -112,8 +117,8 @@ def open_scheduler(address: str, *, workers: int | None = None, torch_threads: i
                                   "dashboard_address": ":0"}
         if gpu:
             kwargs["resources"] = {"GPU": 1}
-        if quiet:
-            kwargs["silence_logs"] = logging.ERROR
+        # distributed's own INFO lines (nanny, scheduler start/stop) drown the progress bars
+        kwargs["silence_logs"] = logging.ERROR if quiet else logging.WARNING
         cluster = LocalCluster(**kwargs)
         client = Client(cluster, set_as_default=False)
     else:

@@ -359,8 +359,7 @@ def upscale_file(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None
                 input_norm = input_norm or result.stats.normalizer
                 reader.close()
                 reader = open_reader(wpath)
-                stats = SampleStats(_identity_like(result.stats.normalizer), result.stats.fill,
-                                    1.0)
+                stats = working_stats(result.stats)
             state, prev = result.state, cumulative
     finally:
         reader.close()
@@ -369,12 +368,14 @@ def upscale_file(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None
     return UpscaleResult(Path(job.output), history, timings, tiles_done, meta)
 
 
-def _identity_like(norm: Normalizer) -> Normalizer:
-    """A normaliser for data already in working units, keeping the clip range."""
-    lo, hi = norm.clip_range
-    n = len(norm.offset)
-    return Normalizer(np.dtype("float32"), (0.0,) * n, (1.0,) * n, tuple(map(float, lo)),
-                      tuple(map(float, hi)))
+def working_stats(stats: SampleStats) -> SampleStats:
+    """Stats for a gradual step's input, already in working units: an identity
+    normaliser that keeps the first step's clip range and fill values."""
+    lo, hi = stats.normalizer.clip_range
+    n = len(stats.normalizer.offset)
+    identity = Normalizer(np.dtype("float32"), (0.0,) * n, (1.0,) * n, tuple(map(float, lo)),
+                          tuple(map(float, hi)))
+    return SampleStats(identity, stats.fill, 1.0)
 
 
 def _merge(total: TrainingHistory, step: TrainingHistory, scale: float, index: int) -> None:

@@ -37,7 +37,7 @@ from io_adapters.zarr_store import write_region
 from zssr.model import build_model
 from zssr.train import TrainEvent
 
-from .job import ImageJob, StepPlan, TrainResult, _identity_like, open_input, train_stage
+from .job import ImageJob, StepPlan, TrainResult, open_input, train_stage, working_stats
 from .job import infer_tiles as _infer_tiles
 from .rundir import RunPaths, load_weights, save_weights
 from .source import SampleStats
@@ -154,8 +154,7 @@ def train_task(spec: ImageSpec, step: int, prev: TrainOutcome | None,
     plan = spec.plans[step]
     stats = None
     if prev is not None:
-        s = prev.result.stats
-        stats = SampleStats(_identity_like(s.normalizer), s.fill, 1.0)
+        stats = working_stats(prev.result.stats)
 
     def on_event(ev: TrainEvent) -> None:
         emit(TRAIN_TOPIC, {"key": spec.key, "step": step, "iteration": ev.iteration,

@@ -72,6 +72,13 @@ class ImageJob:
 
     def steps(self) -> list[float]:
         """Cumulative scale of each gradual-SR step."""
+        if self.config.gradual_steps:
+            from zssr.config import ConfigError
+
+            raise ConfigError("config key 'gradual_steps': the official non-rebasing gradual SR "
+                              "keeps every step's whole output as a father source, so it runs "
+                              "in memory only (zssr eval, Python super_resolve); for files use "
+                              "scale_steps")
         steps = list(self.config.scale_steps) or [float(self.scale)]
         if abs(steps[-1] - float(self.scale)) > 1e-9:
             from zssr.config import ConfigError

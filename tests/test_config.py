@@ -33,6 +33,13 @@ def test_round_trip_through_dict():
     ({"net": {"kernel_size": 4}}, r"'net.kernel_size'.*odd"),
     ({"net": 3}, r"'net': expected a mapping"),
     ({"scale_steps": [2, 1.5]}, r"'scale_steps'.*increasing"),
+    ({"gradual_steps": [[1.0, 1.0]]}, r"'gradual_steps'.*one of them > 1"),
+    ({"gradual_steps": [[0.5, 2.0]]}, r"'gradual_steps'.*each >= 1"),
+    ({"gradual_steps": [2.0]}, r"'gradual_steps': expected a list"),
+    ({"gradual_steps": [[1.5, 1.5, 2]]}, r"'gradual_steps': expected 2 values"),
+    ({"gradual_steps": [[2, 2]], "scale_steps": [2]}, r"'gradual_steps'.*one kind of gradual"),
+    ({"gradual_steps": [[1.5, 2], [2, 2]], "gradual_back_projection_iters": [3]},
+     r"'gradual_back_projection_iters'.*one integer per gradual step \(2\)"),
     ({"train": {"learning_rate": float("nan")}}, r"finite"),
 ])
 def test_bad_configs_name_key_and_allowed(data, match):

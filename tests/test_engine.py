@@ -234,3 +234,71 @@ def test_bf16_inference_stays_close_to_fp32():
     b = predict(net, lr, scale=2, infer=InferConfig(back_projection_iters=1, precision="bf16"))
     assert a.dtype == b.dtype == torch.float32
     assert float((a - b).abs().max()) < 0.02
+
+
+def test_pyramid_fathers_follow_the_official_source_rule(rng):
+    # three constant versions of one image, told apart by value: 0 (x1), 1 (x1.5), 0.5 (x2)
+    base = ArrayCropSource(np.zeros((1, 40, 40), np.float32))
+    pyramid = [(ArrayCropSource(np.ones((1, 60, 60), np.float32)), 1.5),
+               (ArrayCropSource(np.full((1, 80, 80), 0.5, np.float32)), 2.0)]
+    clip = (torch.zeros(1), torch.ones(1))
+
+    def values(cfg: TrainConfig, n: int = 300) -> list[float]:
+        s = FatherSampler(base, cfg, rng=rng, clip_range=clip, device=torch.device("cpu"),
+                          pyramid=pyramid)
+        return [round(float(s.sample().pixels.mean()), 3) for _ in range(n)]
+
+    # leave_as_is: scale 1, always the input itself
+    assert set(values(TrainConfig(crop_size=16, augment_leave_as_is_probability=1.0))) == {0.0}
+    # otherwise the scale is uniform in [0.5, 2] and picks the smallest version at least that
+    # large: the input for <= 1 (1/3 of draws), x1.5 for (1, 1.5], x2 for (1.5, 2]
+    vals = values(TrainConfig(crop_size=16, augment_leave_as_is_probability=0.0,
+                              augment_no_interpolate_probability=0.5))
+    for v in (0.0, 1.0, 0.5):
+        assert 0.25 < vals.count(v) / len(vals) < 0.42, (v, vals.count(v))
+    with pytest.raises(ValueError, match="pyramid scales must increase"):
+        FatherSampler(base, TrainConfig(), rng=rng, clip_range=clip, device=torch.device("cpu"),
+                      pyramid=pyramid[::-1])
+
+
+def test_sons_are_clipped_like_the_official_father_to_son():
+    from zssr.train import Degradation, _make_son
+    father = torch.zeros(1, 32, 32)
+    father[:, 8:24, 8:24] = 1.0  # a hard edge: bicubic overshoots both ways
+    deg = Degradation((2.0, 2.0))
+    raw = deg.down(father)
+    assert float(raw.max()) > 1.0 and float(raw.min()) < 0.0
+    son = _make_son(father, deg, 0.0, torch.Generator().manual_seed(0), torch.zeros(1, 1, 1),
+                    torch.ones(1, 1, 1))
+    assert float(son.min()) == 0.0 and float(son.max()) == 1.0
+    inside = (raw >= 0) & (raw <= 1)
+    assert torch.equal(son[inside], raw[inside])  # only the overshoot changes
+
+
+def test_official_gradual_sr_reuses_earlier_outputs(monkeypatch):
+    import zssr.api as api
+    from zssr.config import ConfigError, config_from_dict
+    seen = []
+
+    def spy(model, source, **kw):
+        seen.append((kw["scale"], source.shape,
+                     [(s.shape, b) for s, b in kw.get("father_sources", ())]))
+        return real_train(model, source, **kw)
+
+    real_train = api.train
+    monkeypatch.setattr(api, "train", spy)
+    img = load("bridge_47x53.png")
+    cfg = config_from_dict({"train": {"max_iters": 4, "crop_size": 16},
+                            "net": {"depth": 3, "width": 4},
+                            "gradual_steps": [[1.0, 1.5], [1.5, 1.5], [2.0, 2.0]],
+                            "gradual_back_projection_iters": [1, 1, 2]})
+    sr, hist = super_resolve(img, scale=2, config=cfg)
+    assert sr.shape == (94, 106) and sr.dtype == np.uint8
+    assert [s["scale"] for s in hist.steps] == [[1.0, 1.5], [1.5, 1.5], [2.0, 2.0]]
+    assert hist.iterations == 12
+    # every step trains on the input at its cumulative scale; the x1.5 output (the only
+    # one larger on both axes) joins the fathers' sources for the last step
+    assert seen == [((1.0, 1.5), (47, 53), []), ((1.5, 1.5), (47, 53), []),
+                    ((2.0, 2.0), (47, 53), [((71, 80), 1.5)])]
+    with pytest.raises(ConfigError, match=r"'gradual_steps': the last step \[2.0, 2.0\] must"):
+        super_resolve(img, scale=3, config=cfg)

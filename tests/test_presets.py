@@ -35,8 +35,31 @@ CASES = {
 }
 
 
+# presets that run in memory only (zssr eval, super_resolve), tested through zssr eval
+EVAL_ONLY = {"paper-gradual"}
+
+
 def test_every_preset_has_an_end_to_end_case():
-    assert set(available_presets()) == set(CASES)
+    assert set(available_presets()) == set(CASES) | EVAL_ONLY
+
+
+def test_paper_gradual_runs_in_eval_and_is_refused_by_upscale(tmp_path):
+    import json
+    import shutil
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    shutil.copy(DATA / "sr" / "head_HR.png", hr)
+    report = tmp_path / "eval.json"
+    assert main(["eval", "--hr", str(hr), "--scale", "2", "--method", "zssr",
+                 "--preset", "paper-gradual", *TINY, "--json", str(report)]) == 0
+    row = json.loads(report.read_text())["images"][0]
+    assert row["iterations"] == 6 * 5  # six steps of train.max_iters=5
+    assert 25 < row["psnr_y"] < 45  # a real image came out (bicubic: 34.9 dB)
+    out = tmp_path / "x2.png"
+    src = CASES["paper"][0]
+    code = main(["upscale", str(src), str(out), "--scale", "2", "--preset", "paper-gradual",
+                 *TINY])
+    assert code != 0 and not out.exists()
 
 
 def _valid_mean(path: Path) -> tuple[float, tuple]:

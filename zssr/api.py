@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -34,6 +35,12 @@ def scale_steps(scale: float | tuple[float, float], cfg: ZSSRConfig) -> list[tup
     sc = as_scale(scale)
     if not all(np.isfinite(sc)) or min(sc) <= 1.0 and max(sc) <= 1.0 or min(sc) <= 0:
         raise ConfigError(f"scale must be > 0 and upscale at least one axis, got {scale!r}")
+    if cfg.gradual_steps:
+        last = cfg.gradual_steps[-1]
+        if abs(last[0] - sc[0]) > 1e-9 or abs(last[1] - sc[1]) > 1e-9:
+            raise ConfigError(f"config key 'gradual_steps': the last step {list(last)} must "
+                              f"equal the requested scale {scale!r}")
+        return [(float(a), float(b)) for a, b in cfg.gradual_steps]
     if not cfg.scale_steps:
         return [sc]
     if sc[0] != sc[1] or abs(cfg.scale_steps[-1] - sc[0]) > 1e-9:
@@ -95,8 +102,12 @@ def super_resolve(image: np.ndarray, *, scale: float | tuple[float, float],
     valid = None if mask is None else np.asarray(mask, bool)
     model = build_model(arr.shape[0], cfg.net, seed=seed, device=device, state=init_state)
     history = TrainingHistory()
+    if cfg.gradual_steps:
+        current, model = _official_gradual(model, work, valid, steps, cfg, kernel, (lo, hi),
+                                           seed, init_state is not None, history, on_event)
+        steps = steps[-1:]
     prev = (1.0, 1.0)
-    for i, step in enumerate(steps):
+    for i, step in enumerate([] if cfg.gradual_steps else steps):
         rel = (step[0] / prev[0], step[1] / prev[1])
         k = None if kernel is None else prepare_kernel(kernel, rel)
         if i and cfg.reinit_each_step:
@@ -121,6 +132,51 @@ def super_resolve(image: np.ndarray, *, scale: float | tuple[float, float],
         current = current[..., : final_hw[0], : final_hw[1]]
     sr = norm.inverse(current.numpy())
     return (sr[0] if squeeze else sr), history
+
+
+def _official_gradual(model: torch.nn.Module, work: np.ndarray, valid: np.ndarray | None,
+                      steps: list[tuple[float, float]], cfg: ZSSRConfig,
+                      kernel: np.ndarray | None, clip: tuple[torch.Tensor, torch.Tensor],
+                      seed: int, warm: bool, history: TrainingHistory,
+                      on_event: Callable[[TrainEvent], None] | None,
+                      ) -> tuple[torch.Tensor, torch.nn.Module]:
+    """The official gradual SR (``X2_GRADUAL_IDEAL_CONF``, no base change).
+
+    Step ``i`` trains (continuing from step ``i - 1``, the learning rate reset) on fathers
+    from the input and the earlier steps' outputs, then super-resolves the *input* at the
+    step's cumulative scale.  Returns the last step's output (working units) and the net.
+    """
+    source = ArrayCropSource(work, valid)
+    lr = torch.from_numpy(work)
+    pyramid: list[tuple[ArrayCropSource, float]] = []
+    out = lr
+    for i, step in enumerate(steps):
+        k = None if kernel is None else prepare_kernel(kernel, step)
+        if i and cfg.reinit_each_step:
+            model = build_model(work.shape[0], cfg.net, seed=seed + i,
+                                device=next(model.parameters()).device)
+        first_warm = warm and i == 0
+        hist = train(model, source, scale=step, cfg=cfg.train.warm() if first_warm else cfg.train,
+                     kernel=k, clip_range=clip, seed=seed + i, on_event=on_event,
+                     father_sources=pyramid)
+        hist.warm_started = first_warm
+        infer = cfg.infer
+        if cfg.gradual_back_projection_iters:
+            infer = dataclasses.replace(infer, back_projection_iters=int(
+                cfg.gradual_back_projection_iters[i]))
+        out = predict(model, lr, scale=step, infer=infer, down_kernel=k, clip_range=clip).cpu()
+        merge_history(history, hist, step, i)
+        # the official base scale of a source is its smaller axis scale; a later step whose
+        # smaller scale is no larger adds no source the sampler would pick
+        base = min(step)
+        if base > (pyramid[-1][1] if pyramid else 1.0) + 1e-9:
+            mask = None
+            if valid is not None:
+                up = imresize(torch.from_numpy(valid[None].astype(np.float32)), scale=step,
+                              output_shape=tuple(out.shape[-2:]))
+                mask = up[0].numpy() > 0.5
+            pyramid.append((ArrayCropSource(out.numpy(), mask), base))
+    return out, model
 
 
 def merge_history(total: TrainingHistory, step: TrainingHistory, scale: tuple[float, float],

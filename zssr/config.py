@@ -168,7 +168,14 @@ class ZSSRConfig:
     infer: InferConfig = field(default_factory=InferConfig)
     norm: NormConfig = field(default_factory=NormConfig)
     # Gradual SR: cumulative scale after each step, e.g. [2.0, 4.0]. Empty: one step to `scale`.
+    # Each step super-resolves the previous step's output (official ``base_change_sfs``).
     scale_steps: tuple[float, ...] = ()
+    # The official non-rebasing gradual SR (X2_GRADUAL_IDEAL_CONF): every step super-resolves
+    # the original input at its cumulative (rows, cols) scale, training continues from the
+    # previous step, and each step's output joins the father sources.  In memory only
+    # (super_resolve, zssr eval); per-step back-projection iterations optional.
+    gradual_steps: tuple[tuple[float, float], ...] = ()
+    gradual_back_projection_iters: tuple[int, ...] = ()
     reinit_each_step: bool = False  # official init_net_for_each_sf; False continues training
     warm_start: bool = False  # batches: start compatible images from the previous weights
     seed: int = 0
@@ -181,6 +188,18 @@ class ZSSRConfig:
             _check(math.isfinite(s) and s > prev, "scale_steps", list(self.scale_steps),
                    "increasing cumulative scales, each > 1")
             prev = s
+        steps = [list(p) for p in self.gradual_steps]
+        for sy, sx in self.gradual_steps:
+            _check(math.isfinite(sy) and math.isfinite(sx) and min(sy, sx) >= 1
+                   and max(sy, sx) > 1, "gradual_steps", steps,
+                   "[rows, cols] cumulative scales, each >= 1 and one of them > 1")
+        _check(not (self.scale_steps and self.gradual_steps), "gradual_steps", steps,
+               "empty when scale_steps is set (one kind of gradual SR at a time)")
+        bp = list(self.gradual_back_projection_iters)
+        _check(not bp or len(bp) == len(steps), "gradual_back_projection_iters", bp,
+               f"empty or one integer per gradual step ({len(steps)})")
+        _check(all(0 <= n <= 100 for n in bp), "gradual_back_projection_iters", bp,
+               "integers in [0, 100]")
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:

@@ -24,6 +24,7 @@ pre-image lies inside the image whenever it fits.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -136,12 +137,23 @@ class FatherSampler:
     """Draws augmented HR fathers from a crop source (official ``random_augment``)."""
 
     def __init__(self, source: CropSource, cfg: TrainConfig, *, rng: np.random.Generator,
-                 clip_range: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> None:
+                 clip_range: tuple[torch.Tensor, torch.Tensor], device: torch.device,
+                 pyramid: Sequence[tuple[CropSource, float]] = ()) -> None:
+        """``pyramid``: larger versions of the image (earlier gradual-SR outputs), each with
+        its scale relative to ``source`` (> 1, increasing), as the official
+        ``hr_fathers_sources``: a father's random scale then reaches up to the last one's, and
+        is taken from the smallest version at least that large.
+        """
         self.source = source
         self.cfg = cfg
         self.rng = rng
         self.clip_lo, self.clip_hi = (t.to(device).view(-1, 1, 1) for t in clip_range)
         self.device = device
+        self.sources = [(source, 1.0), *((s, float(b)) for s, b in pyramid)]
+        for (_, a), (s, b) in zip(self.sources, self.sources[1:], strict=False):
+            if not b > a or s.channels != source.channels:
+                raise ValueError(f"pyramid scales must increase above 1 with {source.channels} "
+                                 f"bands, got {b} after {a}")
         rows, cols = source.shape
         self.crop = (min(cfg.crop_size, rows), min(cfg.crop_size, cols))
 
@@ -162,15 +174,33 @@ class FatherSampler:
             return "leave_as_is"
         return "no_interp" if u < p0 + p1 else "affine"
 
+    def _pick(self, mode: str) -> tuple[CropSource, float | None]:
+        """Source and affine scale relative to it (official ``random_augment``).
+
+        One source: the image, with the scale drawn in :meth:`_affine_matrix`.  With a
+        pyramid, the scale is drawn here (1 for ``leave_as_is``) in [min, max * last
+        source's scale] and the father comes from the smallest source at least that large.
+        """
+        if len(self.sources) == 1:
+            return self.source, None
+        cfg = self.cfg
+        top = cfg.augment_max_scale * self.sources[-1][1]
+        scale = 1.0 if mode == "leave_as_is" else (
+            self.rng.random() * (top - cfg.augment_min_scale) + cfg.augment_min_scale)
+        src, base = next(((s, b) for s, b in self.sources if b > scale - 1e-6),
+                         self.sources[-1])
+        return src, scale / base
+
     def _draw(self) -> Father:
         mode = self._mode()
+        source, rel = self._pick(mode)
         if mode == "affine":
-            return self._affine()
-        ch, cw = self.crop
-        rows, cols = self.source.shape
+            return self._affine(source, rel)
+        rows, cols = source.shape
+        ch, cw = min(self.cfg.crop_size, rows), min(self.cfg.crop_size, cols)
         r0 = int(self.rng.integers(0, rows - ch + 1))
         c0 = int(self.rng.integers(0, cols - cw + 1))
-        pix, valid = self.source(Window(r0, c0, ch, cw))
+        pix, valid = source(Window(r0, c0, ch, cw))
         x = torch.from_numpy(np.ascontiguousarray(pix)).to(self.device)
         m = torch.from_numpy(np.ascontiguousarray(valid)).to(self.device)
         if mode == "no_interp" and self.cfg.augment_allow_rotation:
@@ -178,11 +208,12 @@ class FatherSampler:
             x, m = dihedral(x, k), dihedral(m, k)
         return Father(x, m, mode)
 
-    def _affine_matrix(self) -> np.ndarray:
+    def _affine_matrix(self, scale: float | None = None) -> np.ndarray:
         """2x2 map from source offsets to father offsets (scale, aspect, reflect, rotate, shear)."""
         cfg = self.cfg
-        scale = self.rng.random() * (cfg.augment_max_scale - cfg.augment_min_scale) \
-            + cfg.augment_min_scale
+        if scale is None:
+            scale = self.rng.random() * (cfg.augment_max_scale - cfg.augment_min_scale) \
+                + cfg.augment_min_scale
         diff = self.rng.standard_normal() * cfg.augment_scale_diff_sigma
         reflect = 1.0 if not cfg.augment_allow_rotation else float(np.sign(
             self.rng.standard_normal()) or 1.0)
@@ -196,10 +227,11 @@ class FatherSampler:
         shear = np.array([[1.0, shear_x], [shear_y, 1.0]])
         return shear @ rot @ scale_m  # (x, y) column vectors
 
-    def _affine(self) -> Father:
-        ch, cw = self.crop
-        rows, cols = self.source.shape
-        a = self._affine_matrix()
+    def _affine(self, source: CropSource | None = None, scale: float | None = None) -> Father:
+        source = self.source if source is None else source
+        rows, cols = source.shape
+        ch, cw = min(self.cfg.crop_size, rows), min(self.cfg.crop_size, cols)
+        a = self._affine_matrix(scale)
         inv = np.linalg.inv(a)
         # pre-image of the father's corners (x, y), relative to the crop centre
         corners = np.array([[-cw / 2, -ch / 2], [cw / 2, -ch / 2], [-cw / 2, ch / 2],
@@ -213,7 +245,7 @@ class FatherSampler:
         r0 = int(math.floor(cy - ey)) - margin
         win = Window(r0, c0, int(math.ceil(cy + ey)) + margin - r0,
                      int(math.ceil(cx + ex)) + margin - c0)
-        pix, valid = self.source(win)
+        pix, valid = source(win)
         # father pixel centres (x, y) relative to the crop centre -> source coords in the window
         ys = torch.arange(ch, dtype=torch.float64) + 0.5 - ch / 2
         xs = torch.arange(cw, dtype=torch.float64) + 0.5 - cw / 2

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -123,7 +123,8 @@ class _EvalSet:
     """Fixed windows of the image, their sons and upsampled sons, for the reconstruction error."""
 
     def __init__(self, source: CropSource, cfg: TrainConfig, deg: Degradation,
-                 rng: np.random.Generator, device: torch.device) -> None:
+                 rng: np.random.Generator, device: torch.device, lo: torch.Tensor,
+                 hi: torch.Tensor) -> None:
         rows, cols = source.shape
         size = cfg.eval_window_size
         if rows * cols <= cfg.eval_windows * size * size:
@@ -136,7 +137,7 @@ class _EvalSet:
         for win in windows:
             pix, valid = source(win)
             hr = torch.from_numpy(np.ascontiguousarray(pix)).to(device)
-            son = deg.down(hr)
+            son = torch.clamp(deg.down(hr), lo, hi)  # official quick_test: father_to_son
             up = deg.up(son, tuple(hr.shape[-2:]))
             self.items.append((hr, torch.from_numpy(valid).to(device), up))
 
@@ -154,19 +155,31 @@ class _EvalSet:
 
 def _make_son(father: torch.Tensor, deg: Degradation, noise_std: float,
               gen: torch.Generator, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """The official ``father_to_son``: downscale, add noise, clip to the data's range.
+
+    The clip matters without noise too: bicubic overshoots at strong edges, and the real
+    LR input (an image file) never does, so unclipped sons would train the net on inputs
+    it never sees.
+    """
     son = deg.down(father)
     if noise_std > 0:
         noise = torch.randn(son.shape, generator=gen, device="cpu").to(son.device)
-        son = torch.clamp(son + noise * noise_std, lo, hi)
-    return son
+        son = son + noise * noise_std
+    return torch.clamp(son, lo, hi)
 
 
 def train(model: torch.nn.Module, source: CropSource, *, scale: float | tuple[float, float],
           cfg: TrainConfig, kernel: torch.Tensor | None = None,
           clip_range: tuple[torch.Tensor, torch.Tensor] | None = None, seed: int = 0,
           on_event: Callable[[TrainEvent], None] | None = None,
-          max_iters: int | None = None) -> TrainingHistory:
-    """Train ``model`` in place on fathers from ``source``; returns the history."""
+          max_iters: int | None = None,
+          father_sources: Sequence[tuple[CropSource, float]] = ()) -> TrainingHistory:
+    """Train ``model`` in place on fathers from ``source``; returns the history.
+
+    ``father_sources`` adds larger versions of the image (earlier outputs of the official
+    gradual SR) with their scale relative to ``source``; the reconstruction error is
+    always measured on ``source``.
+    """
     device = next(model.parameters()).device
     channels = source.channels
     if clip_range is None:
@@ -176,8 +189,8 @@ def train(model: torch.nn.Module, source: CropSource, *, scale: float | tuple[fl
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     sampler = FatherSampler(source, cfg, rng=rng, clip_range=(lo.flatten(), hi.flatten()),
-                            device=device)
-    evalset = _EvalSet(source, cfg, deg, rng, device)
+                            device=device, pyramid=father_sources)
+    evalset = _EvalSet(source, cfg, deg, rng, device, lo, hi)
     policy = LearningRatePolicy(cfg)
     # fused Adam: one kernel for all parameters instead of a Python loop over them
     opt = torch.optim.Adam(model.parameters(), lr=policy.lr, fused=True)

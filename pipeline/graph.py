@@ -168,24 +168,59 @@ def execute(nodes: Sequence[Node], sched: SchedulerInfo, *, on_done: OnDone, on_
                              retries=retries)
 
 
-def _resolve(args: tuple[Any, ...], table: dict[str, Any]) -> list[Any]:
-    return [table[a.key] if isinstance(a, Ref) else a for a in args]
-
-
 def _execute_distributed(nodes: Sequence[Node], client: Any, *, on_done: OnDone,
                          on_error: OnError, retries: int) -> None:
+    """Submit every image's nodes; report results as they complete.
+
+    A reference to *another* image's node (warm start) is not a Dask dependency, whose
+    failure would fail this image too: the image's nodes are submitted once that node
+    has finished, with its result, or ``None`` (a cold start) if it failed.
+    """
     from distributed import as_completed
 
+    image_of = {n.key: n.image for n in nodes}
+    groups: dict[str, list[Node]] = {}
+    for node in nodes:
+        groups.setdefault(node.image, []).append(node)
     # the client is current only here: dask's global default is left untouched
     with client.as_current():
         futures: dict[str, Any] = {}
         by_future: dict[Any, Node] = {}
-        for node in nodes:
-            fut = client.submit(node.func, *_resolve(node.args, futures), key=node.key, pure=False,
-                                retries=retries, resources={"GPU": 1} if node.gpu else None)
-            futures[node.key] = fut
-            by_future[fut] = node
-        for fut in as_completed(list(by_future)):
+        pending = as_completed()
+
+        def cross_refs(group: list[Node]) -> set[str]:
+            return {a.key for n in group for a in n.args
+                    if isinstance(a, Ref) and image_of.get(a.key) != n.image}
+
+        def ready(keys: set[str]) -> bool:
+            return all(k not in image_of or (k in futures and futures[k].done()) for k in keys)
+
+        def submit(group: list[Node], keys: set[str]) -> None:
+            outside = {k: futures[k] if k in futures and futures[k].status == "finished"
+                       else None for k in keys}
+            for node in group:
+                args = [(outside[a.key] if a.key in outside else futures[a.key])
+                        if isinstance(a, Ref) else a for a in node.args]
+                fut = client.submit(node.func, *args, key=node.key, pure=False,
+                                    retries=retries,
+                                    resources={"GPU": 1} if node.gpu else None)
+                futures[node.key] = fut
+                by_future[fut] = node
+                pending.add(fut)
+
+        waiting = [(g, cross_refs(g)) for g in groups.values()]
+
+        def submit_ready() -> None:
+            still = []
+            for group, keys in waiting:
+                if ready(keys):
+                    submit(group, keys)
+                else:
+                    still.append((group, keys))
+            waiting[:] = still
+
+        submit_ready()
+        for fut in pending:
             node = by_future[fut]
             if fut.status == "finished":
                 on_done(node, fut.result())
@@ -195,6 +230,9 @@ def _execute_distributed(nodes: Sequence[Node], client: Any, *, on_done: OnDone,
                 except Exception as err:  # noqa: BLE001 - cancelled futures raise here
                     exc = err
                 on_error(node, exc if isinstance(exc, BaseException) else RuntimeError(str(exc)))
+            submit_ready()
+        for group, _ in waiting:  # unreachable unless a reference never completes
+            on_error(group[0], RuntimeError("a warm-start reference never completed"))
 
 
 def _execute_synchronous(nodes: Sequence[Node], *, on_done: OnDone, on_error: OnError) -> None:

@@ -188,7 +188,7 @@ def build_nodes(state: ImageState, *, batch_size: int, gpu: bool,
     """train -> infer batches for every step, then finalize; finished tiles left out.
 
     ``warm_from``: key of the step-0 train node whose weights start this image's
-    training (config ``warm_start``); a failure there also fails this image.
+    training (config ``warm_start``); if that node fails, this image starts cold.
     """
     spec, run = state.spec, state.run_id
     nodes: list[Node] = []

@@ -52,6 +52,34 @@ def test_synchronous_execute_isolates_a_failed_image():
     assert failed == [("b1", "OSError", "disk on fire")]
 
 
+def _warm(value, warm):
+    return ("cold" if warm is None else f"warm from {warm}", value)
+
+
+@pytest.mark.parametrize("scheduler", ["synchronous", "distributed"])
+def test_warm_start_from_a_failed_image_starts_cold(scheduler):
+    """A cross-image reference (warm start) never fails the image that holds it."""
+    nodes = [Node("a1", _boom, (1,), "A", "train"),
+             Node("b1", _warm, (2, Ref("a1")), "B", "train"),
+             Node("b2", _add, (1, 1), "B", "finalize"),
+             Node("c1", _warm, (3, Ref("b1")), "C", "train")]
+    done, failed = {}, []
+
+    def run(sched: SchedulerInfo) -> None:
+        execute(nodes, sched, retries=0, on_done=lambda n, r: done.__setitem__(n.key, r),
+                on_error=lambda n, e: failed.append((n.key, str(e))))
+
+    if scheduler == "synchronous":
+        run(SchedulerInfo("synchronous"))
+    else:
+        from distributed import Client, LocalCluster
+        with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            run(SchedulerInfo("local", client=client))
+    assert failed == [("a1", "disk on fire")]
+    assert done == {"b1": ("cold", 2), "b2": 2, "c1": ("warm from ('cold', 2)", 3)}
+
+
 @pytest.fixture
 def spec(tmp_path: Path) -> ImageSpec:
     job = ImageJob(input=PNG, output=tmp_path / "out.png", scale=2.0, config=tiny_config(),

@@ -17,7 +17,7 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -71,14 +71,13 @@ class ImageJob:
     chain: ChainSpec | None = None  # pre/post steps around SR (pipeline.chain)
 
     def steps(self) -> list[float]:
-        """Cumulative scale of each gradual-SR step."""
+        """Cumulative scale of each gradual-SR step (``scale_steps``; batches)."""
         if self.config.gradual_steps:
             from zssr.config import ConfigError
 
             raise ConfigError("config key 'gradual_steps': the official non-rebasing gradual SR "
-                              "keeps every step's whole output as a father source, so it runs "
-                              "in memory only (zssr eval, Python super_resolve); for files use "
-                              "scale_steps")
+                              "runs one image at a time (zssr upscale, zssr eval), not in "
+                              "zssr run; for batches use scale_steps")
         steps = list(self.config.scale_steps) or [float(self.scale)]
         if abs(steps[-1] - float(self.scale)) > 1e-9:
             from zssr.config import ConfigError
@@ -172,11 +171,13 @@ def train_stage(job: ImageJob, reader: Reader, plan: StepPlan, *, step: int = 0,
                 init_state: dict[str, torch.Tensor] | None = None,
                 stats: SampleStats | None = None,
                 on_event: Callable[[TrainEvent], None] | None = None,
-                warm_state: dict[str, torch.Tensor] | None = None) -> TrainResult:
+                warm_state: dict[str, torch.Tensor] | None = None,
+                father_sources: Sequence[tuple[ReaderCropSource, float]] = ()) -> TrainResult:
     """Train the network for one step from windowed reads of ``reader``.
 
     ``warm_state`` (step 0 only): weights of a previous image of the batch; used, with
     the shorter ``train.warm_*`` schedule, when their shapes fit this image's network.
+    ``father_sources``: earlier outputs of the official gradual SR, with their scales.
     """
     cfg = job.config
     stats = stats or sample_stats(reader, plan.bands, cfg.norm)
@@ -190,7 +191,7 @@ def train_stage(job: ImageJob, reader: Reader, plan: StepPlan, *, step: int = 0,
     lo, hi = (torch.from_numpy(v) for v in stats.normalizer.clip_range)
     hist = train(model, source, scale=plan.scale, cfg=cfg.train.warm() if warm else cfg.train,
                  kernel=plan.kernel, clip_range=(lo, hi), seed=cfg.seed + step,
-                 on_event=on_event)
+                 on_event=on_event, father_sources=father_sources)
     hist.warm_started = warm
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return TrainResult(state, hist, stats)
@@ -321,6 +322,8 @@ def upscale_file(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None
                  on_tile: Callable[[Tile], None] | None = None,
                  on_stage: Callable[[str, int], None] | None = None) -> UpscaleResult:
     """Super-resolve ``job.input`` into ``job.output`` (atomic: nothing partial is left)."""
+    if job.config.gradual_steps:
+        return _upscale_gradual(job, on_event=on_event, on_tile=on_tile, on_stage=on_stage)
     timings = {"train": 0.0, "infer": 0.0, "write": 0.0}
     reader = open_input(job)
     meta = reader.meta
@@ -372,6 +375,95 @@ def upscale_file(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None
         reader.close()
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
+    return UpscaleResult(Path(job.output), history, timings, tiles_done, meta)
+
+
+def _step_job(job: ImageJob, index: int) -> ImageJob:
+    """``job`` with step ``index``'s back-projection iterations (``gradual_back_projection_iters``)."""
+    cfg = job.config
+    if not cfg.gradual_back_projection_iters:
+        return job
+    infer = replace(cfg.infer, back_projection_iters=cfg.gradual_back_projection_iters[index])
+    return replace(job, config=replace(cfg, infer=infer))
+
+
+def _upscale_gradual(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None,
+                     on_tile: Callable[[Tile], None] | None,
+                     on_stage: Callable[[str, int], None] | None) -> UpscaleResult:
+    """The official non-rebasing gradual SR (``gradual_steps``) on a file, tile by tile.
+
+    Every step trains (continuing from the previous one) on windowed reads of the input
+    and super-resolves the *input* at its cumulative ``(rows, cols)`` scale.  An output
+    whose smaller scale exceeds every earlier one (the official rule for which outputs
+    fathers are drawn from) is written to a temporary Zarr in working units and joins the
+    father sources; other intermediate outputs are never used, so they are not computed.
+    The last step goes to the output file.  Steps are as in
+    :func:`zssr.api.super_resolve` with ``gradual_steps``.
+    """
+    timings = {"train": 0.0, "infer": 0.0, "write": 0.0}
+    steps = [(float(a), float(b)) for a, b in job.config.gradual_steps]
+    if any(abs(v - float(job.scale)) > 1e-9 for v in steps[-1]):
+        from zssr.config import ConfigError
+
+        raise ConfigError(f"config key 'gradual_steps': the last step {list(steps[-1])} must "
+                          f"equal the scale {job.scale}")
+    reader = open_input(job)
+    meta = reader.meta
+    chain = reader.chain if isinstance(reader, ChainReader) else None
+    check_size(meta, job)
+    preflight_output(job, meta, steps[-1], chain=chain)
+    tmpdir = Path(tempfile.mkdtemp(prefix=".zssr-", dir=Path(job.output).resolve().parent))
+    history = TrainingHistory()
+    pyramid: list[tuple[ReaderCropSource, float]] = []
+    opened: list[Reader] = []
+    state, stats, tiles_done = None, None, 0
+    try:
+        for i, step in enumerate(steps):
+            last = i == len(steps) - 1
+            sjob = _step_job(job, i)
+            plan = plan_step(meta, sjob, step)
+            t0 = time.perf_counter()
+            result = train_stage(sjob, reader, plan, step=i, init_state=state, stats=stats,
+                                 on_event=on_event, father_sources=pyramid)
+            timings["train"] += time.perf_counter() - t0
+            merge_history(history, result.history, step, i)
+            state, stats = result.state, result.stats
+            base = min(step)
+            joins = not last and base > (pyramid[-1][1] if pyramid else 1.0) + 1e-9
+            if not (last or joins):
+                continue
+            if on_stage:
+                on_stage("infer", len(plan.grid) * meta.frames)
+            if last:
+                out_meta = scale_metadata(meta, step)
+                writer = open_output(job, out_meta, chain=chain, overwrite=job.overwrite,
+                                     **writer_options(job.output, plan, job.writer_options))
+            else:
+                wpath = tmpdir / f"step{i}.zarr"
+                writer = open_writer(wpath, _working_meta(meta, plan, wpath),
+                                     **writer_options(wpath, plan, {}))
+            t0 = time.perf_counter()
+            with writer:
+                for f in range(meta.frames):
+                    tiles_done += infer_tiles(sjob, reader, plan, result, range(len(plan.grid)),
+                                              writer, frame=f, working=not last,
+                                              on_tile=on_tile, hr_shape=(
+                                                  (out_meta.rows, out_meta.cols) if last
+                                                  else None))
+                t1 = time.perf_counter()
+                timings["infer"] += t1 - t0
+            timings["write"] += time.perf_counter() - t1
+            if joins:
+                zreader = open_reader(wpath)
+                opened.append(zreader)
+                pyramid.append((ReaderCropSource(zreader, list(range(len(plan.bands))),
+                                                 working_stats(stats), seed=job.config.seed + i),
+                                base))
+    finally:
+        reader.close()
+        for r in opened:
+            r.close()
+        shutil.rmtree(tmpdir, ignore_errors=True)
     return UpscaleResult(Path(job.output), history, timings, tiles_done, meta)
 
 

@@ -175,8 +175,8 @@ class ZSSRConfig:
     scale_steps: tuple[float, ...] = ()
     # The official non-rebasing gradual SR (X2_GRADUAL_IDEAL_CONF): every step super-resolves
     # the original input at its cumulative (rows, cols) scale, training continues from the
-    # previous step, and each step's output joins the father sources.  In memory only
-    # (super_resolve, zssr eval); per-step back-projection iterations optional.
+    # previous step, and each step's output joins the father sources.  One image at a time
+    # (super_resolve, zssr upscale, zssr eval); per-step back-projection iterations optional.
     gradual_steps: tuple[tuple[float, float], ...] = ()
     gradual_back_projection_iters: tuple[int, ...] = ()
     reinit_each_step: bool = False  # official init_net_for_each_sf; False continues training

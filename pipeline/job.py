@@ -205,6 +205,9 @@ def _hr_masks(valid: np.ndarray, scale: float, shape: tuple[int, int]) -> np.nda
     return up.numpy() > 0.5
 
 
+SKIP_INVALID_TILES = True  # tiles whose whole read window is nodata are not inferred
+
+
 def infer_tile(model: torch.nn.Module, source: ReaderCropSource, plan: StepPlan, tile: Tile,
                *, frame: int, infer_cfg, normalizer: Normalizer, working: bool = False,
                output_normalizer: Normalizer | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -217,18 +220,26 @@ def infer_tile(model: torch.nn.Module, source: ReaderCropSource, plan: StepPlan,
     """
     meta = source.reader.meta
     window = tile.read_window
-    work, valid = source.read_working(window, frame)
-    lo, hi = (torch.from_numpy(v) for v in normalizer.clip_range)
-    sr = predict(model, torch.from_numpy(work), scale=plan.scale, infer=infer_cfg,
-                 down_kernel=plan.kernel, clip_range=(lo, hi)).cpu().numpy()
     rs, cs = tile.crop
-    sr = sr[:, rs, cs]
-    out = sr if working else (output_normalizer or normalizer).inverse(sr)
     # per-band masks: a pixel invalid in one band keeps its valid values in the others
     masks = source.reader.read_masks(window, frame=frame)
     if meta.dtype.kind == "f":  # NaN and +-inf are invalid pixels too
         masks = masks & np.isfinite(source.reader.read(window, frame=frame))
     hr_valid = _hr_masks(masks, plan.scale, tuple(tile.hr_read.shape))[:, rs, cs]
+    inverse = output_normalizer or normalizer
+    if (SKIP_INVALID_TILES and not working and not masks.any()
+            and meta.extra.get("alpha_band") is None and len(plan.bands) == masks.shape[0]):
+        # nodata over the whole read window (a scene's collar): every output pixel of the
+        # core is nodata whatever the network says, so it is not run (exact)
+        fill = meta.nodata if meta.nodata is not None else (
+            np.nan if inverse.dtype.kind == "f" else 0)
+        return np.full(hr_valid.shape, fill, dtype=inverse.dtype), hr_valid
+    work, valid = source.read_working(window, frame)
+    lo, hi = (torch.from_numpy(v) for v in normalizer.clip_range)
+    sr = predict(model, torch.from_numpy(work), scale=plan.scale, infer=infer_cfg,
+                 down_kernel=plan.kernel, clip_range=(lo, hi)).cpu().numpy()
+    sr = sr[:, rs, cs]
+    out = sr if working else inverse.inverse(sr)
     if working:
         hr_valid = hr_valid[plan.bands]
     if meta.dtype.kind == "f" and out.dtype.kind == "f" and meta.nodata is None \

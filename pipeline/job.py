@@ -329,12 +329,32 @@ def _working_meta(meta: Metadata, plan: StepPlan, path: Path) -> Metadata:
         "float32"), nodata=None, has_mask=False, band_names=(), extra={})
 
 
+def write_step(job: ImageJob, reader: Reader, plan: StepPlan, result: TrainResult, writer,
+               timings: dict[str, float], *, working: bool,
+               on_tile: Callable[[Tile], None] | None, hr_shape: tuple[int, int] | None,
+               output_normalizer: Normalizer | None = None) -> int:
+    """Every tile of every frame into ``writer``, then commit it; adds to ``timings``."""
+    t0 = time.perf_counter()
+    n = 0
+    with writer:
+        for f in range(reader.meta.frames):
+            n += infer_tiles(job, reader, plan, result, range(len(plan.grid)), writer, frame=f,
+                             working=working, on_tile=on_tile, hr_shape=hr_shape,
+                             output_normalizer=output_normalizer)
+        t1 = time.perf_counter()
+        timings["infer"] += t1 - t0
+    timings["write"] += time.perf_counter() - t1
+    return n
+
+
 def upscale_file(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None = None,
                  on_tile: Callable[[Tile], None] | None = None,
                  on_stage: Callable[[str, int], None] | None = None) -> UpscaleResult:
     """Super-resolve ``job.input`` into ``job.output`` (atomic: nothing partial is left)."""
     if job.config.gradual_steps:
-        return _upscale_gradual(job, on_event=on_event, on_tile=on_tile, on_stage=on_stage)
+        from .gradual import upscale_gradual
+
+        return upscale_gradual(job, on_event=on_event, on_tile=on_tile, on_stage=on_stage)
     timings = {"train": 0.0, "infer": 0.0, "write": 0.0}
     reader = open_input(job)
     meta = reader.meta
@@ -365,17 +385,10 @@ def upscale_file(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None
                 wpath = tmpdir / f"step{i}.zarr"
                 writer = open_writer(wpath, _working_meta(reader.meta, plan, wpath),
                                      **writer_options(wpath, plan, {}))
-            t0 = time.perf_counter()
-            with writer:
-                for f in range(reader.meta.frames):
-                    tiles_done += infer_tiles(job, reader, plan, result, range(len(plan.grid)),
-                                              writer, frame=f, working=not last,
-                                              on_tile=on_tile, hr_shape=(
-                                                  (out_meta.rows, out_meta.cols) if last
-                                                  else None), output_normalizer=input_norm)
-                t1 = time.perf_counter()
-                timings["infer"] += t1 - t0
-            timings["write"] += time.perf_counter() - t1
+            tiles_done += write_step(job, reader, plan, result, writer, timings,
+                                     working=not last, on_tile=on_tile,
+                                     hr_shape=(out_meta.rows, out_meta.cols) if last else None,
+                                     output_normalizer=input_norm)
             if not last:
                 input_norm = input_norm or result.stats.normalizer
                 reader.close()
@@ -386,95 +399,6 @@ def upscale_file(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None
         reader.close()
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
-    return UpscaleResult(Path(job.output), history, timings, tiles_done, meta)
-
-
-def _step_job(job: ImageJob, index: int) -> ImageJob:
-    """``job`` with step ``index``'s back-projection iterations (``gradual_back_projection_iters``)."""
-    cfg = job.config
-    if not cfg.gradual_back_projection_iters:
-        return job
-    infer = replace(cfg.infer, back_projection_iters=cfg.gradual_back_projection_iters[index])
-    return replace(job, config=replace(cfg, infer=infer))
-
-
-def _upscale_gradual(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None,
-                     on_tile: Callable[[Tile], None] | None,
-                     on_stage: Callable[[str, int], None] | None) -> UpscaleResult:
-    """The official non-rebasing gradual SR (``gradual_steps``) on a file, tile by tile.
-
-    Every step trains (continuing from the previous one) on windowed reads of the input
-    and super-resolves the *input* at its cumulative ``(rows, cols)`` scale.  An output
-    whose smaller scale exceeds every earlier one (the official rule for which outputs
-    fathers are drawn from) is written to a temporary Zarr in working units and joins the
-    father sources; other intermediate outputs are never used, so they are not computed.
-    The last step goes to the output file.  Steps are as in
-    :func:`zssr.api.super_resolve` with ``gradual_steps``.
-    """
-    timings = {"train": 0.0, "infer": 0.0, "write": 0.0}
-    steps = [(float(a), float(b)) for a, b in job.config.gradual_steps]
-    if any(abs(v - float(job.scale)) > 1e-9 for v in steps[-1]):
-        from zssr.config import ConfigError
-
-        raise ConfigError(f"config key 'gradual_steps': the last step {list(steps[-1])} must "
-                          f"equal the scale {job.scale}")
-    reader = open_input(job)
-    meta = reader.meta
-    chain = reader.chain if isinstance(reader, ChainReader) else None
-    check_size(meta, job)
-    preflight_output(job, meta, steps[-1], chain=chain)
-    tmpdir = Path(tempfile.mkdtemp(prefix=".zssr-", dir=Path(job.output).resolve().parent))
-    history = TrainingHistory()
-    pyramid: list[tuple[ReaderCropSource, float]] = []
-    opened: list[Reader] = []
-    state, stats, tiles_done = None, None, 0
-    try:
-        for i, step in enumerate(steps):
-            last = i == len(steps) - 1
-            sjob = _step_job(job, i)
-            plan = plan_step(meta, sjob, step)
-            t0 = time.perf_counter()
-            result = train_stage(sjob, reader, plan, step=i, init_state=state, stats=stats,
-                                 on_event=on_event, father_sources=pyramid)
-            timings["train"] += time.perf_counter() - t0
-            merge_history(history, result.history, step, i)
-            state, stats = result.state, result.stats
-            base = min(step)
-            joins = not last and base > (pyramid[-1][1] if pyramid else 1.0) + 1e-9
-            if not (last or joins):
-                continue
-            if on_stage:
-                on_stage("infer", len(plan.grid) * meta.frames)
-            if last:
-                out_meta = scale_metadata(meta, step)
-                writer = open_output(job, out_meta, chain=chain, overwrite=job.overwrite,
-                                     **writer_options(job.output, plan, job.writer_options))
-            else:
-                wpath = tmpdir / f"step{i}.zarr"
-                writer = open_writer(wpath, _working_meta(meta, plan, wpath),
-                                     **writer_options(wpath, plan, {}))
-            t0 = time.perf_counter()
-            with writer:
-                for f in range(meta.frames):
-                    tiles_done += infer_tiles(sjob, reader, plan, result, range(len(plan.grid)),
-                                              writer, frame=f, working=not last,
-                                              on_tile=on_tile, hr_shape=(
-                                                  (out_meta.rows, out_meta.cols) if last
-                                                  else None))
-                t1 = time.perf_counter()
-                timings["infer"] += t1 - t0
-            timings["write"] += time.perf_counter() - t1
-            if joins:
-                zreader = open_reader(wpath)
-                opened.append(zreader)
-                pyramid.append((ReaderCropSource(zreader, list(range(len(plan.bands))),
-                                                 working_stats(stats), seed=job.config.seed + i),
-                                base))
-    finally:
-        reader.close()
-        for r in opened:
-            r.close()
-        shutil.rmtree(tmpdir, ignore_errors=True)
     return UpscaleResult(Path(job.output), history, timings, tiles_done, meta)
 
 

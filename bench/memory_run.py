@@ -57,7 +57,7 @@ def run_segment(args: argparse.Namespace, mosaic: Path, run_dir: Path) -> dict:
            "--scheduler", "synchronous", "--torch-threads", str(args.threads), "-q"]
     for s in args.set:
         cmd += ["--set", s]
-    before = _tiles_done(run_dir)
+    before, commit = _tiles_done(run_dir), _commit()
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     # own session: SIGINT goes to zssr (GNU time ignores SIGINT while it waits)
@@ -84,7 +84,7 @@ def run_segment(args: argparse.Namespace, mosaic: Path, run_dir: Path) -> dict:
         "exit_code": proc.returncode, "stopped_by_budget": stopped,
         "tiles_done_before": before, "tiles_done_after": _tiles_done(run_dir),
         "completed": proc.returncode == 0 and not stopped and bool(outputs),
-        "outputs": outputs, "commit": _commit(), "command": " ".join(cmd),
+        "outputs": outputs, "commit": commit, "command": " ".join(cmd),
         "stderr_tail": err[-1500:] if proc.returncode and not stopped else "",
     }
 

@@ -10,18 +10,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from io_adapters.base import Reader
-from io_adapters.detect import open_reader, open_writer, scale_metadata
-from zssr.api import merge_history
+from io_adapters.detect import open_reader, scale_metadata
+from zssr.api import merge_history, scale_steps
 from zssr.train import TrainEvent, TrainingHistory
 
 from .chain import ChainReader
 from .job import (
     ImageJob,
     UpscaleResult,
-    _working_meta,
     check_size,
     open_input,
     open_output,
+    open_working_writer,
     plan_step,
     preflight_output,
     train_stage,
@@ -58,12 +58,7 @@ def upscale_gradual(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | N
     :func:`zssr.api.super_resolve` with ``gradual_steps``.
     """
     timings = {"train": 0.0, "infer": 0.0, "write": 0.0}
-    steps = [(float(a), float(b)) for a, b in job.config.gradual_steps]
-    if any(abs(v - float(job.scale)) > 1e-9 for v in steps[-1]):
-        from zssr.config import ConfigError
-
-        raise ConfigError(f"config key 'gradual_steps': the last step {list(steps[-1])} must "
-                          f"equal the scale {job.scale}")
+    steps = scale_steps(job.scale, job.config)  # validates the last step against the scale
     reader = open_input(job)
     meta = reader.meta
     chain = reader.chain if isinstance(reader, ChainReader) else None
@@ -97,8 +92,7 @@ def upscale_gradual(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | N
                                      **writer_options(job.output, plan, job.writer_options))
             else:
                 wpath = tmpdir / f"step{i}.zarr"
-                writer = open_writer(wpath, _working_meta(meta, plan, wpath),
-                                     **writer_options(wpath, plan, {}))
+                writer = open_working_writer(wpath, meta, plan)
             tiles_done += write_step(sjob, reader, plan, result, writer, timings,
                                      working=not last, on_tile=on_tile,
                                      hr_shape=(out_meta.rows, out_meta.cols) if last else None)

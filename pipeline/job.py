@@ -322,11 +322,16 @@ class UpscaleResult:
     meta: Metadata
 
 
-def _working_meta(meta: Metadata, plan: StepPlan, path: Path) -> Metadata:
+def working_meta(meta: Metadata, plan: StepPlan, path: Path) -> Metadata:
     """Metadata of an intermediate gradual-SR result (float32 working units, no nodata)."""
     scaled = scale_metadata(meta, plan.scale)
     return replace(scaled, path=path, format="zarr", bands=len(plan.bands), dtype=np.dtype(
         "float32"), nodata=None, has_mask=False, band_names=(), extra={})
+
+
+def open_working_writer(path: Path, meta: Metadata, plan: StepPlan) -> Writer:
+    """A Zarr writer for an intermediate step's result (working units, tile-aligned chunks)."""
+    return open_writer(path, working_meta(meta, plan, path), **writer_options(path, plan, {}))
 
 
 def write_step(job: ImageJob, reader: Reader, plan: StepPlan, result: TrainResult, writer,
@@ -383,8 +388,7 @@ def upscale_file(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None
                                      **writer_options(job.output, plan, job.writer_options))
             else:
                 wpath = tmpdir / f"step{i}.zarr"
-                writer = open_writer(wpath, _working_meta(reader.meta, plan, wpath),
-                                     **writer_options(wpath, plan, {}))
+                writer = open_working_writer(wpath, reader.meta, plan)
             tiles_done += write_step(job, reader, plan, result, writer, timings,
                                      working=not last, on_tile=on_tile,
                                      hr_shape=(out_meta.rows, out_meta.cols) if last else None,

@@ -35,7 +35,7 @@ from .cmd_upscale import dicom_writer_options
 from .errors import EXIT, UsageError
 from .graph import SchedulerInfo, execute, open_scheduler, resolve_scheduler
 from .inputs import InputItem, expand_inputs, output_names, pair_ground_truth
-from .job import ImageJob, _working_meta, check_size, open_input, plan_step, preflight_output
+from .job import ImageJob, check_size, open_input, plan_step, preflight_output, working_meta
 from .run_state import ImageState, build_nodes
 from .rundir import JsonLinesHandler, RunDir, image_key, input_identity
 from .tasks import LOCAL_SINKS, TRAIN_TOPIC, ImageSpec
@@ -145,7 +145,7 @@ def _plan(item: InputItem, name: str, settings: RunSettings, rd: RunDir, gt: Pat
             plan = plan_step(cur, job, cumulative / prev)
             plans.append(plan)
             if i < len(steps) - 1:
-                cur = _working_meta(cur, plan, rd.store(key, i))
+                cur = working_meta(cur, plan, rd.store(key, i))
                 metas.append(cur)
             else:
                 metas.append(scale_metadata(meta, settings.scale))

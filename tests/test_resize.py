@@ -230,3 +230,22 @@ def test_cuda_matches_cpu() -> None:
     k = np.full((5, 5), 1 / 25)
     torch.testing.assert_close(imresize(x.cuda(), scale=0.5, kernel=k).cpu(),
                                imresize(x, scale=0.5, kernel=k), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(("hw", "scale", "boundary"), [
+    ((7, 1000), 2.0, "symmetric"),      # a long axis: many banded runs
+    ((1500, 5), 0.5, "replicate"),      # long rows axis, antialiased downscale
+    ((130, 70), 1 / 3, "symmetric"),    # runs whose taps reach past the mirrored edge
+    ((3, 4), 4.0, "symmetric"),         # fewer outputs than one run
+])
+def test_banded_products_equal_the_tap_sum(hw, scale, boundary) -> None:
+    """Each axis is ``out[o] = sum_t w[o, t] * x[idx[o, t]]`` straight from ``contributions``."""
+    x = torch.rand(2, *hw, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    out = imresize(x, scale=scale, boundary=boundary)
+    ref = x.numpy()
+    for axis in sorted((1, 2), key=lambda a: scale):  # as imresize: H first on ties
+        n_out = out.shape[axis]
+        w, idx = contributions(ref.shape[axis], n_out, scale, "cubic", True, boundary)
+        ref = np.moveaxis((np.take(np.moveaxis(ref, axis, -1), idx, axis=-1) * w).sum(-1),
+                          -1, axis)
+    np.testing.assert_allclose(out.numpy(), ref, rtol=0, atol=1e-12)

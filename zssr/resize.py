@@ -226,47 +226,45 @@ def _torch_contributions(
     return w.t().contiguous(), i.t().contiguous()  # (taps, out): one row per tap
 
 
-DENSE_LIMIT = 1 << 22  # out * in entries (16 MB in float32): above it, gather per tap
+BAND_OUT = 64  # output samples per banded product
 
 
 @functools.lru_cache(maxsize=256)
-def _dense_matrix(weights: torch.Tensor, indices: torch.Tensor, in_len: int) -> torch.Tensor:
-    """The resampling matrix ``(out, in)`` of one axis (mirrored taps accumulated)."""
+def _band_plan(weights: torch.Tensor, indices: torch.Tensor
+               ) -> tuple[tuple[int, int, torch.Tensor], ...]:
+    """The resampling matrix of one axis in runs of ``BAND_OUT`` outputs, each cut to
+    the input range its taps reach: ``(lo, hi, matrix (outputs, hi - lo))`` per run,
+    mirrored taps accumulated."""
     taps, out_len = weights.shape
-    m = torch.zeros(out_len, in_len, dtype=weights.dtype, device=weights.device)
-    rows = torch.arange(out_len, device=weights.device).expand(taps, out_len)
-    m.index_put_((rows.reshape(-1), indices.reshape(-1)), weights.reshape(-1), accumulate=True)
-    return m
+    plan = []
+    for o0 in range(0, out_len, BAND_OUT):
+        w, i = weights[:, o0:o0 + BAND_OUT], indices[:, o0:o0 + BAND_OUT]
+        lo, hi = int(i.min()), int(i.max()) + 1
+        m = torch.zeros(w.shape[1], hi - lo, dtype=w.dtype, device=w.device)
+        rows = torch.arange(w.shape[1], device=w.device).expand(taps, -1)
+        m.index_put_((rows.reshape(-1), (i - lo).reshape(-1)), w.reshape(-1), accumulate=True)
+        plan.append((lo, hi, m))
+    return tuple(plan)
 
 
 def _resize_along(x: torch.Tensor, dim: int, weights: torch.Tensor, indices: torch.Tensor
                   ) -> torch.Tensor:
     """Weighted sum over taps of ``x`` gathered along ``dim`` (weights: (taps, out)).
 
-    Small axes use one matrix product with the dense resampling matrix (BLAS,
-    several times faster than per-tap passes over memory); large ones gather
-    whole rows per tap, on the transposed image for the W pass.
+    Each run of ``BAND_OUT`` outputs is one matrix product with the part of the
+    resampling matrix its taps reach (BLAS, several times faster than per-tap
+    passes over memory, and without the zeros of the full matrix, which grow with
+    the axis length).  Rows (``dim=-2``) multiply from the left, columns from the
+    right: neither needs a transposed copy of the image.
     """
-    in_len = x.shape[dim]
-    if weights.shape[1] * in_len <= DENSE_LIMIT:
-        mt = _dense_matrix(weights, indices, in_len).t()  # (in, out)
-        if dim == -1:
-            return (x.reshape(-1, in_len) @ mt).reshape(*x.shape[:-1], mt.shape[1])
-        xt = x.transpose(-1, -2).contiguous()
-        out = (xt.reshape(-1, in_len) @ mt).reshape(*xt.shape[:-1], mt.shape[1])
-        return out.transpose(-1, -2).contiguous()
+    plan = _band_plan(weights, indices)
     if dim == -1:
-        moved = _resize_along(x.transpose(-1, -2).contiguous(), -2, weights, indices)
-        return moved.transpose(-1, -2).contiguous()
-    view = [1] * x.dim()
-    view[dim] = weights.shape[1]
-    out = None
-    for w, i in zip(weights, indices, strict=True):
-        term = x.index_select(dim, i) * w.view(view)
-        out = term if out is None else out.add_(term)
-    if out is None:  # impossible: every row of weights sums to 1
-        raise RuntimeError("resize weights have no taps")
-    return out
+        x2 = x.reshape(-1, x.shape[-1])
+        out = torch.cat([x2[:, lo:hi] @ mb.t() for lo, hi, mb in plan], dim=1)
+        return out.reshape(*x.shape[:-1], out.shape[1])
+    if dim != -2:
+        raise ValueError(f"resize along dim -1 or -2, not {dim}")
+    return torch.cat([torch.matmul(mb, x[..., lo:hi, :]) for lo, hi, mb in plan], dim=-2)
 
 
 def _regular_stride(positions: np.ndarray, padded_len: int) -> int | None:

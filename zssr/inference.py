@@ -11,6 +11,7 @@ depends only on a bounded LR neighbourhood (see ``pipeline.tiles``).
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -20,7 +21,16 @@ from .resize import imresize
 from .sampling import dihedral, undo_dihedral
 from .train import Degradation, as_scale
 
-__all__ = ["predict", "back_project", "output_shape", "ensemble_members", "median"]
+__all__ = ["predict", "back_project", "output_shape", "ensemble_members", "median",
+           "forward_blocked", "BLOCK_BYTES"]
+
+# On the CPU the network runs over blocks of at most BLOCK_BYTES per layer output
+# (64 channels: about 256 x 256 pixels).  glibc mmaps a large tensor afresh for every
+# layer and unmaps it on free, and the kernel zero-fills each new page on first touch;
+# a 3x3 64->64 convolution on a 600 x 600 tile then runs ~28 % slower than on reused
+# memory (BENCHMARKS.md section 8).  Blocks overlap by the network's receptive radius,
+# so the result is the same function (bit for bit in tests/test_engine.py).
+BLOCK_BYTES = 16 * 2 ** 20
 
 
 def output_shape(shape: tuple[int, int], scale: float | tuple[float, float]) -> tuple[int, int]:
@@ -89,6 +99,51 @@ def _net(model: torch.nn.Module, x: torch.Tensor, precision: str) -> torch.Tenso
     return model(x)
 
 
+def _block_sides(h: int, w: int, pixels: int, radius: int) -> tuple[int, int]:
+    """Core block height and width: equal blocks of about ``pixels`` with their margins."""
+    def even(n: int, most: int) -> int:  # n split into equal parts of at most ``most``
+        return -(-n // -(-n // max(most, 16)))
+
+    side = math.isqrt(pixels) - 2 * radius
+    if w <= side:  # narrow: whole rows
+        return even(h, pixels // (w + 2 * radius) - 2 * radius), w
+    if h <= side:  # short: whole columns
+        return h, even(w, pixels // (h + 2 * radius) - 2 * radius)
+    return even(h, side), even(w, side)
+
+
+def forward_blocked(model: torch.nn.Module, x: torch.Tensor, precision: str = "fp32", *,
+                    block_bytes: int | None = None) -> torch.Tensor:
+    """``model(x)`` for ``x`` (N, C, H, W), run over blocks on the CPU (see ``BLOCK_BYTES``).
+
+    Each block is computed with a margin of the network's receptive radius
+    (``model.cfg.receptive_radius``), and only its core is kept: the core's values
+    depend on no pixel beyond the margin, and blocks on the image edge see the same
+    zero padding as the whole image.  Small inputs, GPU inputs and networks without a
+    known radius run in one call.  ``block_bytes``: default ``BLOCK_BYTES``; 0 = no blocks.
+    """
+    block_bytes = BLOCK_BYTES if block_bytes is None else block_bytes
+    n, _, h, w = x.shape
+    cfg = getattr(model, "cfg", None)
+    radius = getattr(cfg, "receptive_radius", None)
+    width = max(getattr(cfg, "width", x.shape[1]), x.shape[1])
+    pixels = block_bytes // (4 * width)
+    if x.device.type != "cpu" or radius is None or block_bytes <= 0 or n * h * w <= pixels:
+        return _net(model, x, precision)
+    if h * w <= pixels:  # whole images, as many per call as fit
+        per = max(1, pixels // (h * w))
+        return torch.cat([_net(model, x[i:i + per], precision) for i in range(0, n, per)])
+    bh, bw = _block_sides(h, w, pixels, radius)
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    for i, r0, c0 in itertools.product(range(n), range(0, h, bh), range(0, w, bw)):
+        r1, c1 = min(h, r0 + bh), min(w, c0 + bw)
+        a0, b0 = max(0, r0 - radius), max(0, c0 - radius)
+        y = _net(model, x[i:i + 1, :, a0:min(h, r1 + radius), b0:min(w, c1 + radius)],
+                 precision)
+        out[i, :, r0:r1, c0:c1] = y[0, :, r0 - a0:r1 - a0, c0 - b0:c1 - b0]
+    return out
+
+
 def _run_member_group(model: torch.nn.Module, lr: torch.Tensor, ks: list[int],
                       deg: Degradation, out_hw: tuple[int, int], lo: torch.Tensor,
                       hi: torch.Tensor, batch: bool, precision: str = "fp32"
@@ -101,9 +156,9 @@ def _run_member_group(model: torch.nn.Module, lr: torch.Tensor, ks: list[int],
         sc = deg.scale if k % 2 == 0 else (deg.scale[1], deg.scale[0])
         inputs.append(imresize(x, scale=sc, output_shape=shape, kernel="cubic"))
     if batch:
-        outs = list(_net(model, torch.stack(inputs), precision))
+        outs = list(forward_blocked(model, torch.stack(inputs), precision))
     else:
-        outs = [_net(model, x[None], precision)[0] for x in inputs]
+        outs = [forward_blocked(model, x[None], precision)[0] for x in inputs]
     return [undo_dihedral(torch.clamp(y, lo, hi), k) for y, k in zip(outs, ks,
                                                                                      strict=True)]
 

@@ -13,6 +13,7 @@ import sys
 import traceback
 
 from . import cmd_batch, cmd_eval, cmd_run, cmd_steps, cmd_upscale
+from .allocator import keep_freed_memory
 from .errors import exit_code
 
 __all__ = ["main", "build_parser"]
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
+    keep_freed_memory()  # training steps reuse heap pages instead of faulting them in
     try:
         with _gdal_to_logging():
             return int(args.func(args) or 0)

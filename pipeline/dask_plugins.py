@@ -26,7 +26,9 @@ class TorchThreads(WorkerPlugin):
         from rasterio.env import set_gdal_config
 
         from io_adapters.base import GDAL_CACHE_MB
+        from pipeline.allocator import keep_freed_memory
 
+        keep_freed_memory()
         set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_MB)  # our worker process: flat memory
         if self.threads:
             torch.set_num_threads(self.threads)

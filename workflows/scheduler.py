@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline.allocator import keep_freed_memory
 from pipeline.errors import LockedError, UsageError
 
 from .batch import BatchSummary, run_job_file
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-runs", type=int, default=None, help="stop after this many runs")
     p.add_argument("--scheduler", default=None, help="Dask scheduler (over the job's)")
     args = p.parse_args(argv)
+    keep_freed_memory()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s", stream=sys.stderr)
     try:

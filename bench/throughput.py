@@ -8,7 +8,9 @@ LR (144^2 -> 288^2) and on one pipeline-sized tile (a 300^2 crop of the real 4-b
 Landsat 8 stack -> 600^2).  Each is reported against the ideal implied by the
 ceiling (FLOPs counted from the network: training = 3x forward).
 ``--compare-unblocked`` also times inference with the network on whole images
-(``zssr.inference.BLOCK_BYTES = 0``), interleaved with the default blocks.
+(``zssr.inference.BLOCK_BYTES = 0``), interleaved with the default blocks.  The
+process fixes glibc's malloc thresholds as the ``zssr`` command does
+(``pipeline.allocator``; ``ZSSR_SYSTEM_MALLOC=1`` keeps the defaults).
 
     python bench/throughput.py --json bench/results/throughput.json [--device cuda]
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.allocator import keep_freed_memory
 from zssr import inference
 from zssr.config import InferConfig, NetConfig, TrainConfig
 from zssr.inference import predict
@@ -174,10 +177,12 @@ def main() -> None:
                          "(zssr.inference.BLOCK_BYTES = 0), interleaved with the default")
     args = ap.parse_args()
     device = torch.device(args.device)
+    kept = keep_freed_memory()  # as the zssr command does (ZSSR_SYSTEM_MALLOC=1: not)
     img = load_image()
     ceiling = conv_ceiling(device)
     net_cfg = NetConfig()
     rows = {"ceiling_gflops": ceiling / 1e9, "threads": torch.get_num_threads(), "train": [],
+            "malloc_thresholds_fixed": kept,
             "device": str(device), "image": list(img.shape)}
     print(f"conv ceiling (fp32 3x3 64->64 channels_last): {ceiling / 1e9:.1f} GFLOP/s, "
           f"{torch.get_num_threads()} threads")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -86,22 +87,25 @@ def load_image() -> np.ndarray:
     return np.moveaxis(img, -1, 0).astype(np.float32) / 255
 
 
-def train_speed(img: np.ndarray, device: torch.device, crop: int, iters: int) -> float:
-    """Median seconds/iteration over blocks of 10 iterations (after a warm-up block)."""
+def train_speed(img: np.ndarray, device: torch.device, crop: int, iters: int
+                ) -> tuple[float, float]:
+    """Median seconds/iteration over blocks of 10 iterations (after a warm-up block), and
+    minor page faults per iteration (memory the kernel had to zero-fill anew)."""
     net = build_model(3, NetConfig(), seed=0, device=device)
     cfg = TrainConfig(max_iters=iters, crop_size=crop, run_test_every=10 ** 6,
                       min_iters=10 ** 6)
-    times = []
+    times, faults = [], 0
     src = ArrayCropSource(img)
     for block in range(iters // 10 + 1):
         _sync(device)
-        t0 = time.perf_counter()
+        f0, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
         train(net, src, scale=2, cfg=TrainConfig(**{**cfg.__dict__, "max_iters": 10}),
               seed=block)
         _sync(device)
         if block:
             times.append((time.perf_counter() - t0) / 10)
-    return statistics.median(times)
+            faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    return statistics.median(times), faults / (10 * len(times))
 
 
 def load_tile(lr_size: int) -> np.ndarray:
@@ -191,13 +195,13 @@ def main() -> None:
         bw = copy_bandwidth(device)
         rows.update(ceiling_bf16_gflops=bf16 / 1e9, copy_gbytes_per_s=bw / 1e9)
         print(f"conv ceiling bf16: {bf16 / 1e9:.1f} GFLOP/s; device copy {bw / 1e9:.0f} GB/s")
-    print(f"{'crop':>5} {'s/it':>8} {'ideal s/it':>11} {'ratio':>6}")
+    print(f"{'crop':>5} {'s/it':>8} {'ideal s/it':>11} {'ratio':>6} {'faults/it':>10}")
     for crop in args.crop:
-        s_it = train_speed(img, device, crop, args.iters)
+        s_it, faults = train_speed(img, device, crop, args.iters)
         ideal = 3 * count_flops(3, net_cfg, crop * crop) / ceiling
         rows["train"].append({"crop": crop, "s_per_it": s_it, "ideal_s_per_it": ideal,
-                              "ratio_to_ideal": s_it / ideal})
-        print(f"{crop:>5} {s_it:8.4f} {ideal:11.4f} {s_it / ideal:6.2f}")
+                              "ratio_to_ideal": s_it / ideal, "page_faults_per_it": faults})
+        print(f"{crop:>5} {s_it:8.4f} {ideal:11.4f} {s_it / ideal:6.2f} {faults:10.0f}")
     images = {"infer": ("Set5 bird LR", img),
               "infer_tile": (f"Landsat 8 crop {args.tile_lr}^2 x 4 bands (one pipeline tile)",
                              load_tile(args.tile_lr))}

@@ -5,8 +5,8 @@ threshold* get pages of their own (``mmap``), and when more than the *trim thres
 (twice the mmap threshold) lies free at the top of the heap, it goes back to the kernel.
 A training step allocates and frees the same tens of megabytes every iteration (at crop
 128: eight 4 MB activations and their gradients), so the trim returns them at the end of
-each step and the kernel zero-fills them again, page by page, in the next: 15 000 page
-faults and ~19 % of the step (BENCHMARKS.md section 8).
+each step and the kernel zero-fills them again, page by page, in the next: 6 000-15 000
+page faults and about a tenth of the step (BENCHMARKS.md section 8).
 
 :func:`keep_freed_memory` fixes both thresholds instead: blocks up to 32 MB (glibc's
 ceiling for the mmap threshold) come from the heap, larger ones still get their own

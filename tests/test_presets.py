@@ -26,6 +26,7 @@ CASES = {
     "paper": (DATA / "io" / "plain" / "bridge_40x48.png", ".png", 2, []),
     "paper-gradual": (DATA / "io" / "plain" / "butterfly_48x64.png", ".png", 2, []),
     "fast": (DATA / "io" / "plain" / "butterfly_48x64.png", ".png", 2, []),
+    "fast-gradual": (DATA / "io" / "plain" / "bridge_40x48.png", ".png", 2, []),
     "real": (DATA / "io" / "plain" / "butterfly16_48x64.png", ".png", 2, []),
     "kernel": (DATA / "io" / "plain" / "bridge_40x48.png", ".png", 2, ["--kernel", str(KERNEL)]),
     "gradual-x4": (DATA / "io" / "plain" / "bridge_40x48.png", ".png", 4, []),
@@ -100,7 +101,8 @@ def test_presets_carry_typed_pipeline_sections():
     assert not rc.pipeline.chain.post and rc.pipeline.chain.pre
 
 
-@pytest.mark.parametrize("name", ["gradual-x4", "sentinel2", "landsat", "ct", "mr"])
+@pytest.mark.parametrize("name", ["gradual-x4", "sentinel2", "landsat", "ct", "mr",
+                                  "fast-gradual"])
 def test_new_presets_comment_every_value(name):
     for line in (PRESETS_DIR / f"{name}.yaml").read_text().splitlines():
         body = line.split("#")[0].strip()

@@ -1,7 +1,7 @@
 """YAML presets, validated into typed config objects once, at the edge.
 
 A preset is a small diff over the engine defaults (:class:`zssr.config.ZSSRConfig`),
-each value with a comment saying why.  Resolution order: defaults <- preset <-
+or over another preset named by ``extends:``, each value with a comment saying why.  Resolution order: defaults <- preset <-
 config file <- ``--set key=value`` overrides.
 
 Besides the engine's sections (``net``, ``train``, ``infer``, ``norm``,
@@ -54,12 +54,20 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_preset(name: str) -> dict[str, Any]:
+def load_preset(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A preset's data; ``extends: BASE`` merges the preset over preset BASE first."""
     path = PRESETS_DIR / f"{name}.yaml"
-    if not name or "/" in name or not path.is_file():
+    if not isinstance(name, str) or not name or "/" in name or not path.is_file():
         raise ConfigError(f"unknown preset {name!r}; available presets: "
                           + ", ".join(available_presets()))
-    return load_yaml(path)
+    data = load_yaml(path)
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if base in (*_seen, name):
+        raise ConfigError(f"{path}: presets extend each other in a cycle: "
+                          + " -> ".join([*_seen, name, str(base)]))
+    return merge_dicts(load_preset(base, (*_seen, name)), data)
 
 
 def split_sections(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+import configs
 from configs import available_presets, load_preset, resolve_config
 from zssr.config import ConfigError, ZSSRConfig, config_from_dict, config_to_dict, parse_override
 
@@ -63,6 +64,22 @@ def test_presets_resolve_and_override():
     assert load_preset("paper")["net"]["depth"] == 8
     with pytest.raises(ConfigError, match="unknown preset 'nope'; available presets: .*paper"):
         load_preset("nope")
+
+
+def test_preset_extends_merges_over_its_base(tmp_path, monkeypatch):
+    fast, fg = load_preset("fast"), load_preset("fast-gradual")
+    assert "extends" not in fg
+    assert fg["train"] == {**fast["train"], "crop_size": 80, "max_iters": 500}
+    assert fg["gradual_steps"] == [[1.5, 1.5], [2.0, 2.0]]
+    assert "gradual_steps" not in load_preset("fast")  # the base is not changed by the merge
+    monkeypatch.setattr(configs, "PRESETS_DIR", tmp_path)
+    (tmp_path / "a.yaml").write_text("extends: b\nseed: 1\n")
+    (tmp_path / "b.yaml").write_text("extends: a\n")
+    with pytest.raises(ConfigError, match=r"b.yaml: presets extend each other in a cycle: a -> b -> a"):
+        load_preset("a")
+    (tmp_path / "c.yaml").write_text("extends: nope\n")
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; available presets: a, b, c"):
+        load_preset("c")
 
 
 def test_config_file_errors(tmp_path):

@@ -81,10 +81,23 @@ def upsample(array: np.ndarray, sy: int, sx: int) -> np.ndarray:
 
 
 def dciodvfy_errors(path: Path) -> set[str]:
-    """dciodvfy errors of one file, normalised (values, lengths and paths stripped)."""
-    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+    """dciodvfy errors of one file, normalised (values, lengths and paths stripped).
+
+    Raises ``RuntimeError`` when dciodvfy did not verify the file: a missing or crashed
+    tool, no output, or a file it could not read ("Abort", "dataset read failed").  It
+    exits 0 for a clean file and 1 when it reports errors, so the exit status alone does
+    not tell; an empty error set from a tool that never ran must not pass as "no errors".
+    """
+    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False,
+                         timeout=120)
+    text = run.stdout + run.stderr
+    unread = ("Abort -" in text or "Dicom dataset read failed" in text
+              or "Information Object Not found" in text)
+    if run.returncode not in (0, 1) or not text.strip() or unread:
+        raise RuntimeError(f"dciodvfy did not verify {path} (exit {run.returncode}): "
+                           f"{text.strip()[:300]!r}")
     errors = set()
-    for line in (run.stdout + run.stderr).splitlines():
+    for line in text.splitlines():
         if not line.startswith("Error") or DCIODVFY_FALSE_POSITIVES.search(line):
             continue
         line = line.replace(str(path), "<file>")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +9,27 @@ import pytest
 import torch
 
 DATA = Path(__file__).resolve().parent / "data"
+
+#: ``.ci/run`` sets ZSSR_CI=1: there a check whose system tool or permission is missing
+#: fails instead of skipping, so a broken install cannot make it vanish silently.
+IN_CI = os.environ.get("ZSSR_CI") == "1"
+
+
+def require(available: bool, what: str) -> None:
+    """Skip the calling test when ``what`` is not available here; fail in CI (ZSSR_CI=1)."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is missing, and CI requires it (.ci/run installs it)",
+                    pytrace=False)
+    pytest.skip(f"{what} is missing (.ci/run installs it)")
+
+
+def require_tool(*names: str) -> str:
+    """The path of the first of ``names`` on PATH; skip (fail in CI) when none is."""
+    path = next(filter(None, map(shutil.which, names)), None)
+    require(path is not None, " or ".join(names))
+    return str(path)
 
 
 @pytest.fixture(autouse=True)
@@ -35,3 +58,22 @@ def tiny_config(**train):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+#: Skips CI accepts: checks that need hardware CI does not have.
+CI_ALLOWED_SKIPS = ("needs a CUDA device",)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI every skip is a failure (a missing tool, package or permission), except the
+    hardware ones in :data:`CI_ALLOWED_SKIPS`."""
+    outcome = yield
+    report = outcome.get_result()
+    if not IN_CI or not report.skipped or hasattr(report, "wasxfail"):
+        return
+    reason = str(report.longrepr)
+    if any(allowed in reason for allowed in CI_ALLOWED_SKIPS):
+        return
+    report.outcome = "failed"
+    report.longrepr = f"skipped in CI, where every check must run: {reason}"

@@ -53,7 +53,7 @@ from _run_helpers import (
     wait_until,
     zssr_argv,
 )
-from conftest import DATA
+from conftest import DATA, require
 
 from io_adapters.cog import CogWriter
 from pipeline.cli import main
@@ -298,15 +298,13 @@ def small_fs():
 
     def mount(folder: Path, size: str) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() != 0:
-            pytest.skip("mounting a small tmpfs needs root")
+        require(os.geteuid() == 0, "root (to mount a small tmpfs)")
         try:
             done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
                                    str(folder)], capture_output=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            pytest.skip(f"cannot mount a tmpfs: {exc}")
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+            require(False, f"a tmpfs mount ({exc})")
+        require(done.returncode == 0, f"a tmpfs mount ({done.stderr.decode().strip()})")
         mounted.append(folder)
         return folder
 

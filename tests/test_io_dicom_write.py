@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pydicom
 import pytest
@@ -14,6 +12,7 @@ from _dicom_fixtures import (
     enhanced_with_groups,
     upsample,
 )
+from conftest import require_tool
 from pydicom.uid import ExplicitVRLittleEndian
 
 from io_adapters.base import Metadata, Window, Writer, full_window
@@ -263,10 +262,10 @@ def test_writer_refuses_bad_paths_and_metadata(tmp_path):
         DicomWriter(tmp_path / "x.dcm", plain)
 
 
-@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (dicom3tools) missing")
 @pytest.mark.parametrize("source", ["CT_small.dcm", "MR_small_RLE.dcm", "emri_small.dcm",
                                     "SC_ybr_full_422_uncompressed.dcm", "series", "enhanced"])
 def test_dciodvfy_finds_no_new_errors(tmp_path, source):
+    require_tool("dciodvfy")
     src = enhanced_with_groups(tmp_path) if source == "enhanced" else DICOM / source
     out = tmp_path / "out" if source == "series" else tmp_path / "out.dcm"
     _write_upsampled(DicomReader(src), out)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import DATA
+from conftest import DATA, require_tool
 
 from io_adapters.detect import open_reader
 from pipeline.cli import main
@@ -308,14 +308,14 @@ def test_locked_run_dir_and_usage_errors(tmp_path: Path, capsys):
 def test_report_renders_in_headless_chromium(batch, tmp_path: Path):
     from PIL import Image
 
-    chrome = next(filter(None, map(shutil.which, ("chromium", "chromium-browser",
-                                                  "google-chrome", "chrome"))), None)
-    if chrome is None:
-        pytest.skip("no headless Chromium installed (.ci/run installs it)")
+    chrome = require_tool("chromium", "chromium-browser", "google-chrome", "chrome")
     shot = tmp_path / "report.png"
     import subprocess
 
+    # no network here: the background-networking flags keep Chromium from dialling out
     subprocess.run([chrome, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--no-first-run", "--disable-background-networking", "--disable-sync",
+                    "--disable-component-update", f"--user-data-dir={tmp_path / 'profile'}",
                     f"--screenshot={shot}", "--window-size=1280,2400",
                     (batch["out"] / "report.html").as_uri()], check=True, timeout=90,
                    capture_output=True)

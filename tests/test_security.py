@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import ast
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from conftest import require
 
 from io_adapters.base import check_output_path
 from io_adapters.errors import WriteError
@@ -156,16 +158,25 @@ def test_output_path_rules(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".zssr-probe")]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_output_folder_without_write_permission(tmp_path):
+    """A folder the process may not write to.  Root ignores mode bits, so as root (CI) the
+    folder is a read-only tmpfs mount instead; a mount that fails fails the test in CI."""
     ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(0o555)
+    if os.geteuid() == 0:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)],
+                              capture_output=True, timeout=30, check=False)
+        require(done.returncode == 0, f"a read-only tmpfs mount ({done.stderr!r})")
+    else:
+        ro.chmod(0o555)
     try:
         with pytest.raises(WriteError, match="not writable"):
             check_output_path(ro / "o.png")
     finally:
-        ro.chmod(0o755)
+        if os.geteuid() == 0:
+            subprocess.run(["umount", "-l", str(ro)], check=False, timeout=30)
+        else:
+            ro.chmod(0o755)
 
 
 @pytest.mark.parametrize("template", ["../{stem}{suffix}", "{stem}/../../x{suffix}",

@@ -52,7 +52,7 @@ def test_paper_gradual_runs_in_eval(tmp_path):
                  "--preset", "paper-gradual", *TINY, "--json", str(report)]) == 0
     row = json.loads(report.read_text())["images"][0]
     assert row["iterations"] == 6 * 5  # six steps of train.max_iters=5
-    assert 25 < row["psnr_y"] < 45  # a real image came out (bicubic: 34.9 dB)
+    assert 34.9 < row["psnr_y"] < 45  # beats bicubic (34.89 dB; measured 35.55 dB)
 
 
 def _valid_mean(path: Path) -> tuple[float, tuple]:

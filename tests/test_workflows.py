@@ -245,7 +245,7 @@ def test_ground_truth_pairs_only_this_runs_inputs(tmp_path):
     spec = job_from_dict({"inputs": ["in/"], "output": "out", "scale": 2, "ground_truth": "gt",
                           "set": TINY, "scheduler": "synchronous"}, base=tmp_path)
     first = run_job(spec)
-    assert first.counts["processed"] == 1 and first.processed[0]["psnr"] > 20
+    assert first.counts["processed"] == 1 and first.processed[0]["psnr"] > 36.9  # bicubic 36.84
     shutil.copy(DATA / "sr" / "head_SRF_2_LR.png", tmp_path / "in" / "head.png")
     second = run_job(spec)  # bird is done: its reference must not count as unpaired
     assert second.counts == {"processed": 1, "skipped": 1, "failed": 0}

@@ -4,13 +4,19 @@ For each file (or folder series) under ``--data``: read it, write a x2 derived
 DICOM of nearest-upsampled stored values, run ``dciodvfy`` on source and output
 and print one row: errors in the source, in the output, errors new in the output
 (must be 0), pixel spacing in/out and the shift of the first pixel's position,
-both read back from the written file (expected shift: a quarter of the old pixel
-along each in-plane direction).
+both read back from the written file.  The shift is checked as a 3-vector, not
+only its length: every frame's written ImagePositionPatient must equal
+``P + ((1/s - 1) / 2) * (PixelSpacing[1] * X + PixelSpacing[0] * Y)`` (PS3.3
+C.7.6.2.1.1: X, Y the row and column direction cosines of ImageOrientationPatient,
+PixelSpacing = (between rows, between columns)), to ``POSITION_TOLERANCE_MM``;
+at x2 that is a quarter of the old pixel along each in-plane direction.
 
     .venv/bin/python bench/dicom_validate.py --json /tmp/dicom_validate.json
 
 Needs ``dciodvfy`` on PATH (Debian/Ubuntu package ``dicom3tools``). Exits 1 if
-any output has an error its source does not have.
+any output has an error its source does not have, or a position off the expected
+one by more than ``POSITION_TOLERANCE_MM``.  ``--data tests/data/geometry`` checks
+the oblique, non-square-pixel series of the tests.
 """
 
 from __future__ import annotations
@@ -27,12 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-from io_adapters.base import full_window
+from io_adapters.base import MedicalInfo, full_window
 from io_adapters.dicom import DicomReader, DicomWriter, scale_dicom_metadata, sniff_dicom
 
 # dciodvfy flags MR Pulse Sequence / Bulk Motion attributes in DERIVED images, but PS3.3
 # C.8.13.4 says "Required if Image Type Value 1 is ORIGINAL or MIXED. May be present
 # otherwise."; dicom3tools' conditions lack "may be present otherwise".
+POSITION_TOLERANCE_MM = 1e-4  # DS strings keep 16 characters: ~1e-10 mm at these sizes
 FALSE_POSITIVES = re.compile(r"Attribute present when condition unsatisfied .*Module=<("
                              r"MRPulseSequence|BulkMotionSynchronization)>")
 
@@ -81,9 +88,9 @@ def validate(source: Path, workdir: Path, scale: int = 2) -> dict:
     written = DicomReader(output).meta.medical  # geometry as written, read back
     p_in, p_out = reader.meta.medical.positions, written.positions
     shift = math.dist(p_in[0], p_out[0]) if p_in else None
-    spacing = reader.meta.medical.pixel_spacing
-    # orthonormal row/column directions: a quarter pixel along each for x2
-    expected = (math.hypot(*spacing) * (1 - 1 / scale) / 2) if p_in and spacing else None
+    expected = _expected_positions(reader.meta.medical, scale)
+    error = (max(math.dist(e, p) for e, p in zip(expected, p_out, strict=True))
+             if expected and len(p_out) == len(expected) else None)
     return {
         "file": source.name,
         "frames": meta.frames,
@@ -94,8 +101,31 @@ def validate(source: Path, workdir: Path, scale: int = 2) -> dict:
         "spacing_in": reader.meta.medical.pixel_spacing,
         "spacing_out": written.pixel_spacing,
         "position_shift_mm": shift,
-        "expected_shift_mm": expected,
+        "expected_shift_mm": math.dist(p_in[0], expected[0]) if expected else None,
+        "position_out": list(p_out[0]) if p_out else None,
+        "expected_position": list(expected[0]) if expected else None,
+        "position_error_mm": error,  # largest over the frames, as 3-vectors
+        "position_ok": (error is not None and error <= POSITION_TOLERANCE_MM) if expected
+        else None,
     }
+
+
+def _expected_positions(medical: MedicalInfo, scale: float) -> list[tuple[float, ...]]:
+    """Each frame's HR first-pixel centre, from the source header (PS3.3 C.7.6.2.1.1).
+
+    Pixel (column i, row j) lies at ``P + i * PixelSpacing[1] * X + j *
+    PixelSpacing[0] * Y``; HR pixel 0 of an axis is centred at LR index
+    ``(1/s - 1) / 2`` (MATLAB imresize), so both indices are that.
+    """
+    if not medical.positions or not medical.orientation or not medical.pixel_spacing:
+        return []
+    row_dir = np.asarray(medical.orientation[:3], dtype=float)
+    col_dir = np.asarray(medical.orientation[3:6], dtype=float)
+    row_spacing, col_spacing = medical.pixel_spacing
+    half = (1.0 / scale - 1.0) / 2.0
+    offset = half * (col_spacing * row_dir + row_spacing * col_dir)
+    return [tuple(float(v) for v in np.asarray(p, dtype=float) + offset)
+            for p in medical.positions]
 
 
 def _spacing(s: tuple[float, float] | None) -> str:
@@ -110,7 +140,8 @@ def _row(r: dict) -> str:
     return (f"{r['file']:<24} {r['frames']:>6} {r['source_errors']:>7} {r['output_errors']:>7} "
             f"{len(r['new_errors']):>4} {r['ignored_false_positives']:>7} "
             f"{_spacing(r['spacing_in']):>20} {_spacing(r['spacing_out']):>20} "
-            f"{_mm(r['position_shift_mm']):>10} {_mm(r['expected_shift_mm']):>10}")
+            f"{_mm(r['position_shift_mm']):>10} {_mm(r['expected_shift_mm']):>10} "
+            f"{_mm(r['position_error_mm']):>10}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     sources = [p for p in sorted(args.data.iterdir()) if sniff_dicom(p)]
     rows = []
     print(f"{'file':<24} {'frames':>6} {'src_err':>7} {'out_err':>7} {'new':>4} {'ignored':>7} "
-          f"{'spacing in (mm)':>20} {'spacing out (mm)':>20} {'shift mm':>10} {'expected':>10}")
+          f"{'spacing in (mm)':>20} {'spacing out (mm)':>20} {'shift mm':>10} {'expected':>10} "
+          f"{'pos err':>10}")
     with tempfile.TemporaryDirectory(prefix="dicom_validate_") as tmp:
         for source in sources:
             row = validate(source, Path(tmp))
@@ -134,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    NEW: {line}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
-    return 1 if any(r["new_errors"] for r in rows) else 0
+    bad = [r["file"] for r in rows if r["position_ok"] is False]
+    if bad:
+        print(f"positions off the expected 3-vector by > {POSITION_TOLERANCE_MM} mm: "
+              f"{', '.join(bad)}", file=sys.stderr)
+    return 1 if bad or any(r["new_errors"] for r in rows) else 0
 
 
 if __name__ == "__main__":

@@ -11,11 +11,10 @@ the first and third band), like the array axis they index.
 from __future__ import annotations
 
 import errno
+import logging
 import math
 import os
 import re
-import shutil
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -24,8 +23,12 @@ import numpy as np
 from affine import Affine
 from rasterio.windows import Window
 
+from . import output_safety
 from .base import Metadata
 from .errors import InvalidDataError, WriteError
+from .output_safety import check_replaceable, remove_tree, replace_onto, temp_name
+
+log = logging.getLogger(__name__)
 
 Scale = float | tuple[float, float]
 
@@ -214,8 +217,17 @@ def check_region(array: np.ndarray, window: Window, *, meta: Metadata,
 
 
 def temp_sibling(final: Path, tag: str) -> Path:
-    """A hidden, unique temporary name in the same folder (same filesystem for os.replace)."""
-    return final.parent / f".{final.name}.{tag}-{uuid.uuid4().hex[:8]}"
+    """A hidden, unique temporary name in the same folder (same filesystem for os.replace).
+
+    Only a name: create it with :func:`new_temp_dir` (a private folder the writer's
+    library then writes into), never by opening the name itself (that follows a link).
+    """
+    return temp_name(final, tag)
+
+
+def new_temp_dir(final: Path, tag: str) -> Path:
+    """A fresh private folder named like :func:`temp_sibling` (``mkdir``: never a link)."""
+    return output_safety.new_temp_dir(final, tag)
 
 
 def stale_temps(final: Path) -> list[Path]:
@@ -266,28 +278,22 @@ def _disk_full(folder: Path, exc: BaseException) -> bool:
 
 
 def remove_path(path: Path) -> None:
-    """Delete a file or a folder tree; missing is fine."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+    """Delete a file, a link (only the link) or a folder tree; missing is fine."""
+    try:
+        remove_tree(path)
+    except OSError:
+        log.debug("cannot remove %s", path, exc_info=True)
 
 
 def replace_into(src: Path, final: Path) -> Path:
-    """Move ``src`` to ``final`` atomically, also when both are folders."""
-    try:
-        if final.is_dir() and not final.is_symlink():
-            old = temp_sibling(final, "old")
-            os.replace(final, old)
-            os.replace(src, final)
-            remove_path(old)
-        else:
-            os.replace(src, final)
-    except OSError as exc:
-        raise WriteError(f"{final}: cannot move the finished output into place: {exc}") from exc
-    return final
+    """Move ``src`` to ``final`` atomically, also when both are folders; a link at
+    ``final`` is refused (:func:`io_adapters.output_safety.replace_onto`)."""
+    return replace_onto(src, final)
 
 
 def check_overwrite(final: Path, *, overwrite: bool) -> None:
-    if final.exists() and not overwrite:
-        raise WriteError(f"{final}: output already exists; delete it or pass overwrite=True")
+    """An existing ``final`` needs ``overwrite`` and must be an output zssr wrote."""
+    if os.path.lexists(final):
+        if not overwrite:
+            raise WriteError(f"{final}: output already exists; delete it or pass overwrite=True")
+        check_replaceable(final)

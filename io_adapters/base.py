@@ -165,24 +165,22 @@ class AtomicWriterMixin:
 
 
 def check_output_path(path: Path, *, inputs: tuple[Path, ...] = (),
-                      root: Path | None = None) -> Path:
-    """Resolve an output path; refuse one that is an input, lies outside ``root`` (when
-    given) or whose folder is missing or not writable.
+                      root: Path | None = None, overwrite: bool | None = None) -> Path:
+    """Check an output path with the one output rule (:mod:`io_adapters.output_safety`:
+    never an input or a folder around or inside one, never through a link, inside
+    ``root`` when given) and refuse one whose folder is missing or not writable.
 
+    ``overwrite`` (True/False) also applies the rule to an existing output (it needs
+    ``overwrite`` and must be one zssr wrote); None leaves that to the caller.
+    Returns the absolute path (folder resolved, last name kept: a link is never followed).
     Writability is probed by creating (and at once deleting) an anonymous file in
     the folder: permission bits say nothing for root, read-only mounts or ``/proc``.
     """
     import tempfile
 
-    out = Path(path).resolve()
-    if root is not None:
-        base = Path(root).resolve()
-        if not out.is_relative_to(base):
-            raise WriteError(f"{path}: output path resolves to {out}, outside the output "
-                             f"folder {base}; outputs must stay inside it")
-    for src in inputs:
-        if Path(src).resolve() == out:
-            raise WriteError(f"{out}: output path equals the input; choose another output")
+    from .output_safety import check_output
+
+    out = check_output(path, inputs=inputs, root=root, overwrite=overwrite)
     parent = out.parent
     if not parent.is_dir():
         what = "is not a folder" if parent.exists() else "does not exist"
@@ -194,3 +192,4 @@ def check_output_path(path: Path, *, inputs: tuple[Path, ...] = (),
         raise WriteError(f"{out}: output folder {parent} is not writable "
                          f"({exc.strerror or exc})") from None
     return out
+

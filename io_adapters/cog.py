@@ -5,8 +5,8 @@ The pipeline writes high-resolution tiles (disjoint windows) and then commits:
 1. ``__init__`` creates a hidden tiled GeoTIFF next to the output
    (``TILED=YES``, ``blocksize`` x ``blocksize`` blocks, ``BIGTIFF=IF_SAFER``,
    DEFLATE or ZSTD with predictor 2 for integers and 3 for floats) carrying the
-   CRS, transform, nodata, band descriptions, colour interpretation, scales,
-   offsets, units and dataset tags of ``meta``;
+   CRS, transform (or ground control points), nodata, band descriptions, colour
+   interpretation, scales, offsets, units and dataset tags of ``meta``;
 2. ``write(array, window, mask=...)`` stores each tile in it;
 3. ``commit`` rebuilds it with GDAL's COG driver (overviews computed with
    AVERAGE for continuous data, NEAREST for categorical data), then
@@ -39,6 +39,7 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio._err import CPLE_BaseError
+from rasterio.control import GroundControlPoint
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
@@ -48,12 +49,11 @@ from ._common import (
     apply_valid_mask,
     cast_to_dtype,
     check_frame,
-    check_overwrite,
     check_pixel_dtype,
     check_region,
+    new_temp_dir,
     remove_path,
     replace_into,
-    temp_sibling,
     write_failure,
 )
 from .base import AtomicWriterMixin, Metadata, check_output_path
@@ -83,8 +83,7 @@ class CogWriter(AtomicWriterMixin):
                  blocksize: int = 512,
                  overview_resampling: Literal["average", "nearest", "mode"] | None = None,
                  num_threads: int | Literal["ALL_CPUS"] = "ALL_CPUS") -> None:
-        self.path = check_output_path(Path(path), inputs=inputs)
-        check_overwrite(self.path, overwrite=overwrite)
+        self.path = check_output_path(Path(path), inputs=inputs, overwrite=overwrite)
         check_pixel_dtype(meta.dtype, path=self.path)
         if meta.frames != 1:
             raise InvalidDataError(f"{self.path}: a GeoTIFF holds one frame, not "
@@ -102,7 +101,8 @@ class CogWriter(AtomicWriterMixin):
         self._alpha = meta.extra.get("alpha_band")
         self._internal_mask = meta.nodata is None and meta.has_mask and self._alpha is None
         self._lock = threading.Lock()
-        self._tmp = temp_sibling(self.path, "tiles")
+        self._tmpdir = new_temp_dir(self.path, "tiles")  # private: GDAL's opens follow links
+        self._tmp = self._tmpdir / self.path.name
         self._dst: rasterio.io.DatasetWriter | None = None
         try:
             with self._env(), warnings.catch_warnings():
@@ -158,6 +158,11 @@ class CogWriter(AtomicWriterMixin):
                 dst.units = geo.units
             if geo.tags:
                 dst.update_tags(**geo.tags)
+        gcps = meta.extra.get("gcps")
+        if gcps and geo is None:  # georeferenced by control points: written, not dropped
+            wkt = meta.extra.get("gcp_crs")
+            dst.gcps = ([GroundControlPoint(row=r, col=c, x=x, y=y, z=z, id=i, info=info)
+                         for r, c, x, y, z, i, info in gcps], CRS.from_wkt(wkt) if wkt else None)
 
     def write(self, array: np.ndarray, window: Window, *, frame: int = 0,
               mask: np.ndarray | None = None) -> None:
@@ -209,7 +214,7 @@ class CogWriter(AtomicWriterMixin):
         return self.path
 
     def _translate_cog(self) -> Path:
-        cog_tmp = temp_sibling(self.path, "cog")
+        cog_tmp = self._tmpdir / f"cog-{self.path.name}"
         self._cog_tmp = cog_tmp
         options = {
             "COMPRESS": self._compress, "BLOCKSIZE": self._blocksize,
@@ -222,10 +227,7 @@ class CogWriter(AtomicWriterMixin):
         return cog_tmp
 
     def _cleanup(self) -> None:
-        for tmp in (self._tmp, getattr(self, "_cog_tmp", None)):
-            if tmp is not None:
-                remove_path(tmp)
-                remove_path(Path(f"{tmp}.aux.xml"))
+        remove_path(self._tmpdir)  # the temporaries and any GDAL sidecar in it
 
     def abort(self) -> None:
         """Close and delete every temporary; the output path is untouched."""

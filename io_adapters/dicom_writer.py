@@ -37,13 +37,12 @@ from pydicom.uid import generate_uid
 from ._common import (
     Scale,
     check_frame,
-    check_overwrite,
     check_region,
+    new_temp_dir,
     normalize_scale,
     remove_path,
     replace_into,
     scaled_size,
-    temp_sibling,
     write_failure,
 )
 from ._dicom_derive import derive_dataset
@@ -95,15 +94,15 @@ class DicomWriter(AtomicWriterMixin):
                 f"{path}: DicomWriter needs DICOM metadata from DicomReader "
                 f"(got format {meta.format!r})")
         sources = tuple(Path(s) for s in (meta.medical.sources if meta.medical else ()))
-        self.path = check_output_path(Path(path), inputs=(Path(meta.path), *sources, *inputs))
-        check_overwrite(self.path, overwrite=overwrite)
         self.meta = meta
         self._series = meta.extra["layout"] == "series"
-        if self._series and self.path.exists() and not self.path.is_dir():
-            raise WriteError(f"{self.path}: a series is written as a folder, but a file "
+        if self._series and Path(path).exists() and not Path(path).is_dir():
+            raise WriteError(f"{path}: a series is written as a folder, but a file "
                              "exists there; choose another output")
-        if not self._series and self.path.is_dir():
-            raise WriteError(f"{self.path}: is a folder; give a .dcm file name")
+        if not self._series and Path(path).is_dir():
+            raise WriteError(f"{path}: is a folder; give a .dcm file name")
+        self.path = check_output_path(Path(path), inputs=(Path(meta.path), *sources, *inputs),
+                                      overwrite=overwrite)
         self.description = (description or _default_description(
             meta.extra.get("scale", (1.0, 1.0))))[:1024]
         self._deidentify = bool(deidentify)  # io_adapters.deidentify on every output file
@@ -171,16 +170,17 @@ class DicomWriter(AtomicWriterMixin):
             self.abort()
             raise WriteError(f"{self.path}: frames {missing[:8]} were not completely written; "
                              "nothing was saved")
-        temp = temp_sibling(self.path, "tmp")
+        temp = new_temp_dir(self.path, "tmp")  # private: pydicom's opens follow links
         try:
             outputs = self._outputs()
             if self._series:
-                temp.mkdir()
                 for name, ds in outputs:
                     pydicom.dcmwrite(temp / name, ds, enforce_file_format=True)
+                replace_into(temp, self.path)
             else:
-                pydicom.dcmwrite(temp, outputs[0][1], enforce_file_format=True)
-            replace_into(temp, self.path)
+                pydicom.dcmwrite(temp / self.path.name, outputs[0][1], enforce_file_format=True)
+                replace_into(temp / self.path.name, self.path)
+                remove_path(temp)
         except Exception as exc:
             error = write_failure(self.path, "write derived DICOM", exc)
             remove_path(temp)

@@ -13,7 +13,17 @@ it (boundless, 0 outside).  Pixel values are the file's own:
 * 16-bit PNGs keep 16 bits (uint16).  Pillow reduces 16-bit colour PNGs to 8
   bits, so every 16-bit PNG is decoded with GDAL's PNG driver instead.
 
-EXIF orientation is *not* applied: the pixel grid is the file's own.
+Decompression bombs: a plain image is decoded whole, so its declared size is
+checked against Pillow's limit (``PIL.Image.MAX_IMAGE_PIXELS``; Pillow refuses
+twice that) on *every* path, the GDAL 16-bit PNG one included, before a pixel
+is decoded (a 3 MB 16-bit PNG declaring 40 000^2 took 6.4 GB decoded whole).
+
+EXIF orientation (tag 0x0112, JPEG/PNG/TIFF) is *applied*: the pixel grid is
+the one a viewer shows (rows and columns swapped for orientations 5-8), on
+both decode paths, and a log line says so -- the outputs hold no EXIF, so
+keeping the file's raw grid would show them rotated.  ``meta.extra
+["exif_orientation"]`` records the value applied.  A palette image expands
+to RGB(A) with a log line (super-resolving palette indices is meaningless).
 
 The writer produces PNG (uint8/uint16, 1-4 bands) with GDAL's PNG driver,
 which, unlike Pillow, writes 16-bit colour; TIFF outputs go through
@@ -41,14 +51,13 @@ from ._common import (
     boundless_read,
     cast_to_dtype,
     check_frame,
-    check_overwrite,
     check_region,
     inside_mask,
+    new_temp_dir,
     remove_path,
     replace_into,
     scale_common,
     select_bands,
-    temp_sibling,
     write_failure,
 )
 from .base import AtomicWriterMixin, Metadata, PathReaderMixin, check_output_path
@@ -60,7 +69,7 @@ from .errors import (
     WriteError,
 )
 
-__all__ = ["PlainReader", "PngWriter", "scale_plain_metadata"]
+__all__ = ["PlainReader", "PngWriter", "scale_plain_metadata", "decode_limit"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +100,47 @@ _MODES: dict[str, tuple[str | None, str, tuple[str, ...]]] = {
 _NAMES_BY_COUNT = {1: ("L",), 2: ("L", "A"), 3: ("R", "G", "B"), 4: ("R", "G", "B", "A")}
 
 
+def decode_limit() -> int | None:
+    """Most pixels a plain image may declare: Pillow's own refusal threshold."""
+    limit = PIL.Image.MAX_IMAGE_PIXELS
+    return None if limit is None else 2 * int(limit)
+
+
+def _too_large(path: Path, detail: str) -> InvalidDataError:
+    return InvalidDataError(
+        f"{path}: {detail}: too large to decode whole; a plain image may declare at most "
+        f"{decode_limit() or 0:.3g} pixels (2 x PIL.Image.MAX_IMAGE_PIXELS); convert it to a "
+        "tiled GeoTIFF first (gdal_translate -of COG), whose limit is --max-pixels")
+
+
+# EXIF orientation -> the numpy form of PIL.ImageOps.exif_transpose on (bands, rows, cols)
+_ORIENT = {
+    2: lambda a: a[:, :, ::-1],                       # mirror left-right
+    3: lambda a: a[:, ::-1, ::-1],                    # rotate 180
+    4: lambda a: a[:, ::-1, :],                       # mirror top-bottom
+    5: lambda a: a.transpose(0, 2, 1),                # transpose
+    6: lambda a: np.rot90(a, k=-1, axes=(1, 2)),      # rotate 90 clockwise
+    7: lambda a: a[:, ::-1, ::-1].transpose(0, 2, 1),  # transverse
+    8: lambda a: np.rot90(a, k=1, axes=(1, 2)),       # rotate 90 counter-clockwise
+}
+
+
+def _exif_orientation(path: Path) -> int:
+    """EXIF orientation 1-8 of an image file (1 when absent or unreadable)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with PIL.Image.open(path) as im:
+                value = im.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - no EXIF is the common case; the header errors elsewhere
+        return 1
+    return value if isinstance(value, int) and value in _ORIENT else 1
+
+
+def _orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    return _ORIENT[orientation](pixels) if orientation in _ORIENT else pixels
+
+
 def png_bit_depth(path: Path) -> int | None:
     """Bit depth from a PNG's IHDR chunk, None when ``path`` is not a PNG."""
     with open(path, "rb") as fh:
@@ -114,9 +164,19 @@ class PlainReader(PathReaderMixin):
         header = self._gdal_header() if self._use_gdal else self._pillow_header()
         fmt, mode, rows, cols, dtype, names = header
         self._mode = mode
+        self._orientation = _exif_orientation(self.path)
+        if self._orientation in (5, 6, 7, 8):
+            rows, cols = cols, rows
         self._selected = select_bands(bands, len(names), path=self.path)
         names = tuple(names[i] for i in self._selected)
         extra: dict = {"file_format": fmt}
+        if self._orientation != 1:
+            extra["exif_orientation"] = self._orientation
+            log.info("%s: EXIF orientation %d applied: pixels are read as a viewer shows "
+                     "them (%d x %d)", self.path, self._orientation, rows, cols)
+        if mode in ("P", "PA"):
+            log.info("%s: palette image expanded to %s for super-resolution", self.path,
+                     "".join(names))
         if "A" in names:
             extra["alpha_band"] = names.index("A")
         self.meta = Metadata(path=self.path, format="plain", bands=len(names), rows=rows,
@@ -129,8 +189,7 @@ class PlainReader(PathReaderMixin):
                 mode, (cols, rows), fmt = im.mode, im.size, im.format or "unknown"
                 transparent = "transparency" in im.info
         except PIL.Image.DecompressionBombError as exc:
-            raise InvalidDataError(f"{self.path}: image too large to decode whole ({exc}); "
-                                   "convert it to a tiled GeoTIFF first") from None
+            raise _too_large(self.path, str(exc).split(", could be")[0]) from None
         except PIL.UnidentifiedImageError:
             with open(self.path, "rb") as fh:
                 head = fh.read(8)
@@ -158,6 +217,10 @@ class PlainReader(PathReaderMixin):
         except (RasterioError, CPLE_BaseError) as exc:
             raise CorruptFileError(f"{self.path}: cannot read the 16-bit PNG: "
                                    f"{' '.join(str(exc).split())}") from None
+        limit = decode_limit()
+        if limit is not None and rows * cols > limit:  # the bomb check Pillow would make
+            raise _too_large(self.path, f"16-bit PNG of {rows} x {cols} = {rows * cols:.3g} "
+                             "pixels")
         return "PNG", "16-bit", rows, cols, dtype, _NAMES_BY_COUNT[count]
 
     def _decode(self) -> np.ndarray:
@@ -170,6 +233,7 @@ class PlainReader(PathReaderMixin):
                     raise CorruptFileError(f"{self.path}: cannot decode the pixels: "
                                            f"{' '.join(str(exc).split()) or type(exc).__name__}"
                                            ) from None
+                pixels = _orient(pixels, self._orientation)
                 self._pixels = np.ascontiguousarray(pixels[list(self._selected)])
             return self._pixels
 
@@ -241,8 +305,7 @@ class PngWriter(AtomicWriterMixin):
 
     def __init__(self, path: str | Path, meta: Metadata, *, inputs: tuple[Path, ...] = (),
                  overwrite: bool = False, zlevel: int = 6) -> None:
-        self.path = check_output_path(Path(path), inputs=inputs)
-        check_overwrite(self.path, overwrite=overwrite)
+        self.path = check_output_path(Path(path), inputs=inputs, overwrite=overwrite)
         dtype = np.dtype(meta.dtype)
         if dtype not in (np.dtype("uint8"), np.dtype("uint16")):
             raise InvalidDataError(f"{self.path}: PNG stores 8- or 16-bit unsigned pixels, "
@@ -251,6 +314,10 @@ class PngWriter(AtomicWriterMixin):
             raise InvalidDataError(f"{self.path}: PNG stores one image of 1-4 bands, not "
                                    f"{meta.frames} frame(s) of {meta.bands} bands; "
                                    "write a .tif or .zarr output instead")
+        if meta.extra.get("gcps"):  # kept or refused, never silently dropped
+            raise InvalidDataError(f"{self.path}: PNG cannot hold the input's "
+                                   f"{len(meta.extra['gcps'])} ground control points; write a "
+                                   ".tif output, which keeps them")
         if meta.bands * meta.rows * meta.cols * dtype.itemsize > MAX_PNG_BYTES:
             raise InvalidDataError(f"{self.path}: {meta.rows} x {meta.cols} is too large for "
                                    "the in-memory PNG writer; write a .tif or .zarr output")
@@ -276,12 +343,12 @@ class PngWriter(AtomicWriterMixin):
         """Encode the PNG and move it to ``path``; returns ``path``."""
         if self._canvas is None:
             raise WriteError(f"{self.path}: writer already committed or aborted")
-        self._tmp = temp_sibling(self.path, "partial")
+        self._tmp = new_temp_dir(self.path, "partial")  # private: GDAL's opens follow links
         bands, rows, cols = self._canvas.shape
         try:
             with warnings.catch_warnings(), rasterio.Env(GDAL_PAM_ENABLED="NO"):
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                with rasterio.open(self._tmp, "w", driver="PNG", width=cols, height=rows,
+                with rasterio.open(self._tmp / self.path.name, "w", driver="PNG", width=cols, height=rows,
                                    count=bands, dtype=self._canvas.dtype.name,
                                    ZLEVEL=self._zlevel) as dst:
                     dst.write(self._canvas)
@@ -289,7 +356,8 @@ class PngWriter(AtomicWriterMixin):
             error = write_failure(self.path, "write the PNG", exc)
             self.abort()
             raise error from exc
-        replace_into(self._tmp, self.path)
+        replace_into(self._tmp / self.path.name, self.path)
+        remove_path(self._tmp)
         self._canvas, self._tmp = None, None
         log.debug("wrote %s", self.path)
         return self.path

@@ -6,7 +6,8 @@ Layout of ``out.zarr`` (a Zarr v3 group, consolidated metadata on commit)::
                  attrs: grid_mapping="spatial_ref", coordinates="spatial_ref",
                  _FillValue=nodata (CF: xarray masks it to NaN), long_name=band names
     spatial_ref  0-d; attrs crs_wkt, spatial_ref (WKT), GeoTransform (GDAL order)
-    x, y         1-D HR pixel-centre coordinates (from the transform)
+    x, y         1-D HR pixel-centre coordinates (from the transform; omitted when
+                 it is rotated or sheared, b or d != 0: no 1-D coordinate fits)
     band         1-D band numbers 1..n (like rioxarray)
 
 so ``xarray.open_zarr(path)`` gives the right ``ds.rio.crs`` and
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -44,7 +46,6 @@ from ._common import (
     apply_valid_mask,
     cast_to_dtype,
     check_frame,
-    check_overwrite,
     check_pixel_dtype,
     check_region,
     remove_path,
@@ -149,14 +150,17 @@ class ZarrWriter(AtomicWriterMixin):
                  compressor: Compressor = "blosc-zstd", level: int = 3,
                  attrs: dict[str, Any] | None = None, inputs: tuple[Path, ...] = (),
                  overwrite: bool = False) -> None:
-        self.path = check_output_path(Path(path), inputs=inputs)
-        check_overwrite(self.path, overwrite=overwrite)
+        self.path = check_output_path(Path(path), inputs=inputs, overwrite=overwrite)
         dtype = check_pixel_dtype(meta.dtype, path=self.path)
         if len(chunks) != 2 or min(chunks) <= 0:
             raise ValueError(f"chunks {chunks!r} must be a (rows, cols) pair of positive ints")
         self.meta = meta
         self._store = self.path.with_name(self.path.name + ".partial")
-        remove_path(self._store)  # a stale partial store from a crashed run
+        remove_path(self._store)  # a stale partial store from a crashed run (a link: unlinked)
+        try:
+            os.mkdir(self._store)  # never follows a link planted at the name
+        except OSError as exc:
+            raise WriteError(f"{self.path}: cannot create the Zarr store: {exc}") from exc
         self._dims: tuple[str, ...] = ("band", "y", "x")
         shape: tuple[int, ...] = meta.shape
         chunk_shape: tuple[int, ...] = (meta.bands, *chunks)
@@ -211,6 +215,8 @@ class ZarrWriter(AtomicWriterMixin):
                                  attributes={"crs_wkt": wkt, "spatial_ref": wkt,
                                              "GeoTransform": _gdal_geotransform(geo.transform)})
         ref[...] = 0
+        if t.b or t.d:  # rotated or sheared: no 1-D x/y is right; rioxarray writes none either
+            return
         x = group.create_array("x", shape=(meta.cols,), dtype="float64", dimension_names=("x",),
                                attributes={"axis": "X", "long_name": "x pixel centre"})
         x[:] = t.c + (np.arange(meta.cols) + 0.5) * t.a

@@ -8,6 +8,8 @@ import platform
 import sys
 from pathlib import Path
 
+from io_adapters.output_safety import check_output, write_text_atomic
+
 from .config_args import add_config_args, config_from_args
 from .errors import UsageError
 from .evaluate import EvalRow, evaluate, summarize
@@ -20,7 +22,9 @@ def add_parser(sub, parents) -> None:
     p.add_argument("--scale", type=float, required=True, help="integer scale factor (2, 3, 4)")
     p.add_argument("--method", choices=["bicubic", "zssr"], default="zssr")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
-    p.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
+    p.add_argument("--json", type=Path, default=None,
+                   help="write the results as JSON here (outside --hr; replaces only an "
+                   "earlier JSON file)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="only images with index %% N == I (run N processes side by side)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -42,7 +46,15 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
     return int(i), int(n)
 
 
+def check_json(args: argparse.Namespace) -> None:
+    """The output rule for ``--json``: never inside (or around) the HR folder, never
+    through a link, an existing file replaced only when it is a JSON document."""
+    if args.json is not None:
+        check_output(args.json, inputs=(args.hr,), overwrite=True)
+
+
 def run(args: argparse.Namespace) -> int:
+    check_json(args)
     cfg, raw = config_from_args(args)
     print(f"{'image':<14} {'PSNR-Y':>8} {'SSIM-Y':>8} {'seconds':>9} {'iters':>6}")
     rows = evaluate(args.hr, scale=args.scale, method=args.method, config=cfg, limit=args.limit,
@@ -63,5 +75,6 @@ def run(args: argparse.Namespace) -> int:
             "machine": f"{platform.node()} {platform.machine()} {platform.processor()}".strip(),
         })
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=2))
+        check_json(args)  # again: the folder may have changed during the work
+        write_text_atomic(args.json, json.dumps(summary, indent=2))
     return 0

@@ -13,7 +13,16 @@ import logging
 from pathlib import Path
 
 from io_adapters.base import check_output_path
+from io_adapters.detect import DEFAULT_MAX_PIXELS
+from io_adapters.output_safety import (
+    UnsafeOutputError,
+    absolute,
+    check_output,
+    conflict,
+    write_text_atomic,
+)
 
+from .budget import parse_max_pixels
 from .config_args import add_config_args
 from .errors import UsageError
 from .job import ImageJob, upscale_file
@@ -102,12 +111,21 @@ def add_parser(sub, parents) -> None:
     p.add_argument("--halo", default="auto", help="halo in LR pixels, or 'auto' (default)")
     p.add_argument("--bands", default=None, help="1-based bands to use, e.g. 1,2,3")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output that zssr wrote (a file or store of the "
+                   "output's format; never a folder holding anything else, never an input)")
     p.add_argument("--deidentify", action="store_true",
-                   help="DICOM outputs: remove patient-identifying attributes and private tags "
-                   "(NOT a full de-identification profile; see io_adapters/deidentify.py)")
+                   help="DICOM outputs: PS3.15 Basic Profile attribute actions at every nesting "
+                   "level, private tags removed (limits: see io_adapters/deidentify.py)")
+    p.add_argument("--allow-user-steps", action="store_true",
+                   help="let the config name chain steps as package.module:function (imported "
+                   "and called); also ZSSR_ALLOW_USER_STEPS=1")
+    p.add_argument("--max-pixels", type=parse_max_pixels, default=DEFAULT_MAX_PIXELS,
+                   help="refuse inputs declaring more pixels (rows x cols x frames) than this "
+                   f"(default {DEFAULT_MAX_PIXELS:.0e}); checked on the header, before reading")
     p.add_argument("--history", type=Path, default=None,
-                   help="write the training history (loss, learning rate) as JSON here")
+                   help="write the training history (loss, learning rate) as JSON here "
+                   "(replaces only an earlier JSON file; never an input or the output)")
     add_config_args(p)
     p.set_defaults(func=run)
 
@@ -124,15 +142,30 @@ def pipeline_options(args: argparse.Namespace, pc: PipelineConfig) -> dict:
             "chain": pc.chain or None}
 
 
+def check_paths(args: argparse.Namespace) -> None:
+    """The output rule (:mod:`io_adapters.output_safety`) for OUTPUT and ``--history``,
+    before any work: never the input or a folder around or inside it, never through a
+    link, an existing file replaced only when zssr wrote it."""
+    check_output(args.output, inputs=(args.input,), overwrite=args.overwrite)
+    if args.history is not None:
+        check_history(args)
+
+
+def check_history(args: argparse.Namespace) -> None:
+    check_output_path(args.history, inputs=(args.input,), overwrite=True)
+    if conflict(absolute(args.history), inputs=(args.output,)) is not None:
+        raise UnsafeOutputError(f"{args.history}: --history is (or holds, or lies inside) the "
+                                f"output {args.output}; choose another file")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_paths(args)
     rc = resolved_from_args(args)
     job = ImageJob(input=args.input, output=args.output, scale=parse_scale(args.scale),
                    config=rc.engine, halo=parse_halo(args.halo),
                    device=parse_device(args.device), overwrite=args.overwrite,
                    writer_options=dicom_writer_options(args.output, args.deidentify),
-                   **pipeline_options(args, rc.pipeline))
-    if args.history is not None:
-        check_output_path(args.history)  # refuse a bad --history path before the work
+                   max_pixels=args.max_pixels, **pipeline_options(args, rc.pipeline))
     progress = ImageProgress(args.input.name, enabled=not args.quiet)
     try:
         result = upscale_file(job, on_event=progress.on_event, on_tile=progress.on_tile,
@@ -146,5 +179,6 @@ def run(args: argparse.Namespace) -> int:
               f" {hist.iterations} it; infer {t['infer']:.1f}s, {result.tiles} tiles; "
               f"write {t['write']:.1f}s)")
     if args.history:
-        args.history.write_text(json.dumps(hist.to_dict(), indent=1))
+        check_history(args)  # again: the folder may have changed during the work
+        write_text_atomic(args.history, json.dumps(hist.to_dict(), indent=1))
     return 0

@@ -14,6 +14,7 @@ against a ground truth.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import time
@@ -26,6 +27,7 @@ from PIL import Image
 from io_adapters.base import Metadata, Reader
 from io_adapters.detect import open_reader, scale_metadata
 from io_adapters.errors import WriteError
+from io_adapters.output_safety import make_dirs, write_bytes_atomic
 from io_adapters.zarr_reader import ZarrReader
 from zssr.kernels import prepare_kernel
 from zssr.metrics import lr_consistency, psnr, ssim
@@ -169,9 +171,12 @@ def _to_uint8(arrays: list[np.ndarray], ref: np.ndarray) -> list[np.ndarray]:
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """A report crop at ``DIR/report_assets/<name>`` by the output rule (no link followed)."""
     img = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
-    Image.fromarray(np.ascontiguousarray(img)).save(path)
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(img)).save(buffer, format="PNG")
+    make_dirs(path.parent, root=path.parent.parent)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def _data_range(meta: Metadata, sample: np.ndarray) -> float:

@@ -12,7 +12,12 @@ An INPUT is a file, a folder or a glob pattern:
   (``**`` recurses) and each match is treated as above.
 
 Order is the order of the arguments, then sorted names within a folder or a
-pattern; the same resolved path given twice is kept once.  A missing input
+pattern; the same resolved path given twice is kept once.  Matches of a pattern
+or a folder scan never include zssr's own results: anything inside a run
+directory or a batch's run folder below the pattern's fixed part
+(:func:`io_adapters.output_safety.is_tool_folder`), or inside a folder given as
+``exclude`` (the current run's ``--out``), is left out, so a second run never
+super-resolves the first one's outputs.  A missing input
 or a pattern without matches does not stop the batch: it becomes an
 :class:`InputItem` with an error, recorded as a failed image.
 
@@ -33,6 +38,7 @@ from pathlib import Path
 
 from io_adapters.detect import sniff
 from io_adapters.errors import IOAdapterError
+from io_adapters.output_safety import is_tool_folder
 
 from .errors import UsageError
 
@@ -100,6 +106,29 @@ def _scan_folder(folder: Path, spec: str) -> list[InputItem]:
     return out
 
 
+def _glob_base(spec: str) -> Path:
+    """The fixed part of a pattern (the folders before the first wildcard)."""
+    parts = Path(spec).parts
+    fixed = [p for p in parts[:next((i for i, p in enumerate(parts) if _GLOB_CHARS & set(p)),
+                                    len(parts))]]
+    return Path(*fixed).resolve() if fixed else Path.cwd()
+
+
+def _tool_output(path: Path, base: Path, exclude: Sequence[Path]) -> bool:
+    """Whether ``path`` (found under ``base``) is one of zssr's own results."""
+    path = path.resolve()
+    if any(path.is_relative_to(e) for e in exclude):
+        return True
+    if not path.is_relative_to(base):
+        return False
+    folder = path
+    while folder != base and folder.is_relative_to(base):
+        if is_tool_folder(folder):
+            return True
+        folder = folder.parent
+    return False
+
+
 def _expand_path(path: Path, spec: str) -> list[InputItem]:
     if not path.exists():
         from io_adapters.errors import InputNotFoundError
@@ -116,23 +145,37 @@ def _expand_path(path: Path, spec: str) -> list[InputItem]:
     return [InputItem(path.resolve(), spec)]
 
 
-def expand_inputs(specs: Iterable[str | Path]) -> list[InputItem]:
-    """Files, folders and globs -> one :class:`InputItem` per image (see the module doc)."""
+def expand_inputs(specs: Iterable[str | Path], *,
+                  exclude: Sequence[str | Path] = ()) -> list[InputItem]:
+    """Files, folders and globs -> one :class:`InputItem` per image (see the module doc).
+
+    ``exclude``: folders whose content is never an input (the current run directory);
+    a file named explicitly inside one becomes a failed item.
+    """
     items: list[InputItem] = []
     seen: set[Path] = set()
+    skip = [Path(e).resolve() for e in exclude]
     for raw in specs:
         spec = str(raw)
         if _GLOB_CHARS & set(spec) and not Path(spec).exists():
-            matches = sorted(glob.glob(spec, recursive=True))
+            base = _glob_base(spec)
+            every = sorted(glob.glob(spec, recursive=True))
+            matches = [m for m in every if not _tool_output(Path(m), base, skip)]
             if not matches:
                 from io_adapters.errors import InputNotFoundError
 
+                what = "only zssr's own outputs" if every else "no file"
                 found = [_failed(Path(spec).absolute(), spec,
-                                 InputNotFoundError(f"{spec}: pattern matches no file"))]
+                                 InputNotFoundError(f"{spec}: pattern matches {what}"))]
             else:
                 found = [it for m in matches for it in _expand_path(Path(m), spec)]
         else:
             found = _expand_path(Path(spec), spec)
+            if Path(spec).is_dir():
+                found = [it for it in found if not _tool_output(it.path, it.path.parent, skip)]
+            elif found and _tool_output(found[0].path, found[0].path, skip):
+                found = [_failed(found[0].path, spec, UsageError(
+                    f"{spec}: lies inside this run's own folder; inputs never come from it"))]
         for item in found:
             if item.path not in seen:
                 seen.add(item.path)

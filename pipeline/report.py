@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import logging
 from pathlib import Path
 from typing import Any
+
+from io_adapters.output_safety import UnsafeOutputError, make_dirs, write_bytes_atomic
 
 from .rundir import atomic_write_text
 
@@ -26,8 +29,12 @@ __all__ = ["write_report", "plot_curves", "render_html"]
 log = logging.getLogger(__name__)
 
 
-def plot_curves(history: dict[str, Any], path: Path, *, title: str = "") -> Path:
-    """Loss and reconstruction error (left), learning rate (right) as a PNG."""
+def plot_curves(history: dict[str, Any], path: Path, *, title: str = "",
+                root: Path | None = None) -> Path:
+    """Loss and reconstruction error (left), learning rate (right) as a PNG.
+
+    Written by the output rule: folders made below ``root`` (default: the PNG's
+    folder), a link at any of them or at ``path`` refused, never followed."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -54,9 +61,10 @@ def plot_curves(history: dict[str, Any], path: Path, *, title: str = "") -> Path
     ax_lr.set_title("learning rate", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    make_dirs(path.parent, root=path.parent if root is None else root)
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def _data_uri(path: Path) -> str | None:
@@ -162,13 +170,15 @@ def write_report(root: Path, entries: list[dict[str, Any]], summary: dict[str, A
         if hist and hist.get("iterations"):
             rel = f"report_assets/{e['key']}_curves.png"
             try:
-                plot_curves(hist, root / rel, title=str(e.get("name", "")))
+                plot_curves(hist, root / rel, title=str(e.get("name", "")), root=root)
+            except UnsafeOutputError:
+                raise
             except (ValueError, OSError) as exc:
                 log.warning("%s: cannot plot the training curves: %s", e.get("name"), exc)
             else:
                 e.setdefault("assets", {})["curves"] = rel
     atomic_write_text(root / "report.json", json.dumps({"summary": summary, "images": entries},
-                                                       indent=1, default=str))
+                                                       indent=1, default=str), root=root)
     out = root / "report.html"
-    atomic_write_text(out, render_html(entries, summary, root))
+    atomic_write_text(out, render_html(entries, summary, root), root=root)
     return out

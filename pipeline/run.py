@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from io_adapters.base import Metadata
-from io_adapters.detect import scale_metadata, stale_temps
+from io_adapters.detect import DEFAULT_MAX_PIXELS, scale_metadata, stale_temps
 from io_adapters.errors import WriteError
+from io_adapters.output_safety import check_output
 from io_adapters.zarr_store import ZarrWriter
 from zssr.config import ConfigError, ZSSRConfig, config_to_dict
 
@@ -71,6 +72,7 @@ class RunSettings:
     retries: int = 2
     chain: ChainSpec | None = None  # pre/post steps around SR (pipeline.chain)
     deidentify: bool = False  # DICOM outputs: drop patient-identifying attributes
+    max_pixels: int = DEFAULT_MAX_PIXELS  # declared size limit per input (--max-pixels)
 
     def fingerprint(self) -> dict[str, Any]:
         """What shapes the result: a change gives a new image key."""
@@ -130,12 +132,14 @@ def _plan(item: InputItem, name: str, settings: RunSettings, rd: RunDir, gt: Pat
     job = ImageJob(input=item.path, output=Path(), scale=settings.scale, config=settings.config,
                    kernel=settings.kernel, bands=settings.bands, tile=settings.tile,
                    halo=settings.halo, device=settings.device, overwrite=settings.overwrite,
-                   chain=settings.chain or None)
+                   chain=settings.chain or None, max_pixels=settings.max_pixels)
     with open_input(job) as reader:
         meta = reader.meta  # in the units SR works in (after a chain's pre steps)
         chain = reader.chain if isinstance(reader, ChainReader) else None
         source = reader.inner.meta if chain is not None else meta
-        output = rd.outputs / f"{name}_x{settings.scale:g}{_output_suffix(source, settings)}"
+        output = rd.check_output(  # the output rule: inside outputs/, never an input
+            rd.outputs / f"{name}_x{settings.scale:g}{_output_suffix(source, settings)}",
+            inputs=(item.path,))
         job = replace(job, output=output, writer_options=dicom_writer_options(
             output, settings.deidentify))
         check_size(meta, job)
@@ -171,10 +175,10 @@ def _ensure_stores(state: ImageState, rd: RunDir) -> None:
     spec = state.spec
     for step, plan in enumerate(spec.plans):
         path = rd.store(spec.key, step)
-        if path.exists():
+        if rd.store_ready(path):  # a store that is or holds a link is refused
             continue
         shutil.rmtree(rd.tiles(spec.key, step), ignore_errors=True)  # stale markers
-        path.parent.mkdir(parents=True, exist_ok=True)
+        rd.make_dir(path.parent)
         meta, chunks = state.store_metas[step], plan.grid.hr_chunk_shape
         if step == spec.last and meta.has_mask and meta.nodata is None \
                 and meta.extra.get("alpha_band") is None:
@@ -225,7 +229,7 @@ def run_batch(inputs: list[str | Path], settings: RunSettings, *, observer: Any 
 
     t0 = time.perf_counter()
     observer = observer or RunObserver()
-    items = expand_inputs(inputs)
+    items = expand_inputs(inputs, exclude=(settings.out_dir,))
     if not items:
         raise UsageError("no inputs given; pass image files, folders or glob patterns")
     ImageJob(input=Path(), output=Path(), scale=settings.scale, config=settings.config).steps()
@@ -233,6 +237,9 @@ def run_batch(inputs: list[str | Path], settings: RunSettings, *, observer: Any 
     pairs = pair_ground_truth(ok_items, settings.ground_truth) if settings.ground_truth else {}
     names = output_names(items)
     address = resolve_scheduler(settings.scheduler)
+    # the run directory (the user's, maybe through a link) never holds or lies in an input
+    check_output(Path(settings.out_dir).resolve(), inputs=[it.path for it in items],
+                 overwrite=None)
     with RunDir(settings.out_dir) as rd:
         handler = JsonLinesHandler(rd.root / "log.jsonl")
         logging.getLogger("pipeline").addHandler(handler)
@@ -271,7 +278,7 @@ def _plan_all(items: list[InputItem], names: dict[Path, str], settings: RunSetti
               rd: RunDir, pairs: dict[Path, Path]) -> list[ImageState]:
     states: list[ImageState] = []
     last, owners = rd.last_states(), rd.output_owners()
-    rd.outputs.mkdir(exist_ok=True)
+    rd.make_dir(rd.outputs)
     for item in items:
         name = names[item.path]
         if not item.ok:

@@ -121,7 +121,8 @@ class ImageState:
             self.seconds["write"] = float(self.finalized.pop("write_seconds", 0.0))
             self.state = "finalized"
             entry = self.entry()
-            atomic_write_text(rd.entry(self.key), json.dumps(entry, indent=1, default=str))
+            atomic_write_text(rd.entry(self.key), json.dumps(entry, indent=1, default=str),
+                              root=rd.root)
             rd.record(self.key, "finalized", input=str(self.item.path),
                       output=str(spec.job.output), seconds=self.seconds)
             rd.event("image finalized", image=self.key, output=str(spec.job.output))

@@ -24,6 +24,11 @@ An output's *owner* (the key whose result it holds, which may replace it) is
 the key of its claim, written just before the output is committed, else of its
 latest "finalized" record: a run killed between the commit and that record
 still owns its output.
+
+Every file here is written by the one output rule (:mod:`io_adapters.output_safety`):
+folders created with :func:`~io_adapters.output_safety.make_dirs` (a link at any
+component below DIR is refused), files through fresh ``O_EXCL | O_NOFOLLOW``
+temporaries renamed into place, the manifest and log appended with ``O_NOFOLLOW``.
 :class:`RunPaths` is the picklable part the tasks use on workers (the run
 directory must be on a file system the workers share); :class:`RunDir`
 (lock, manifest) belongs to the driver.
@@ -33,11 +38,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import io
 import json
 import logging
 import os
-import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +51,20 @@ import numpy as np
 import torch
 import yaml
 
+from io_adapters.output_safety import (
+    RUN_LOCK,
+    RUN_MANIFEST,
+    UnsafeOutputError,
+    check_no_links,
+    check_output,
+    make_dirs,
+    new_temp_file,
+    open_append,
+    prepare_lock_file,
+    remove_tree,
+    replace_onto,
+    write_bytes_atomic,
+)
 from zssr.normalize import Normalizer
 from zssr.train import TrainingHistory
 
@@ -59,16 +77,17 @@ __all__ = ["RunPaths", "RunDir", "image_key", "input_identity", "save_weights", 
 log = logging.getLogger(__name__)
 
 STATES = ("queued", "trained", "inferred", "finalized", "failed")
+_RUN_FILES = (RUN_MANIFEST, "log.jsonl", "config.yaml", "report.json", "report.html")
+_RUN_FOLDERS = ("weights", "work", "tiles", "entries", "report_assets", "outputs", "claims")
 SMALL_FILE = 4 << 20  # files up to this size are identified by their content
 _WEIGHTS_FORMAT = 1
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary sibling and rename it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def atomic_write_text(path: Path, text: str, *, root: Path) -> None:
+    """Write ``text`` to a fresh temporary beside ``path`` and rename it onto ``path``;
+    missing folders are made below the run directory ``root`` (links refused)."""
+    make_dirs(path.parent, root=root)
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _now() -> str:
@@ -105,7 +124,8 @@ class RunPaths:
 
     def claim_output(self, key: str, output: Path) -> None:
         """Record that ``key`` is about to commit ``output`` (call just before it)."""
-        atomic_write_text(self.claim(output), json.dumps({"output": str(output), "key": key}))
+        atomic_write_text(self.claim(output), json.dumps({"output": str(output), "key": key}),
+                          root=self.root)
 
     @property
     def assets(self) -> Path:
@@ -115,13 +135,28 @@ class RunPaths:
     def outputs(self) -> Path:
         return self.root / "outputs"
 
+    def make_dir(self, folder: Path) -> Path:
+        """``folder`` (inside the run directory) and its parents; a link there is refused."""
+        return make_dirs(folder, root=self.root)
+
+    def check_output(self, output: Path, *, inputs: tuple[Path, ...]) -> Path:
+        """The output rule for an image's output: inside ``outputs/``, not an input."""
+        return check_output(output, inputs=inputs, root=self.outputs, overwrite=None)
+
+    def store_ready(self, store: Path) -> bool:
+        """Whether a step's Zarr store exists; one that is (or holds) a link is refused."""
+        if not os.path.lexists(store):
+            return False
+        check_no_links(store)
+        return True
+
     def mark_tile(self, key: str, step: int, frame: int, tile: int) -> None:
         """Record a finished tile (call only after its region is written)."""
         path = self.marker(key, step, frame, tile)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-        tmp.touch()
-        os.replace(tmp, path)
+        self.make_dir(path.parent)
+        tmp, fd = new_temp_file(path, "tmp")
+        os.close(fd)
+        replace_onto(tmp, path)
 
     def done_tiles(self, key: str, step: int) -> set[tuple[int, int]]:
         """``{(frame, tile)}`` with a marker."""
@@ -137,10 +172,15 @@ class RunPaths:
     def clear_work(self, key: str) -> None:
         """Forget every intermediate of ``key`` (weights, stores, markers, entry)."""
         for p in (self.root / "work" / key, self.root / "tiles" / key):
-            shutil.rmtree(p, ignore_errors=True)
-        for p in (self.root / "weights").glob(f"{key}_s*.pt"):
-            p.unlink(missing_ok=True)
-        self.entry(key).unlink(missing_ok=True)
+            remove_tree(p)  # a link: only the link goes
+        for folder in (self.root / "weights", self.root / "entries"):
+            if os.path.islink(folder):  # never reach through it
+                raise UnsafeOutputError(f"{folder}: is a symbolic link inside the run "
+                                        "directory; zssr never writes through links")
+        if (self.root / "weights").is_dir():
+            for p in (self.root / "weights").glob(f"{key}_s*.pt"):
+                remove_tree(p)
+        remove_tree(self.entry(key))
 
 
 # ----------------------------------------------------------------------------- keys
@@ -192,13 +232,14 @@ def _stats_from_plain(d: dict[str, Any]) -> SampleStats:
 
 def save_weights(path: Path, state: dict[str, torch.Tensor], stats: SampleStats,
                  history: TrainingHistory, seconds: float) -> None:
-    """Save one step's training result atomically (``torch.save``; plain types only)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Save one step's training result atomically (``torch.save``; plain types only) at
+    ``DIR/weights/<name>`` (the folder is made below DIR; links refused)."""
+    make_dirs(path.parent, root=path.parent.parent)
     payload = {"format": _WEIGHTS_FORMAT, "state": state, "stats": _stats_to_plain(stats),
                "history": json.dumps(history.to_dict()), "seconds": float(seconds)}
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], SampleStats, TrainingHistory, float]:
@@ -222,7 +263,7 @@ class JsonLinesHandler(logging.Handler):
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = path
-        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._fh = open_append(path)  # never through a link; closed in close()
 
     def emit(self, record: logging.LogRecord) -> None:
         if getattr(record, "zssr_logged", False):  # RunDir.event wrote it already
@@ -262,12 +303,26 @@ class RunDir(RunPaths):
             raise WriteError(f"--out {self.root}: cannot create the run directory: "
                              f"{exc.strerror or exc}") from exc
         root = self.root
-        lock = FolderLock(root / ".lock", lambda holder: (
+        prepare_lock_file(root / RUN_LOCK)
+        lock = FolderLock(root / RUN_LOCK, lambda holder: (
             f"{root}: another zssr run is using this run directory ({holder}); "
             "wait for it to finish or choose another --out"))
         lock.__enter__()
         object.__setattr__(self, "_lock_fh", lock)
+        try:
+            self.check_tree()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
+
+    def check_tree(self) -> None:
+        """Refuse, before any work, a run directory where a link was planted at a name the
+        run writes (a file, or anywhere in a folder it writes into)."""
+        for name in (*_RUN_FILES, *_RUN_FOLDERS):
+            path = self.root / name
+            if os.path.lexists(path):
+                check_no_links(path)
 
     def __exit__(self, *exc: object) -> None:
         lock = self._lock_fh
@@ -280,14 +335,14 @@ class RunDir(RunPaths):
         if state not in STATES:
             raise ValueError(f"state {state!r} unknown; expected one of {STATES}")
         line = {"time": _now(), "key": key, "state": state, **fields}
-        with open(self.root / "manifest.jsonl", "a", encoding="utf-8") as fh:
+        with open_append(self.root / RUN_MANIFEST) as fh:
             fh.write(json.dumps(line, default=str) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
     def manifest(self) -> Iterator[dict[str, Any]]:
         """Every manifest line, oldest first (a torn last line from a crash is skipped)."""
-        path = self.root / "manifest.jsonl"
+        path = self.root / RUN_MANIFEST
         if not path.exists():
             return
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -317,11 +372,12 @@ class RunDir(RunPaths):
         """One structured line in ``log.jsonl`` (and an INFO log record)."""
         line = {"time": _now(), "level": "INFO", "logger": "pipeline.run", "message": message,
                 **fields}
-        with open(self.root / "log.jsonl", "a", encoding="utf-8") as fh:
+        with open_append(self.root / "log.jsonl") as fh:
             fh.write(json.dumps(line, default=str) + "\n")
         log.info("%s %s", message, " ".join(f"{k}={v}" for k, v in fields.items()),
                  extra={"zssr_logged": True})
 
     def save_config(self, data: dict[str, Any]) -> None:
         atomic_write_text(self.root / "config.yaml",
-                          yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
+                          yaml.safe_dump(data, sort_keys=False, default_flow_style=None),
+                          root=self.root)

@@ -214,6 +214,9 @@ def test_existing_outputs_are_replaced_on_commit(tmp_path):
     reader = DicomReader(DICOM / "series")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "stale.dcm").write_bytes(b"old")
+    with pytest.raises(WriteError, match="not a folder of DICOM files written by zssr"):
+        _write_upsampled(reader, tmp_path / "out", overwrite=True)  # the output rule
+    (tmp_path / "out" / "stale.dcm").write_bytes(bytes(128) + b"DICM")  # an earlier output
     with pytest.raises(WriteError, match="output already exists"):
         _write_upsampled(reader, tmp_path / "out")
     _write_upsampled(reader, tmp_path / "out", overwrite=True)

@@ -321,6 +321,9 @@ def test_writer_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(WriteError, match="output path equals the input"):
         CogWriter(RGB, meta, inputs=(RGB,))
     (tmp_path / "old.tif").write_bytes(b"old")
+    with pytest.raises(WriteError, match="is not a .tif file written by zssr"):  # output rule
+        CogWriter(tmp_path / "old.tif", meta, overwrite=True)
+    (tmp_path / "old.tif").write_bytes(b"II*\x00old")  # an earlier TIFF output
     with pytest.raises(WriteError, match="already exists"):
         CogWriter(tmp_path / "old.tif", meta)
     writer = CogWriter(tmp_path / "old.tif", meta, overwrite=True)

@@ -219,6 +219,9 @@ def test_png_writer_errors(tmp_path: Path) -> None:
     with pytest.raises(WriteError, match="output folder .* does not exist"):
         PngWriter(tmp_path / "no" / "x.png", _meta(1, "uint8"))
     (tmp_path / "x.png").write_bytes(b"old")
+    with pytest.raises(WriteError, match="is not a .png file written by zssr"):  # output rule
+        PngWriter(tmp_path / "x.png", _meta(1, "uint8"), overwrite=True)
+    (tmp_path / "x.png").write_bytes(b"\x89PNG\r\n\x1a\nold")  # an earlier PNG output
     with pytest.raises(WriteError, match="already exists; delete it or pass overwrite=True"):
         PngWriter(tmp_path / "x.png", _meta(1, "uint8"))
     writer = PngWriter(tmp_path / "x.png", _meta(1, "uint8"), overwrite=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -189,9 +190,14 @@ def test_overwrite_abort_and_exceptions(tmp_path: Path) -> None:
     (tmp_path / "old.zarr" / "junk").write_text("x")
     with pytest.raises(WriteError, match="already exists"):
         ZarrWriter(tmp_path / "old.zarr", meta)
+    with pytest.raises(WriteError, match="not a Zarr store written by zssr"):  # output rule
+        ZarrWriter(tmp_path / "old.zarr", meta, overwrite=True)
+    assert (tmp_path / "old.zarr" / "junk").read_text() == "x"
+    shutil.rmtree(tmp_path / "old.zarr")
+    with ZarrWriter(tmp_path / "old.zarr", meta) as writer:  # now replace a store of ours
+        _write_all(writer, np.zeros_like(GeoTiffReader(LANDSAT).read()), tile=512)
     with ZarrWriter(tmp_path / "old.zarr", meta, overwrite=True) as writer:
         _write_all(writer, GeoTiffReader(LANDSAT).read(), tile=512)
-    assert not (tmp_path / "old.zarr" / "junk").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.zarr"]
     with pytest.raises(WriteError, match="already committed or aborted"):
         writer.write(np.zeros((4, 64, 80)), Window(0, 0, 80, 64))

@@ -15,6 +15,14 @@ template, and the state file is updated after each.
 A lock file (``.zssr-batch.lock``, ``fcntl.flock``) makes a second run on the
 same output folder exit at once with :class:`pipeline.errors.LockedError`
 (exit code 9) while the first is working.
+
+Every write follows the one output rule (:mod:`io_adapters.output_safety`): a
+template that maps an input onto an input or onto the control files is refused
+before anything is processed (exit 2); outputs recorded in the state file are never
+taken as inputs (no ``a_x2_x2`` generations); an existing output is replaced only
+when the state file says this batch wrote it (or, that file being unreadable, when it
+is an output of the format zssr writes); a link at the lock, the state file,
+the run folder or an output is refused (exit 7 or a failed input), never followed.
 """
 
 from __future__ import annotations
@@ -24,13 +32,24 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from io_adapters.detect import open_reader
+from io_adapters.output_safety import (
+    BATCH_LOCK_FILE,
+    BATCH_RUN_DIR,
+    BATCH_STATE_FILE,
+    UnsafeOutputError,
+    check_output,
+    make_dirs,
+    prepare_lock_file,
+    remove_tree,
+    replace_onto,
+    write_text_atomic,
+)
 from pipeline.errors import EXIT
 from pipeline.inputs import InputItem, expand_inputs
 from pipeline.kernel_io import kernel_from_args
@@ -38,16 +57,16 @@ from pipeline.locking import FolderLock
 from pipeline.run import RunSettings, natural_suffix, run_batch
 from pipeline.run_config import DEFAULT_TILE, ResolvedConfig
 
-from .jobspec import JobSpec, load_job, render_name
+from .jobspec import JobSpec, check_targets, control_paths, load_job, render_name
 
 __all__ = ["BatchSummary", "BatchLock", "run_job", "run_job_file", "content_hash",
            "config_hash", "expand_job_inputs", "STATE_FILE", "LOCK_FILE", "RUN_DIR"]
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = ".zssr-batch-state.json"
-LOCK_FILE = ".zssr-batch.lock"
-RUN_DIR = ".zssr-batch-run"
+STATE_FILE = BATCH_STATE_FILE
+LOCK_FILE = BATCH_LOCK_FILE
+RUN_DIR = BATCH_RUN_DIR
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 
 
@@ -74,6 +93,7 @@ class BatchLock(FolderLock):
 
     def __init__(self, folder: Path) -> None:
         folder = Path(folder)
+        prepare_lock_file(folder / LOCK_FILE)  # a link planted there is refused
         super().__init__(folder / LOCK_FILE, lambda holder: (
             f"{folder}: another zssr batch is running on this output folder ({holder}); "
             "this run exits without work. It will pick up what is left next time"))
@@ -113,7 +133,7 @@ def expand_job_inputs(spec: JobSpec) -> list[InputItem]:
                     specs.append(str(q if q.is_absolute() else p.parent / q))
         else:
             specs.append(entry)
-    return expand_inputs(specs)
+    return expand_inputs(specs, exclude=(spec.output / RUN_DIR,))
 
 
 def _load_state(path: Path) -> dict[str, Any]:
@@ -123,14 +143,19 @@ def _load_state(path: Path) -> dict[str, Any]:
         return {"version": 1, "inputs": {}}
     except (OSError, json.JSONDecodeError) as exc:
         log.warning("%s: unreadable state (%s); every input is processed again", path, exc)
-        return {"version": 1, "inputs": {}}
-    return data if isinstance(data.get("inputs"), dict) else {"version": 1, "inputs": {}}
+        return {"version": 1, "inputs": {}, LOST: True}
+    if isinstance(data, dict) and isinstance(data.get("inputs"), dict):
+        return data
+    log.warning("%s: state without inputs; every input is processed again", path)
+    return {"version": 1, "inputs": {}, LOST: True}
+
+
+LOST = "_lost"  # in memory only: the state file was unreadable, its records are gone
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    kept = {k: v for k, v in state.items() if k != LOST}
+    write_text_atomic(path, json.dumps(kept, indent=1, sort_keys=True))  # no link followed
 
 
 def _output_for(spec: JobSpec, item: InputItem) -> Path:
@@ -148,31 +173,69 @@ class _Todo:
     output: Path
 
 
-def _plan(spec: JobSpec, state: dict[str, Any], chash: str,
-          summary: BatchSummary) -> list[_Todo]:
-    todo: list[_Todo] = []
-    taken: dict[Path, Path] = {}
-    for item in expand_job_inputs(spec):
+def _recorded_outputs(state: dict[str, Any]) -> set[Path]:
+    """Every output the state file says this batch wrote (never an input: no generations)."""
+    return {Path(str(r["output"])) for r in state["inputs"].values()
+            if isinstance(r, dict) and r.get("output")}
+
+
+def _check_target(spec: JobSpec, out: Path, state: dict[str, Any]) -> None:
+    """The output rule for one output: inside the folder, no link, not a control file,
+    and an existing one only when this batch wrote it: listed in the state file or, when
+    that file was unreadable (its records lost), an output of the format zssr writes."""
+    if out.exists() and out not in _recorded_outputs(state) and not state.get(LOST):
+        raise UnsafeOutputError(f"{out}: exists and was not written by this batch (its state "
+                                "file does not list it); delete it or change the name template")
+    check_output(out, root=spec.output, control=control_paths(spec), overwrite=True)
+
+
+def _targets(spec: JobSpec, recorded: set[Path],
+             summary: BatchSummary) -> list[tuple[InputItem, Path]]:
+    """``(input, output)`` of every input; the whole job is refused when the template maps
+    one onto an input or a control file (:func:`~workflows.jobspec.check_targets`)."""
+    items = [it for it in expand_job_inputs(spec) if it.path not in recorded]
+    planned: list[tuple[InputItem, Path]] = []
+    for item in items:
         rec = {"input": str(item.path)}
         if not item.ok:
             summary.failed.append({**rec, "error_class": item.error_class, "error": item.error})
             continue
         try:
-            out = _output_for(spec, item)
-            content = content_hash(item.path)
+            planned.append((item, _output_for(spec, item)))
         except Exception as exc:  # noqa: BLE001 - one bad input fails alone
             summary.failed.append({**rec, "error_class": type(exc).__name__, "error": str(exc)})
-            continue
+    check_targets(spec, {item.path: out for item, out in planned},
+                  inputs=[it.path for it in items])
+    return planned
+
+
+def _plan(spec: JobSpec, state: dict[str, Any], chash: str,
+          summary: BatchSummary) -> list[_Todo]:
+    todo: list[_Todo] = []
+    taken: dict[Path, Path] = {}
+    recorded = _recorded_outputs(state)
+    for item, out in _targets(spec, recorded, summary):
+        rec = {"input": str(item.path)}
         if out in taken:
             summary.failed.append({**rec, "error_class": "UsageError", "error": (
                 f"output {out} is also the output of {taken[out]}; add {{parent}} or another "
                 "field to the job's name template")})
             continue
         taken[out] = item.path
+        try:
+            content = content_hash(item.path)
+        except Exception as exc:  # noqa: BLE001 - one bad input fails alone
+            summary.failed.append({**rec, "error_class": type(exc).__name__, "error": str(exc)})
+            continue
         done = state["inputs"].get(str(item.path), {})
         if done.get("content") == content and done.get("config") == chash \
                 and done.get("output") == str(out) and out.exists():
             summary.skipped.append({**rec, "output": str(out)})
+            continue
+        try:
+            _check_target(spec, out, state)
+        except UnsafeOutputError as exc:
+            summary.failed.append({**rec, "error_class": type(exc).__name__, "error": str(exc)})
             continue
         todo.append(_Todo(item, content, out))
     return todo
@@ -192,8 +255,8 @@ def _truth_folder(spec: JobSpec, todo: list[_Todo]) -> Path | None:
     if spec.ground_truth is None:
         return None
     folder = spec.output / RUN_DIR / "ground_truth"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    remove_tree(folder)  # a link there: only the link goes
+    make_dirs(folder, root=spec.output)
     refs = {(p.name if p.is_dir() else p.stem): p for p in sorted(spec.ground_truth.iterdir())
             if not p.name.startswith(".")}
     for t in todo:
@@ -203,14 +266,12 @@ def _truth_folder(spec: JobSpec, todo: list[_Todo]) -> Path | None:
     return folder
 
 
-def _place(src: Path, dst: Path) -> None:
-    """Move a finished output to its name (replacing an older one)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.is_dir() and not dst.is_symlink():
-        shutil.rmtree(dst)
-    elif dst.exists():
-        dst.unlink()
-    os.replace(src, dst)
+def _place(spec: JobSpec, src: Path, dst: Path, state: dict[str, Any]) -> None:
+    """Move a finished output to its name (replacing an older one this batch wrote),
+    by the output rule: checked again, folders made without following links."""
+    make_dirs(dst.parent, root=spec.output)
+    _check_target(spec, dst, state)
+    replace_onto(src, dst)
 
 
 def _record(state: dict[str, Any], path: Path, t: _Todo, chash: str) -> None:
@@ -235,7 +296,7 @@ def _process_with_run(spec: JobSpec, rc: ResolvedConfig, todo: list[_Todo], chas
                                    "error_class": entry.get("error_class", "RunError"),
                                    "error": entry.get("error", "not finished")})
             continue
-        _place(Path(entry["output"]), t.output)
+        _place(spec, Path(entry["output"]), t.output, state)
         _record(state, spec.output / STATE_FILE, t, chash)
         scores = {k: entry[k] for k in ("psnr", "ssim") if k in entry}
         summary.processed.append({"input": str(t.item.path), "output": str(t.output), **scores})
@@ -249,6 +310,7 @@ def run_job(spec: JobSpec, *, observer: Any = None, quiet: bool = True) -> Batch
     spec.output.mkdir(parents=True, exist_ok=True)
     summary = BatchSummary(spec.output)
     with BatchLock(spec.output):
+        _check_controls(spec)
         state_path = spec.output / STATE_FILE
         state = _load_state(state_path)
         todo = _plan(spec, state, chash, summary)
@@ -259,6 +321,15 @@ def run_job(spec: JobSpec, *, observer: Any = None, quiet: bool = True) -> Batch
                               quiet=quiet)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _check_controls(spec: JobSpec) -> None:
+    """Before any work: the state file and the run folder are not links (never followed)."""
+    state = spec.output / STATE_FILE
+    if os.path.islink(state) or (state.exists() and not state.is_file()):
+        raise UnsafeOutputError(f"{state}: is a symbolic link or not a regular file; zssr "
+                                "never writes through links; remove it")
+    make_dirs(spec.output / RUN_DIR, root=spec.output)
 
 
 def run_job_file(path: str | Path, *, set_overrides: dict[str, Any] | None = None,

@@ -15,7 +15,10 @@ Keys (all others are errors, so jobs written today keep working)::
 The name template knows ``{stem}`` (input name without suffix), ``{name}``
 (input file name), ``{parent}`` (its folder's name), ``{scale}`` (as ``2`` or
 ``1.5``) and ``{suffix}`` (the output format's, e.g. ``.tif``); it may hold
-sub-folders but must stay inside ``output``.
+sub-folders but must stay inside ``output``, and it may never name an input (or a
+folder around or inside one) or the batch's own control files
+(``.zssr-batch-state.json``, ``.zssr-batch.lock``, ``.zssr-batch-run``): such a job
+is refused before anything is processed (:func:`check_targets`).
 
 >>> spec = job_from_dict({"inputs": ["a/*.tif"], "output": "out", "scale": 2}, base=Path("/j"))
 >>> spec.output, spec.name
@@ -26,16 +29,26 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from configs import load_yaml
+from io_adapters.output_safety import (
+    BATCH_LOCK_FILE,
+    BATCH_RUN_DIR,
+    BATCH_STATE_FILE,
+    Claimed,
+    absolute,
+    conflict,
+)
 from pipeline.errors import UsageError
 from pipeline.run_config import ResolvedConfig, resolve_run_config
 
-__all__ = ["JobSpec", "JOB_KEYS", "NAME_FIELDS", "load_job", "job_from_dict", "render_name"]
+__all__ = ["JobSpec", "JOB_KEYS", "NAME_FIELDS", "load_job", "job_from_dict", "render_name",
+           "control_paths", "check_targets"]
 
 JOB_KEYS = ("inputs", "output", "name", "scale", "preset", "set", "chain", "scheduler",
             "ground_truth")
@@ -149,14 +162,45 @@ def check_template(spec: JobSpec) -> None:
     if bad:
         raise UsageError(f"{where}: name template {spec.name!r}: unknown field {{{bad[0]}}}; "
                          f"allowed: {', '.join('{' + f + '}' for f in NAME_FIELDS)}")
-    render_name(spec, stem="x", name="x.tif", parent="p", suffix=".tif")
+    out = render_name(spec, stem="x", name="x.tif", parent="p", suffix=".tif")
+    problem = conflict(out, control=control_paths(spec))
+    if problem is not None:
+        raise UsageError(f"{where}: name template {spec.name!r} gives {out}: {problem}; "
+                         "outputs never replace the batch's own files")
+
+
+def control_paths(spec: JobSpec) -> tuple[Path, ...]:
+    """The batch's own files in its output folder: state, lock, run folder."""
+    root = spec.output.resolve()
+    return (root / BATCH_STATE_FILE, root / BATCH_LOCK_FILE, root / BATCH_RUN_DIR)
+
+
+def check_targets(spec: JobSpec, targets: dict[Path, Path], *,
+                  inputs: list[Path] | None = None) -> None:
+    """Refuse (before any processing) a name template that maps an input onto an input,
+    a folder around or inside one, or a control file; ``targets`` is ``{input: output}``,
+    ``inputs`` every input of the job (default: the targets' keys)."""
+    claimed = Claimed(list(targets) if inputs is None else inputs, "input")
+    control = Claimed(control_paths(spec), "control file of zssr")
+    for src, out in targets.items():
+        problem = conflict(out, inputs=claimed, control=control)
+        if problem is not None:
+            raise UsageError(f"{_where(spec.source)}: name template {spec.name!r} maps {src} "
+                             f"to {out}: {problem}; change 'name' or 'output' so outputs "
+                             "never land on inputs or on the batch's own files")
 
 
 def render_name(spec: JobSpec, *, stem: str, name: str, parent: str, suffix: str) -> Path:
     """The output path for one input; an error when it escapes ``spec.output``."""
     text = spec.name.format(stem=stem, name=name, parent=parent, scale=f"{spec.scale:g}",
                             suffix=suffix)
-    out = (spec.output / text).resolve()
+    long = [p for p in Path(text).parts if len(os.fsencode(p)) > 255]  # NAME_MAX
+    if "\0" in text or long:
+        what = "holds a NUL character" if "\0" in text else \
+            f"has a name of {len(os.fsencode(long[0]))} bytes (at most 255)"
+        raise UsageError(f"{_where(spec.source)}: name template {spec.name!r} gives "
+                         f"{text!r}, which {what}; shorten or fix 'name'")
+    out = absolute(spec.output / text)  # the last name is kept: a link there is seen
     root = spec.output.resolve()
     if Path(text).is_absolute() or out == root or not out.is_relative_to(root):
         raise UsageError(f"{_where(spec.source)}: name template {spec.name!r} gives {text!r}, "

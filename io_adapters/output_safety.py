@@ -1,0 +1,397 @@
+"""The one rule for every write zssr makes (outputs, side outputs, run folders, control files).
+
+A write is a promise about the file system.  Every path zssr writes goes through
+:func:`check_output` before any compute, and every byte goes through the primitives
+below, so the promise is kept in one place:
+
+* **never an input**: not the input itself, not a folder holding an input (its
+  ancestor), not a path inside an input folder (a Zarr store, a DICOM series);
+* **never a control file**: the batch state file, lock and run folder, a run
+  directory's lock and manifest (callers pass them as ``control``);
+* **confined** to the declared output folder (``root``) when there is one;
+* **never through a link**: every component the tool creates or replaces (below the
+  declared output folder, or the output name itself) is checked with ``lstat`` and a
+  symbolic link there is refused; new files are opened with ``O_CREAT | O_EXCL |
+  O_NOFOLLOW`` (which fails on any link, even a dangling one), temporary folders are
+  created with ``mkdir`` (which never follows a link), append-only logs with
+  ``O_NOFOLLOW``, and results are moved into place with ``os.replace`` (a rename
+  replaces a name, never the file a link points to).  There is no flag to allow
+  links: point the output at the real location instead.  A declared output folder
+  that already exists may itself be reached through a link the user made;
+* **overwrite replaces only what zssr wrote**: an existing output is replaced (with
+  ``overwrite``) only when it is a file or store of the format zssr writes at that
+  name (a PNG, a TIFF, a DICOM file, a Zarr store holding nothing else, a folder of
+  DICOM files only, a JSON document) and holds no link; any other file or folder is
+  refused, whatever the flag says.
+
+Refusals are :class:`UnsafeOutputError` (a :class:`~io_adapters.errors.WriteError`:
+exit code 7) with one line naming the path and the problem.
+
+This module lives in ``io_adapters`` (the lowest floor that writes) because the
+format writers need it and may not import ``pipeline``; the pipeline and the
+workflows call it for everything else they write.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import stat
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from .errors import WriteError
+
+__all__ = ["UnsafeOutputError", "check_output", "conflict", "Claimed", "check_replaceable", "absolute",
+           "temp_name", "prepare_lock_file",
+           "create_file", "new_temp_dir", "replace_onto", "write_bytes_atomic",
+           "write_text_atomic", "open_append", "make_dirs", "remove_tree", "check_no_links",
+           "is_tool_folder", "RUN_LOCK", "RUN_MANIFEST", "BATCH_STATE_FILE", "BATCH_LOCK_FILE",
+           "BATCH_RUN_DIR"]
+
+RUN_LOCK = ".lock"  # a zssr run directory: lock + manifest mark it as the tool's own folder
+RUN_MANIFEST = "manifest.jsonl"
+BATCH_STATE_FILE = ".zssr-batch-state.json"
+BATCH_LOCK_FILE = ".zssr-batch.lock"
+BATCH_RUN_DIR = ".zssr-batch-run"
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_TRIES = 4  # fresh temporary names tried when one is taken (by a planted link, say)
+_MAX_JSON = 64 << 20
+
+
+class UnsafeOutputError(WriteError):
+    """A write that would break the output rule (see the module doc): exit code 7."""
+
+
+def token() -> str:
+    """The random part of a temporary name (a function so tests can make it predictable)."""
+    return uuid.uuid4().hex[:8]
+
+
+def temp_name(final: Path, tag: str) -> Path:
+    """``.<name>.<tag>-<8 hex>`` beside ``final`` (same file system, for ``os.replace``)."""
+    return final.parent / f".{final.name}.{tag}-{token()}"
+
+
+def absolute(path: str | Path) -> Path:
+    """``path`` made absolute with its *folder* resolved and its last name kept as given
+    (so a link at the last name is seen, never followed)."""
+    p = Path(os.path.abspath(path))
+    return p.parent.resolve() / p.name if p.name else p
+
+
+def _refuse(path: Path, problem: str) -> UnsafeOutputError:
+    return UnsafeOutputError(f"{path}: {problem}")
+
+
+def _link_refusal(path: Path, link: Path) -> UnsafeOutputError:
+    same = os.path.abspath(link) == os.path.abspath(path)
+    where = "is" if same else f"goes through {link}, which is"
+    return _refuse(path, f"{where} a symbolic link; zssr never writes through links (they "
+                         "could lead outside the output folder); remove the link or choose "
+                         "another output")
+
+
+def _check_links(path: Path, root: Path | None) -> None:
+    """Refuse a link at ``path`` or at any component between ``root`` and it (lexically)."""
+    lexical = Path(os.path.abspath(path))
+    parts = [lexical]
+    if root is not None:
+        base = Path(os.path.abspath(root))
+        if lexical.is_relative_to(base):
+            parts = [base.joinpath(*lexical.relative_to(base).parts[:i + 1])
+                     for i in range(len(lexical.relative_to(base).parts))]
+    for part in parts:
+        if os.path.islink(part):
+            raise _link_refusal(Path(path), part)
+
+
+class Claimed:
+    """Paths no output may equal, hold or lie inside (inputs, control files), indexed once
+    so a batch checks thousands of outputs against thousands of inputs in linear time."""
+
+    def __init__(self, paths: Iterable[str | Path], what: str) -> None:
+        self.what = what
+        self.paths = {Path(p).resolve() for p in paths}
+        self.holders: dict[Path, Path] = {}  # every folder above a path -> that path
+        for p in sorted(self.paths):
+            for folder in p.parents:
+                self.holders.setdefault(folder, p)
+
+    def problem(self, out: Path) -> str | None:
+        """What is wrong with writing at ``out`` (absolute), or None."""
+        if out in self.paths:
+            return f"output path equals the {self.what}"
+        if out in self.holders:
+            return f"output path is a folder holding the {self.what} {self.holders[out]}"
+        inside = next((f for f in out.parents if f in self.paths), None)
+        return None if inside is None else f"output path lies inside the {self.what} {inside}"
+
+
+def conflict(out: Path, *, inputs: Iterable[str | Path] | Claimed = (),
+             control: Iterable[str | Path] | Claimed = ()) -> str | None:
+    """What is wrong with writing at ``out`` (absolute) given the inputs and control files,
+    or None: equal to one, a folder holding one, or a path inside one."""
+    for others, what in ((inputs, "input"), (control, "control file of zssr")):
+        claimed = others if isinstance(others, Claimed) else Claimed(others, what)
+        problem = claimed.problem(out)
+        if problem is not None:
+            return problem
+    return None
+
+
+def check_output(path: str | Path, *, inputs: Iterable[str | Path] = (),
+                 root: str | Path | None = None, control: Iterable[str | Path] = (),
+                 overwrite: bool | None = False) -> Path:
+    """Check ``path`` against the rule (module doc) before anything is computed.
+
+    Returns the absolute path to write (folder resolved, last name kept).  An
+    existing output needs ``overwrite`` and must be one zssr wrote
+    (:func:`check_replaceable`); ``overwrite=None`` leaves that to the caller.
+    """
+    _check_links(path, root)
+    out = absolute(path)
+    if root is not None:
+        base = Path(root).resolve()
+        if out == base or not out.is_relative_to(base):
+            raise _refuse(Path(path), f"output path resolves to {out}, outside the output "
+                                      f"folder {base}; outputs must stay inside it")
+    problem = conflict(out, inputs=inputs, control=control)
+    if problem is not None:
+        raise _refuse(out, f"{problem}; choose another output")
+    if overwrite is not None and os.path.lexists(out):
+        if not overwrite:
+            raise _refuse(out, "output already exists; delete it or pass overwrite=True "
+                               "(--overwrite)")
+        check_replaceable(out)
+    return out
+
+
+_MAGIC = {".png": (0, (b"\x89PNG\r\n\x1a\n",)),
+          ".tif": (0, (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")),
+          ".dcm": (128, (b"DICM",))}
+_MAGIC[".tiff"] = _MAGIC[".tif"]
+
+
+def _head(path: Path, n: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read(n)
+
+
+def _is_dicom_file(path: Path) -> bool:
+    return stat.S_ISREG(os.lstat(path).st_mode) and _head(path, 132)[128:132] == b"DICM"
+
+
+def _is_zarr_store(path: Path) -> bool:
+    """A Zarr store and nothing else: metadata at the top, every entry a Zarr node."""
+    meta = {"zarr.json", ".zgroup", ".zarray", ".zattrs", ".zmetadata"}
+    names = os.listdir(path)
+    if not meta & set(names):
+        return False
+    for name in names:
+        p = path / name
+        if name in meta:
+            continue
+        if not (p.is_dir() and not p.is_symlink() and meta & set(os.listdir(p))):
+            return False
+    return True
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse to replace ``path`` unless it is an output of the format zssr writes there."""
+    st = os.lstat(path)
+    suffix = path.suffix.lower()
+    if stat.S_ISLNK(st.st_mode):
+        raise _link_refusal(path, path)
+    problem = None
+    try:
+        if stat.S_ISDIR(st.st_mode):
+            check_no_links(path)
+            if not os.listdir(path):  # an empty folder holds nothing to lose
+                ok = True
+            elif suffix == ".zarr":
+                ok = _is_zarr_store(path)
+            else:
+                ok = suffix == "" and all(_is_dicom_file(path / n) for n in os.listdir(path))
+            kind = "a Zarr store" if suffix == ".zarr" else "a folder of DICOM files"
+            problem = None if ok else (f"is a folder that is not {kind} written by zssr (it "
+                                       "holds other files); --overwrite never removes it")
+        elif not stat.S_ISREG(st.st_mode):
+            problem = "is not a regular file; --overwrite never replaces it"
+        elif suffix == ".json":
+            if st.st_size > _MAX_JSON:
+                problem = "is not a JSON document written by zssr; --overwrite never replaces it"
+            else:
+                json.loads(_head(path, _MAX_JSON).decode("utf-8"))
+        elif suffix in _MAGIC:
+            offset, magics = _MAGIC[suffix]
+            head = _head(path, offset + 8)[offset:]
+            if not any(head.startswith(m) for m in magics):
+                problem = (f"is not a {suffix} file written by zssr (its content says "
+                           "otherwise); --overwrite never replaces it")
+        else:
+            problem = f"has a suffix ({suffix or 'none'}) zssr does not write; not replaced"
+    except (ValueError, UnicodeDecodeError):
+        problem = "is not a JSON document written by zssr; --overwrite never replaces it"
+    except OSError as exc:
+        problem = f"cannot be inspected before replacing it ({exc.strerror or exc})"
+    if problem is not None:
+        raise _refuse(path, problem)
+
+
+def check_no_links(tree: Path) -> None:
+    """Refuse a folder tree that holds a symbolic link anywhere (before writing into it)."""
+    tree = Path(tree)
+    if os.path.islink(tree):
+        raise _link_refusal(tree, tree)
+    for folder, dirs, files in os.walk(tree, followlinks=False):
+        for name in dirs + files:
+            p = Path(folder) / name
+            if os.path.islink(p):
+                raise _link_refusal(tree, p)
+
+
+# ----------------------------------------------------------------------------- primitives
+
+
+def create_file(path: Path, mode: int = 0o644) -> int:
+    """A new file at ``path`` (fails on anything there, a dangling link included): an fd."""
+    try:
+        return os.open(path, _NEW_FILE, mode)
+    except FileExistsError:
+        if os.path.islink(path):
+            raise _link_refusal(Path(path), Path(path)) from None
+        raise
+
+
+def _new_temp(final: Path, tag: str, make) -> Path:
+    last: OSError | None = None
+    for _ in range(_TRIES):
+        tmp = temp_name(final, tag)
+        try:
+            make(tmp)
+            return tmp
+        except FileExistsError as exc:  # taken (a planted link, a leftover): another name
+            last = exc
+    raise _refuse(final, f"cannot create a temporary beside it ({last}); every name tried "
+                         "was taken")
+
+
+def new_temp_file(final: Path, tag: str = "tmp") -> tuple[Path, int]:
+    """A fresh hidden file beside ``final`` (``O_EXCL | O_NOFOLLOW``): ``(path, fd)``."""
+    fds: list[int] = []
+    path = _new_temp(final, tag, lambda p: fds.append(os.open(p, _NEW_FILE, 0o644)))
+    return path, fds[0]
+
+
+def new_temp_dir(final: Path, tag: str) -> Path:
+    """A fresh private folder beside ``final`` (``mkdir`` never follows a link)."""
+    return _new_temp(final, tag, lambda p: os.mkdir(p, 0o700))
+
+
+def replace_onto(src: Path, final: Path) -> Path:
+    """Move ``src`` onto ``final`` atomically; a link at ``final`` is refused and an
+    existing folder there is moved aside and deleted (callers checked it is ours)."""
+    if os.path.islink(final):
+        raise _link_refusal(final, final)
+    try:
+        if os.path.isdir(final):
+            old = temp_name(final, "old")
+            os.rename(final, old)  # rename fails on an existing target name: never follows
+            os.replace(src, final)
+            remove_tree(old)
+        else:
+            os.replace(src, final)
+    except OSError as exc:
+        raise WriteError(f"{final}: cannot move the finished output into place: {exc}") from exc
+    return final
+
+
+def write_bytes_atomic(final: Path, data: bytes) -> Path:
+    """``data`` to a fresh temporary, fsync, then :func:`replace_onto` ``final``."""
+    final = Path(final)
+    tmp, fd = new_temp_file(final, "tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return replace_onto(tmp, final)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+def write_text_atomic(final: Path, text: str) -> Path:
+    return write_bytes_atomic(final, text.encode("utf-8"))
+
+
+def open_append(path: Path):
+    """An append-only text handle on ``path`` (created if missing); a link is refused."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                     | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or os.path.islink(path):
+            raise _link_refusal(Path(path), Path(path)) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _refuse(Path(path), "is not a regular file; zssr appends only to its own logs")
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
+def make_dirs(path: Path, *, root: Path) -> Path:
+    """Create ``path`` and its missing parents below ``root``; every component must be a
+    real folder (a link there is refused, never followed)."""
+    path, base = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+    if not path.is_relative_to(base):
+        raise _refuse(path, f"outside the output folder {base}")
+    current = base
+    for part in path.relative_to(base).parts:
+        current = current / part
+        try:
+            os.mkdir(current)
+        except FileExistsError:
+            pass
+        st = os.lstat(current)
+        if stat.S_ISLNK(st.st_mode):
+            raise _link_refusal(path, current)
+        if not stat.S_ISDIR(st.st_mode):
+            raise _refuse(path, f"{current} is not a folder")
+    return path
+
+
+def prepare_lock_file(path: Path) -> Path:
+    """Create a lock file without following a link (the lock then opens it by name): a
+    link planted there is refused, so its target is never truncated."""
+    try:
+        os.close(create_file(path))
+    except FileExistsError:
+        if os.path.islink(path) or not os.path.isfile(path):
+            raise _refuse(Path(path), "is a symbolic link or not a regular file; zssr never "
+                                      "writes through links; remove it") from None
+    return Path(path)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a file, a link (the link only) or a folder tree (links inside: unlinked)."""
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def is_tool_folder(folder: Path) -> bool:
+    """Whether ``folder`` is one zssr made for itself (a run directory, a batch's run folder)."""
+    folder = Path(folder)
+    return folder.name == BATCH_RUN_DIR or (
+        os.path.lexists(folder / RUN_LOCK) and os.path.lexists(folder / RUN_MANIFEST))

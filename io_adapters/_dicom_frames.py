@@ -92,15 +92,62 @@ def _attr(ds: Dataset, frame: int, macro: str, keyword: str) -> object:
     return ds.get(keyword)
 
 
-def frames_of(ds: Dataset, *, source: int, frames: int) -> tuple[DicomFrame, ...]:
+# Spacing attributes the writer scales (see _dicom_derive): each must be (row, col) mm.
+_SPACINGS = ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing")
+
+
+def _check_spacing(where: str, keyword: str, value: object) -> None:
+    if value is None or value == "":
+        return
+    got = _floats(value, 2)
+    if got is None or min(got) <= 0:
+        raise InvalidDataError(
+            f"{where}: {keyword} {_shown(value)} is not two positive numbers (row and column "
+            "spacing in mm); fix or remove the attribute")
+
+
+def _check_orientation(where: str, value: object) -> None:
+    """ImageOrientationPatient: two orthogonal unit vectors (PS3.3 C.7.6.2.1.1)."""
+    if value is None or value == "":
+        return
+    got = _floats(value, 6)
+    ok = got is not None
+    if got is not None:
+        row, col = np.asarray(got[:3]), np.asarray(got[3:])
+        ok = (abs(np.linalg.norm(row) - 1) < 1e-2 and abs(np.linalg.norm(col) - 1) < 1e-2
+              and abs(float(np.dot(row, col))) < 1e-2)
+    if not ok:
+        raise InvalidDataError(
+            f"{where}: ImageOrientationPatient {_shown(value)} is not two orthogonal unit "
+            "vectors (row and column direction cosines); fix or remove the attribute")
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return repr(value)
+
+
+def frames_of(ds: Dataset, *, source: int, frames: int,
+              where: str = "") -> tuple[DicomFrame, ...]:
     """One :class:`DicomFrame` per frame of a file's header ``ds``.
 
     Enhanced multi-frame objects keep geometry and rescale in functional
     groups (per-frame overrides shared); other objects keep them at the top
-    level, which then holds for every frame.
+    level, which then holds for every frame.  A spacing that is present but not two
+    positive numbers, or an orientation that is not two orthogonal unit vectors,
+    raises :class:`InvalidDataError` naming ``where`` (the file) at once: the writer
+    would fail on it only after the whole computation.
     """
+    where = where or str(getattr(ds, "filename", "") or "DICOM header")
+    for keyword in _SPACINGS:
+        _check_spacing(where, keyword, ds.get(keyword))
     result = []
     for i in range(frames):
+        _check_spacing(where, "PixelSpacing", _attr(ds, i, "PixelMeasuresSequence",
+                                                    "PixelSpacing"))
+        _check_orientation(where, _attr(ds, i, "PlaneOrientationSequence",
+                                        "ImageOrientationPatient"))
         spacing = _floats(_attr(ds, i, "PixelMeasuresSequence", "PixelSpacing"), 2)
         if spacing is None:
             spacing = _floats(ds.get("ImagerPixelSpacing"), 2)

@@ -269,7 +269,8 @@ class DicomReader:
                 f"{self.path}: PerFrameFunctionalGroupsSequence has {len(per_frame)} items "
                 f"for {frames} frames")
         return self._metadata(
-            headers=(header_of(ds),), frames=frames_of(ds, source=0, frames=frames),
+            headers=(header_of(ds),), frames=frames_of(ds, source=0, frames=frames,
+                                                  where=str(self.path)),
             shape=(bands, rows, cols, frames), dtype=dtype, photometric=photometric,
             layout=layout)
 
@@ -297,7 +298,8 @@ class DicomReader:
                     f"{folder}: slice {p.name} has SeriesInstanceUID {ds.get('SeriesInstanceUID')}"
                     f", {files[0].name} has {series}; a folder must hold one series")
             _check_decodable(ds, p)
-        frames = [frames_of(ds, source=i, frames=1)[0] for i, ds in enumerate(datasets)]
+        frames = [frames_of(ds, source=i, frames=1, where=str(p))[0]
+                  for i, (p, ds) in enumerate(zip(files, datasets, strict=True))]
         names = [p.name for p in files]
         for name, frame in zip(names, frames, strict=True):
             if (frame.spacing is None) != (frames[0].spacing is None) or (

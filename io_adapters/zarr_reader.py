@@ -31,7 +31,7 @@ from ._common import (
     select_bands,
 )
 from .base import GeoInfo, MedicalInfo, Metadata, PathReaderMixin
-from .errors import CorruptFileError, InputNotFoundError, InvalidDataError
+from .errors import CorruptFileError, InputNotFoundError, InvalidDataError, IOAdapterError
 
 __all__ = ["ZarrReader", "DATA", "OURS", "json_number", "from_json_number"]
 
@@ -63,16 +63,38 @@ def _decode_fill_value(value: Any, dtype: np.dtype) -> float | None:
     return float(value)
 
 
+def _numbers(value: Any, count: int, key: str) -> tuple[float, ...]:
+    """``count`` finite numbers from a JSON list, else ``ValueError`` naming ``key``."""
+    if not isinstance(value, (list, tuple)) or len(value) != count or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+            for v in value):
+        raise ValueError(f"{key} {value!r} is not a list of {count} finite numbers")
+    return tuple(float(v) for v in value)
+
+
 def _medical(attrs: dict | None) -> MedicalInfo | None:
+    """The ``zssr.medical`` attribute, each field checked (the writer relies on them)."""
     if not attrs:
         return None
+    if not isinstance(attrs, dict):
+        raise TypeError(f"zssr.medical is {type(attrs).__name__}, not an object")
     fixed = dict(attrs)
-    for key in ("pixel_spacing", "orientation"):
+    if fixed.get("pixel_spacing") is not None:
+        fixed["pixel_spacing"] = _numbers(fixed["pixel_spacing"], 2, "zssr.medical.pixel_spacing")
+        if min(fixed["pixel_spacing"]) <= 0:
+            raise ValueError(f"zssr.medical.pixel_spacing {attrs['pixel_spacing']!r} must be > 0")
+    if fixed.get("orientation") is not None:
+        fixed["orientation"] = _numbers(fixed["orientation"], 6, "zssr.medical.orientation")
+    fixed["positions"] = tuple(_numbers(p, 3, "zssr.medical.positions[]")
+                               for p in fixed.get("positions", ()))
+    fixed["sources"] = tuple(str(v) for v in fixed.get("sources", ()))
+    for key in ("rescale_slope", "rescale_intercept", "slice_thickness"):
         if fixed.get(key) is not None:
-            fixed[key] = tuple(fixed[key])
-    fixed["positions"] = tuple(tuple(p) for p in fixed.get("positions", ()))
-    fixed["sources"] = tuple(fixed.get("sources", ()))
-    return MedicalInfo(**fixed)
+            fixed[key] = _numbers([fixed[key]], 1, f"zssr.medical.{key}")[0]
+    for key in ("modality", "photometric"):
+        if not isinstance(fixed.get(key), str):
+            raise ValueError(f"zssr.medical.{key} {fixed.get(key)!r} is not a string")
+    return MedicalInfo(**fixed)  # an unknown key: TypeError
 
 
 class ZarrReader(PathReaderMixin):
@@ -95,12 +117,25 @@ class ZarrReader(PathReaderMixin):
             self._group: Any = node
         else:
             self._array, self._group = node, None
-        self._dims = self._dimension_names()
+        try:
+            self._dims = self._dimension_names()
+        except (TypeError, ValueError) as exc:  # not ours: InvalidDataError passes
+            if isinstance(exc, IOAdapterError):
+                raise
+            raise CorruptFileError(f"{self.path}: malformed Zarr dimension names: {exc}"
+                                   ) from None
         dtype = check_pixel_dtype(self._array.dtype, path=self.path)
         shape = self._array.shape
         total = shape[-3] if len(shape) >= 3 else 1
         self._selected = select_bands(bands, total, path=self.path)
-        self.meta = self._metadata(group_attrs, dtype)
+        try:
+            self.meta = self._metadata(group_attrs, dtype)
+        except IOAdapterError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError,
+                struct.error) as exc:  # attributes another tool (or a hand) wrote wrongly
+            raise CorruptFileError(f"{self.path}: malformed Zarr attributes: {exc}; fix or "
+                                   "remove them (zarr.json)") from None
 
     def _image_array(self, group: zarr.Group) -> Any:
         arrays = dict(group.arrays())
@@ -156,7 +191,8 @@ class ZarrReader(PathReaderMixin):
         ref = dict(self._group[name].attrs)
         wkt = ref.get("crs_wkt") or ref.get("spatial_ref") or None
         if "GeoTransform" in ref:
-            c, a, b, f, d, e = (float(v) for v in str(ref["GeoTransform"]).split())
+            c, a, b, f, d, e = _numbers([float(v) for v in str(ref["GeoTransform"]).split()],
+                                        6, f"{name}.GeoTransform")
         else:
             x, y = self._group["x"][:2], self._group["y"][:2]
             a, e = float(x[1] - x[0]), float(y[1] - y[0])

@@ -2,19 +2,28 @@
 
 One module per subcommand (``pipeline/cmd_*.py``), each with ``add_parser``
 and ``run(args) -> int``.  Errors become one line on stderr and the exit code
-of their class (:mod:`pipeline.errors`); ``-v`` adds the traceback.
+of their class (:mod:`pipeline.errors`); ``-v`` adds the traceback.  Control
+characters in a message (a newline in a file name) are escaped, so the line is whole.
+
+SIGTERM (timeout, cron, systemd) and SIGHUP raise :class:`~pipeline.errors.Terminated`
+in the main thread, like Ctrl-C's KeyboardInterrupt: the same ``with`` blocks abort
+the writers and release the locks, and the exit code is 128 + the signal (143, 129).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from . import cmd_batch, cmd_eval, cmd_run, cmd_steps, cmd_upscale
 from .allocator import keep_freed_memory
-from .errors import exit_code
+from .errors import Terminated, exit_code, one_line
 
 __all__ = ["main", "build_parser"]
 
@@ -82,19 +91,46 @@ def _gdal_to_logging():
     return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def stop_signals_as_interrupts() -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP raise :class:`Terminated` in the main thread.
+
+    The first signal raises; later ones are ignored so the cleanup it starts (abort the
+    writers, close the cluster) runs to its end.  The previous handlers come back on exit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        raise Terminated(signum, signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
     keep_freed_memory()  # training steps reuse heap pages instead of faulting them in
     try:
-        with _gdal_to_logging():
+        with stop_signals_as_interrupts(), _gdal_to_logging():
             return int(args.func(args) or 0)
     except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - the CLI boundary
         code = exit_code(exc)
         if args.verbose or code == 10:
             traceback.print_exc()
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = one_line(str(exc)) if str(exc) else type(exc).__name__
         if code == 10:
             msg = f"internal error: {type(exc).__name__}: {msg}"
         print(f"zssr {args.command}: error: {msg}", file=sys.stderr)

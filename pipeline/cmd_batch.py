@@ -11,7 +11,9 @@ ground_truth (see workflows/jobspec.py and workflows/examples/).  Scheduling
 with cron, systemd or APScheduler: workflows/SCHEDULING.md.
 
 Exit codes: 0 all done, 1 some inputs failed (the others are done), 2 a bad
-job spec, 9 another batch holds the lock.
+job spec, 9 another batch holds the lock, 143 / 129 stopped by SIGTERM / SIGHUP
+(what timeout, cron and systemd send; cleaned up like Ctrl-C, 130): the next run
+picks up what is left.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import Path
 
 from configs import merge_dicts
 from zssr.config import parse_override
+
+from .errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{summary.output}: {c['processed']} processed, {c['skipped']} done earlier, "
               f"{c['failed']} failed ({summary.seconds:.1f}s)")
         for f in summary.failed:
-            err = str(f.get("error") or "").splitlines()
-            print(f"  FAILED {f['input']}: {f.get('error_class')}: {err[0] if err else ''}")
+            print(f"  FAILED {one_line(str(f['input']))}: {f.get('error_class')}: "
+                  f"{one_line(str(f.get('error') or ''))}")
     return summary.exit_code

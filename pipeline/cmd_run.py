@@ -18,7 +18,9 @@ scheduler (``tcp://host:8786``; default from DASK_SCHEDULER_ADDRESS).  With
 one worker per GPU with ``CUDA_VISIBLE_DEVICES=i dask worker ADDRESS
 --nthreads 1 --resources GPU=1``.
 
-Exit code 1 when any image failed (the others complete); see the report.
+Exit code 1 when any image failed (the others complete; an image whose training
+diverges is one of them); see the report.  SIGTERM and SIGHUP stop the run like
+Ctrl-C (exit 143 / 129); the next run resumes and removes what a killed one left.
 """
 
 from __future__ import annotations
@@ -27,13 +29,17 @@ import argparse
 import logging
 from pathlib import Path
 
+from io_adapters.detect import DEFAULT_MAX_PIXELS
+
+from .budget import parse_max_pixels
 from .cmd_upscale import parse_device, parse_halo, parse_scale, pipeline_options
 from .config_args import add_config_args
-from .errors import UsageError
+from .errors import UsageError, one_line
 from .graph import resolve_scheduler
 from .run import FORMAT_SUFFIXES, RunSettings, RunSummary, run_batch
 from .run_config import resolved_from_args
 from .run_progress import TqdmRunProgress
+from .tiles import ScaleError, as_fraction
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +83,14 @@ def add_parser(sub, parents) -> None:
                         "bands, with the shorter train.warm_* schedule (same as --set "
                         "warm_start=true)")
     p.add_argument("--deidentify", action="store_true",
-                   help="DICOM outputs: remove patient-identifying attributes and private tags")
+                   help="DICOM outputs: PS3.15 Basic Profile attribute actions at every nesting "
+                   "level, private tags removed (limits: see io_adapters/deidentify.py)")
+    p.add_argument("--allow-user-steps", action="store_true",
+                   help="let the config name chain steps as package.module:function (imported "
+                   "and called); also ZSSR_ALLOW_USER_STEPS=1")
+    p.add_argument("--max-pixels", type=parse_max_pixels, default=DEFAULT_MAX_PIXELS,
+                   help="refuse inputs declaring more pixels (rows x cols x frames) than this "
+                   f"(default {DEFAULT_MAX_PIXELS:.0e}); checked on the header, before reading")
     p.add_argument("--retries", type=int, default=2,
                    help="retries of a task after a transient failure (default 2)")
     add_config_args(p)
@@ -90,6 +103,17 @@ def _positive(value: int | None, flag: str) -> int | None:
     return value
 
 
+def exact_scale(value: float) -> float:
+    """``--scale`` checked like the tile grid will (a ratio of small integers), so a bad
+    value is one usage error, not one failed image per input."""
+    scale = parse_scale(value)
+    try:
+        as_fraction(scale, name="--scale")
+    except ScaleError as exc:
+        raise UsageError(str(exc)) from None
+    return scale
+
+
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
     """The run's settings: flags over the config's pipeline sections over the defaults."""
     rc = resolved_from_args(args)
@@ -98,13 +122,14 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     if resolve_scheduler(args.scheduler) in ("synchronous", "local"):
         parse_device(args.device)  # tasks run on this machine: the device must exist here
     return RunSettings(
-        out_dir=args.out, scale=parse_scale(args.scale), config=rc.engine, config_data=rc.data,
+        out_dir=args.out, scale=exact_scale(args.scale), config=rc.engine, config_data=rc.data,
         halo=parse_halo(args.halo), device=args.device, scheduler=args.scheduler,
         workers=_positive(args.workers, "--workers"),
         torch_threads=_positive(args.torch_threads, "--torch-threads"), resume=args.resume,
         overwrite=args.overwrite, ground_truth=args.ground_truth, out_format=args.format,
         batch_tiles=_positive(args.batch_tiles, "--batch-tiles"), retries=args.retries,
-        deidentify=args.deidentify, **pipeline_options(args, rc.pipeline))
+        deidentify=args.deidentify, max_pixels=args.max_pixels,
+        **pipeline_options(args, rc.pipeline))
 
 
 def print_summary(summary: RunSummary) -> None:
@@ -114,8 +139,8 @@ def print_summary(summary: RunSummary) -> None:
           f"{c['tiles_inferred']} inferred, {c['tiles_skipped']} skipped; {summary.seconds:.1f}s "
           f"({summary.scheduler})")
     for e in summary.failed:
-        print(f"  FAILED {e.get('input')}: {e.get('error_class')}: "
-              f"{str(e.get('error')).splitlines()[0] if e.get('error') else ''}")
+        print(f"  FAILED {one_line(str(e.get('input')))}: {e.get('error_class')}: "
+              f"{one_line(str(e.get('error') or ''))}")
     if summary.report:
         print(f"  report: {summary.report}")
 

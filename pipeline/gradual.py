@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -29,6 +28,7 @@ from .job import (
     write_step,
     writer_options,
 )
+from .locking import step_workdir
 from .source import ReaderCropSource
 from .tiles import Tile
 
@@ -64,7 +64,7 @@ def upscale_gradual(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | N
     chain = reader.chain if isinstance(reader, ChainReader) else None
     check_size(meta, job)
     preflight_output(job, meta, steps[-1], chain=chain)
-    tmpdir = Path(tempfile.mkdtemp(prefix=".zssr-", dir=Path(job.output).resolve().parent))
+    tmpdir = step_workdir(job.output)  # found by the next run if this one is killed
     history = TrainingHistory()
     pyramid: list[tuple[ReaderCropSource, float]] = []
     opened: list[Reader] = []

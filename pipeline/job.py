@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -25,8 +24,8 @@ import numpy as np
 import torch
 from rasterio.windows import Window as RioWindow
 
-from io_adapters.base import Metadata, Reader, Writer
-from io_adapters.detect import open_reader, open_writer, scale_metadata
+from io_adapters.base import Metadata, Reader, Writer, check_output_path
+from io_adapters.detect import DEFAULT_MAX_PIXELS, open_reader, open_writer, scale_metadata
 from io_adapters.errors import InvalidDataError
 from zssr.api import merge_history
 from zssr.config import ZSSRConfig
@@ -35,22 +34,21 @@ from zssr.kernels import prepare_kernel
 from zssr.model import build_model, state_fits
 from zssr.normalize import Normalizer
 from zssr.resize import imresize
-from zssr.train import TrainEvent, TrainingHistory, train
+from zssr.train import TrainEvent, TrainingDivergedError, TrainingHistory, train
 
+from .budget import check_budget
 from .chain import BoundChain, ChainReader, ChainSpec, ChainWriter
 from .halo import dependency_radius
+from .locking import OutputLock, abort_partials, clean_stale_partials, step_workdir
 from .source import ReaderCropSource, SampleStats, sample_stats, sr_bands
 from .tiles import Tile, TileGrid, coerce_scale
 
 __all__ = ["ImageJob", "TrainResult", "StepPlan", "plan_step", "train_stage", "infer_tiles",
-           "upscale_file", "UpscaleResult", "preflight_output", "MAX_FRAME_PIXELS", "open_input",
+           "upscale_file", "UpscaleResult", "preflight_output", "open_input",
            "open_output", "clip_to_output"]
 
 log = logging.getLogger(__name__)
 
-#: Largest frame one job takes (~316k x 316k px): beyond it a run would last for days and
-#: a header declaring such a size is far more often damaged than real.
-MAX_FRAME_PIXELS = 10**11
 
 
 @dataclass(frozen=True)
@@ -69,6 +67,7 @@ class ImageJob:
     overwrite: bool = False
     writer_options: dict = field(default_factory=dict)
     chain: ChainSpec | None = None  # pre/post steps around SR (pipeline.chain)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # declared size limit (--max-pixels; pipeline.budget)
 
     def steps(self) -> list[float]:
         """Cumulative scale of each gradual-SR step (``scale_steps``; batches)."""
@@ -106,7 +105,8 @@ class StepPlan:
 
 def open_input(job: ImageJob) -> Reader:
     """The input's reader; with a chain, a :class:`ChainReader` (pre steps applied)."""
-    reader = open_reader(job.input, bands=list(job.bands) if job.bands is not None else None)
+    reader = open_reader(job.input, bands=list(job.bands) if job.bands is not None else None,
+                         max_pixels=job.max_pixels)  # refused on the header, before a read
     if job.chain:
         try:
             return ChainReader(reader, job.chain)
@@ -139,11 +139,8 @@ def check_size(meta: Metadata, job: ImageJob) -> None:
                                "downscaled copy)")
     if not sr_bands(meta):
         raise InvalidDataError(f"{job.input}: no bands to super-resolve")
-    if meta.rows * meta.cols > MAX_FRAME_PIXELS:
-        raise InvalidDataError(
-            f"{job.input}: image is {meta.rows} x {meta.cols} pixels "
-            f"({meta.rows * meta.cols:.2g}), more than the {MAX_FRAME_PIXELS:.0e} one job "
-            "handles; cut it into parts first (e.g. gdal_translate -srcwin)")
+    check_budget(meta, config=job.config, scale=float(job.scale), tile=job.tile,
+                 bands=len(sr_bands(meta)), max_pixels=job.max_pixels, device=job.device)
 
 
 def preflight_output(job: ImageJob, meta: Metadata, scale: float, *,
@@ -189,9 +186,13 @@ def train_stage(job: ImageJob, reader: Reader, plan: StepPlan, *, step: int = 0,
     if warm:
         model.load_state_dict(warm_state)
     lo, hi = (torch.from_numpy(v) for v in stats.normalizer.clip_range)
-    hist = train(model, source, scale=plan.scale, cfg=cfg.train.warm() if warm else cfg.train,
-                 kernel=plan.kernel, clip_range=(lo, hi), seed=cfg.seed + step,
-                 on_event=on_event, father_sources=father_sources)
+    try:
+        hist = train(model, source, scale=plan.scale, cfg=cfg.train.warm() if warm else cfg.train,
+                     kernel=plan.kernel, clip_range=(lo, hi), seed=cfg.seed + step,
+                     on_event=on_event, father_sources=father_sources)
+    except TrainingDivergedError as exc:  # name the file, and the warm schedule's own rate
+        raise exc.located(where=str(job.input),
+                          setting="train.warm_learning_rate" if warm else None) from None
     hist.warm_started = warm
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return TrainResult(state, hist, stats)
@@ -250,8 +251,11 @@ def infer_tile(model: torch.nn.Module, source: ReaderCropSource, plan: StepPlan,
         a = source.reader.read(window, frame=frame)[alpha].astype(np.float32)
         a_up = imresize(torch.from_numpy(a[None]), scale=plan.scale,
                         output_shape=tuple(tile.hr_read.shape))[0].numpy()[rs, cs]
-        info = np.iinfo(meta.dtype)
-        a_up = np.clip(np.rint(a_up), info.min, info.max).astype(meta.dtype)
+        if meta.dtype.kind in "iu":
+            info = np.iinfo(meta.dtype)
+            a_up = np.clip(np.rint(a_up), info.min, info.max).astype(meta.dtype)
+        else:  # a float alpha (0 transparent): resampled, never below 0
+            a_up = np.maximum(a_up, 0).astype(meta.dtype)
         out = np.insert(out, alpha, a_up, axis=0)
     return out, hr_valid
 
@@ -355,11 +359,30 @@ def write_step(job: ImageJob, reader: Reader, plan: StepPlan, result: TrainResul
 def upscale_file(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None = None,
                  on_tile: Callable[[Tile], None] | None = None,
                  on_stage: Callable[[str, int], None] | None = None) -> UpscaleResult:
-    """Super-resolve ``job.input`` into ``job.output`` (atomic: nothing partial is left)."""
-    if job.config.gradual_steps:
-        from .gradual import upscale_gradual
+    """Super-resolve ``job.input`` into ``job.output`` (atomic: nothing partial is left).
 
-        return upscale_gradual(job, on_event=on_event, on_tile=on_tile, on_stage=on_stage)
+    The output's lock (:class:`~pipeline.locking.OutputLock`) is held throughout: a
+    second writer of the same output exits 9 before touching anything, and what a
+    killed earlier writer left is removed first.
+    """
+    check_output_path(Path(job.output), inputs=(Path(job.input),))  # before its lock file
+    with OutputLock(job.output):
+        clean_stale_partials(job.output)
+        try:
+            if job.config.gradual_steps:
+                from .gradual import upscale_gradual
+
+                return upscale_gradual(job, on_event=on_event, on_tile=on_tile,
+                                       on_stage=on_stage)
+            return _upscale_steps(job, on_event=on_event, on_tile=on_tile, on_stage=on_stage)
+        except BaseException:  # a writer stopped while opening or committing (a signal)
+            abort_partials(job.output)  # still under the lock: they are ours
+            raise
+
+
+def _upscale_steps(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None,
+                   on_tile: Callable[[Tile], None] | None,
+                   on_stage: Callable[[str, int], None] | None) -> UpscaleResult:
     timings = {"train": 0.0, "infer": 0.0, "write": 0.0}
     reader = open_input(job)
     meta = reader.meta
@@ -367,8 +390,7 @@ def upscale_file(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None
     check_size(meta, job)
     steps = job.steps()
     preflight_output(job, meta, steps[-1], chain=chain)
-    tmpdir = Path(tempfile.mkdtemp(prefix=".zssr-", dir=Path(job.output).resolve().parent)) \
-        if len(steps) > 1 else None
+    tmpdir = step_workdir(job.output) if len(steps) > 1 else None
     history = TrainingHistory()
     state, prev, stats, tiles_done, input_norm = None, 1.0, None, 0, None
     try:

@@ -65,6 +65,7 @@ __all__ = [
     "TileGrid",
     "ScaleLike",
     "as_fraction",
+    "ScaleError",
     "coerce_scale",
     "coerce_pair",
     "scaled_size",
@@ -76,6 +77,10 @@ ScaleLike = _Number | tuple[_Number, _Number]  # one scale, or (rows, cols)
 
 
 # ----------------------------------------------------------------------------- arguments
+
+
+class ScaleError(ValueError):
+    """A scale the tile grid cannot use exactly (the CLI's ``--scale``: exit 2)."""
 
 
 def as_fraction(scale: int | float | Fraction, *, name: str = "scale") -> Fraction:
@@ -93,16 +98,16 @@ def as_fraction(scale: int | float | Fraction, *, name: str = "scale") -> Fracti
     else:
         value = float(scale)
         if not math.isfinite(value):
-            raise ValueError(f"{name} must be finite, got {scale!r}")
+            raise ScaleError(f"{name} must be finite, got {scale!r}")
         frac = Fraction(value).limit_denominator(MAX_DENOMINATOR)
         if abs(float(frac) - value) > 1e-9 * max(1.0, abs(value)):
-            raise ValueError(
+            raise ScaleError(
                 f"{name} {scale!r} is not a ratio of small integers (denominator <= "
                 f"{MAX_DENOMINATOR}); use e.g. {float(frac)!r} ({frac}) instead")
     if frac < 1:
-        raise ValueError(f"{name} must be >= 1 (a super-resolution factor), got {scale!r}")
+        raise ScaleError(f"{name} must be >= 1 (a super-resolution factor), got {scale!r}")
     if frac.denominator > MAX_DENOMINATOR:
-        raise ValueError(f"{name} {frac} has a denominator above {MAX_DENOMINATOR}; "
+        raise ScaleError(f"{name} {frac} has a denominator above {MAX_DENOMINATOR}; "
                          "tile offsets must be multiples of it, choose a simpler ratio")
     return frac
 

@@ -126,12 +126,13 @@ def test_all_nodata_is_invalid_data_naming_the_file(tmp_path):
 
 def test_header_declaring_too_many_pixels_is_refused(tmp_path):
     from io_adapters.base import Metadata
-    from pipeline.job import MAX_FRAME_PIXELS, check_size
+    from io_adapters.detect import DEFAULT_MAX_PIXELS
+    from pipeline.job import check_size
 
-    side = int(MAX_FRAME_PIXELS ** 0.5) + 2
+    side = int(DEFAULT_MAX_PIXELS ** 0.5) + 2
     meta = Metadata(path=Path("huge.tif"), format="geotiff", bands=1, rows=side, cols=side,
                     dtype=np.dtype("uint8"))
-    with pytest.raises(InvalidDataError, match=f"huge.tif: image is {side} x {side} pixels"):
+    with pytest.raises(InvalidDataError, match=f"huge.tif: declares {side} x {side} pixels"):
         check_size(meta, _job(tmp_path, Path("huge.tif")))
 
 
@@ -198,5 +199,5 @@ def test_config_file_errors_name_the_file(tmp_path):
 def test_override_with_broken_yaml_is_a_config_error():
     from zssr.config import ConfigError, parse_override
 
-    with pytest.raises(ConfigError, match="train.max_iters=\\[1,'?: value is not valid YAML"):
+    with pytest.raises(ConfigError, match="train.max_iters=\\[1,'?: not valid YAML"):
         parse_override("train.max_iters=[1,")

@@ -29,7 +29,8 @@ from .config import TrainConfig
 from .resize import imresize
 from .sampling import CropSource, FatherSampler, Window
 
-__all__ = ["Degradation", "LearningRatePolicy", "TrainEvent", "TrainingHistory", "train"]
+__all__ = ["Degradation", "LearningRatePolicy", "TrainEvent", "TrainingDivergedError",
+           "TrainingHistory", "train"]
 
 Scale = tuple[float, float]
 
@@ -91,6 +92,69 @@ class LearningRatePolicy:
     @property
     def finished(self) -> bool:
         return self.lr < self.cfg.min_learning_rate
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss exploded (see :data:`EXPLODED_LOSS`) or a loss or weight became NaN or
+    infinite: the step size is too large.
+
+    ``setting`` names the config key to lower (``train.learning_rate``, or
+    ``train.warm_learning_rate`` for a warm-started image); the pipeline adds the file.
+    """
+
+    def __init__(self, *, iteration: int, loss: float, learning_rate: float,
+                 setting: str = "train.learning_rate", where: str = "",
+                 quantity: str = "loss") -> None:
+        self.iteration, self.loss, self.learning_rate = iteration, loss, learning_rate
+        self.setting, self.where, self.quantity = setting, where, quantity
+        super().__init__(
+            f"{where + ': ' if where else ''}training diverged by iteration {iteration} "
+            f"({quantity} {loss:g}, learning rate {learning_rate:g}); lower {setting}, e.g. "
+            f"--set {setting}={learning_rate / 10:g}")
+
+    def __reduce__(self):  # keyword-only __init__: pickled across Dask workers by keywords
+        return _rebuild_diverged, (self.__dict__.copy(),)
+
+    def located(self, *, where: str, setting: str | None = None) -> TrainingDivergedError:
+        """The same error naming the file (and the config key, when it differs)."""
+        return TrainingDivergedError(iteration=self.iteration, loss=self.loss,
+                                     learning_rate=self.learning_rate, quantity=self.quantity,
+                                     setting=setting or self.setting, where=where)
+
+
+def _rebuild_diverged(fields: dict) -> TrainingDivergedError:
+    return TrainingDivergedError(**fields)
+
+
+#: A loss above this many times the data's value range means the step size blew the
+#: weights up: an output inside the range has an L1 loss below the range itself, sane runs
+#: start near 0.2 of it, and at too high a rate the loss jumps to 1e4..1e28 (measured:
+#: lr 1..1e6, tiny and default nets) before the net dies (constant output) or turns NaN.
+EXPLODED_LOSS = 1e4
+
+
+def _check_diverged(losses: torch.Tensor, start: int, stop: int, rec: float | None,
+                    lr: float, limit: float, model: torch.nn.Module | None = None) -> None:
+    """Raise :class:`TrainingDivergedError` when a loss of iterations ``[start, stop)`` is
+    not finite or above ``limit``, or the reconstruction error ``rec`` or (when given) a
+    weight of ``model`` is not finite.
+
+    One reduction over the stored losses at a test point, whose reconstruction error
+    synchronises anyway: no extra device round trip per iteration.
+    """
+    window = losses[start:stop]
+    bad = ~torch.isfinite(window) | (window > limit)
+    if bool(bad.any()):
+        first = start + int(bad.nonzero()[0, 0])
+        raise TrainingDivergedError(iteration=first, loss=float(losses[first]), learning_rate=lr)
+    if rec is not None and not math.isfinite(rec):
+        raise TrainingDivergedError(iteration=stop - 1, loss=rec, learning_rate=lr,
+                                    quantity="reconstruction error")
+    if model is not None:
+        bad_weights = [p for p in model.parameters() if not bool(torch.isfinite(p).all())]
+        if bad_weights:
+            raise TrainingDivergedError(iteration=stop - 1, loss=float(bad_weights[0].sum()),
+                                        learning_rate=lr, quantity="sum of a weight tensor")
 
 
 @dataclass(frozen=True)
@@ -196,7 +260,9 @@ def train(model: torch.nn.Module, source: CropSource, *, scale: float | tuple[fl
     opt = torch.optim.Adam(model.parameters(), lr=policy.lr, fused=True)
     limit = cfg.max_iters if max_iters is None else max_iters
     hist = TrainingHistory()
-    losses = torch.zeros(limit)
+    losses = torch.zeros(limit, device=device)  # on the device: no sync per iteration
+    checked = 0  # losses [0, checked) are known to be finite and bounded
+    exploded = EXPLODED_LOSS * max(float((hi - lo).max()), 1e-6)
     t0 = time.perf_counter()
     model.train()
     it = -1
@@ -215,6 +281,8 @@ def train(model: torch.nn.Module, source: CropSource, *, scale: float | tuple[fl
             model.eval()
             rec = evalset.error(model, lo, hi)
             model.train()
+            _check_diverged(losses, checked, it + 1, rec, cfg.learning_rate, exploded)
+            checked = it + 1
             policy.record(it, rec)
             hist.learning_rates.append(policy.lr)
         if policy.step(it):
@@ -231,6 +299,7 @@ def train(model: torch.nn.Module, source: CropSource, *, scale: float | tuple[fl
     else:
         hist.stop_reason = f"max_iters {limit} reached"
     model.eval()
+    _check_diverged(losses, checked, it + 1, None, cfg.learning_rate, exploded, model)
     hist.iterations = it + 1
     hist.losses = losses[: it + 1].tolist()
     hist.test_iters = policy.test_iters

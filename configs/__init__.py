@@ -17,15 +17,17 @@ they are split off here and validated by :mod:`pipeline.run_config`.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from zssr.config import ConfigError, ZSSRConfig, config_from_dict, merge_dicts, parse_override
+from zssr.yamldata import MAX_YAML_BYTES, parse_yaml
 
 __all__ = ["PRESETS_DIR", "PIPELINE_SECTIONS", "available_presets", "load_preset", "load_yaml",
-           "resolve_config", "split_sections"]
+           "read_config_text", "resolve_config", "split_sections"]
 
 PRESETS_DIR = Path(__file__).resolve().parent
 #: Top-level keys that configure the pipeline around the engine (pipeline.run_config).
@@ -36,17 +38,61 @@ def available_presets() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with ``yaml.safe_load``; errors name the file."""
+def read_config_text(path: str | Path, *, max_bytes: int = MAX_YAML_BYTES) -> str:
+    """The UTF-8 text of config or job file ``path``, read safely; errors name the file.
+
+    Only a regular file is read: ``/dev/zero``, a FIFO, a socket or a folder is refused
+    (checked with ``stat`` before opening, and again with ``fstat`` on the open
+    descriptor, which is opened ``O_NONBLOCK`` so a FIFO swapped in between cannot hang
+    the process).  A file over ``max_bytes`` is refused before it is read.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigError(f"{path}: is a folder; give a config or job file")
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{path}: not a regular file (a device, FIFO or socket); "
+                              "a config or job file must be one")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from exc
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: not a regular file; a config or job file must be one")
+        if info.st_size > max_bytes:
+            raise ConfigError(f"{path}: {info.st_size} bytes; a config or job file is at most "
+                              f"{max_bytes} bytes")
+        raw = b""
+        while len(raw) <= max_bytes:  # the file may have grown since fstat
+            chunk = os.read(fd, max_bytes + 1 - len(raw))
+            if not chunk:
+                break
+            raw += chunk
+    except OSError as exc:
+        code = errno.errorcode.get(exc.errno or 0, "")
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror or code})") from exc
+    finally:
+        os.close(fd)
+    if len(raw) > max_bytes:
+        raise ConfigError(f"{path}: more than {max_bytes} bytes; a config file is at most that")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                          f"{exc.start}); save the file as UTF-8") from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping: the one loader of config, preset and job files.
+
+    :func:`read_config_text` reads the file (regular files only, size-capped, UTF-8),
+    :func:`zssr.yamldata.parse_yaml` parses it (safe tags only, aliases and nodes capped,
+    no ``.inf``/``.nan``); errors are one line naming the file.
+    """
+    path = Path(path)
+    data = parse_yaml(read_config_text(path), source=str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -12,6 +12,11 @@ Each thread gets its own GDAL dataset handle (GDAL handles are not
 thread-safe), so the reader can be shared by Dask's threaded scheduler; it
 pickles as ``(path, bands)`` and reopens in the receiving process.
 
+Metadata is kept or refused, never silently lost: ground control points
+(``meta.extra["gcps"]``) travel with the image, scaled, and the COG writer
+writes them; a palette-indexed TIFF is refused (super-resolving colour-map
+indices is meaningless) with the ``gdal_translate -expand`` line that fixes it.
+
 Band indexes are 0-based.  Pixels come back raw, in the file's dtype: the
 band ``scales``/``offsets``/``units`` are reported in ``meta.geo`` and never
 applied.  The writer lives in :mod:`io_adapters.cog` (re-exported here).
@@ -43,12 +48,18 @@ from ._common import (
     check_pixel_dtype,
     inner_part,
     inside_mask,
+    normalize_scale,
     scale_common,
     select_bands,
 )
 from .base import GeoInfo, Metadata, PathReaderMixin
 from .cog import CogWriter
-from .errors import CorruptFileError, InputNotFoundError, UnsupportedFormatError
+from .errors import (
+    CorruptFileError,
+    InputNotFoundError,
+    InvalidDataError,
+    UnsupportedFormatError,
+)
 
 __all__ = ["GeoTiffReader", "CogWriter", "scale_geo_metadata", "TIFF_MAGICS"]
 
@@ -83,6 +94,14 @@ class GeoTiffReader(PathReaderMixin):
                         self.path, ds.dtypes, dtype)
         self._selected = select_bands(bands, ds.count, path=self.path)
         self._indexes = [i + 1 for i in self._selected]  # GDAL counts from 1
+        palette = _colormap_size(ds)
+        if palette:
+            self.close()
+            raise InvalidDataError(
+                f"{self.path}: band 1 is palette-indexed (a colour map of {palette} entries); "
+                "super-resolving palette indices blends unrelated colours and the colour map "
+                "cannot describe the result; expand it first: gdal_translate -expand rgba "
+                f"{self.path.name} rgba.tif")
         with _gdal_warnings(self.path.name) as damage:  # GDAL reads some tags lazily
             self.meta = self._metadata(ds, dtype)
         if damage:
@@ -134,8 +153,10 @@ class GeoTiffReader(PathReaderMixin):
                        "compression": ds.compression.name if ds.compression else None}
         if "alpha" in interp:
             extra["alpha_band"] = interp.index("alpha")
-        if _has_colormap(ds):
-            extra["categorical"] = True
+        gcps, gcp_crs = ds.gcps
+        if gcps:  # ground control points instead of a transform: kept, scaled with the image
+            extra["gcps"] = tuple((g.row, g.col, g.x, g.y, g.z, g.id, g.info) for g in gcps)
+            extra["gcp_crs"] = gcp_crs.to_wkt() if gcp_crs else None
         georeferenced = ds.crs is not None or not ds.transform.is_identity
         geo = None
         if georeferenced:
@@ -264,12 +285,12 @@ def _gdal_warnings(name: str) -> Iterator[list[str]]:
             log.info("GDAL: %s", msg)
 
 
-def _has_colormap(ds: rasterio.DatasetReader) -> bool:
+def _colormap_size(ds: rasterio.DatasetReader) -> int:
+    """Entries of band 1's colour map (0: none)."""
     try:
-        ds.colormap(1)
+        return len(ds.colormap(1))
     except ValueError:
-        return False
-    return True
+        return 0
 
 
 def scale_geo_metadata(meta: Metadata, scale: Scale) -> Metadata:
@@ -278,8 +299,14 @@ def scale_geo_metadata(meta: Metadata, scale: Scale) -> Metadata:
     Size becomes ``ceil(n * s)`` (MATLAB ``imresize``); the transform becomes
     ``T * Affine.scale(1/sx, 1/sy)`` so the origin (upper-left corner) stays
     and pixels shrink; CRS, nodata, dtype and band metadata are unchanged.
-    The file layout facts in ``extra`` (overviews, blocks) are dropped.
+    The file layout facts in ``extra`` (overviews, blocks) are dropped.  Ground
+    control points keep their map coordinates; their pixel/line positions (pixel
+    corners from the upper-left corner) are multiplied by the row and column scale.
     """
     out = scale_common(meta, scale)
     extra = {k: v for k, v in out.extra.items() if k not in ("overviews", "block_shapes")}
+    if extra.get("gcps"):
+        sy, sx = normalize_scale(scale)
+        extra["gcps"] = tuple((row * sy, col * sx, *rest)
+                              for row, col, *rest in extra["gcps"])
     return replace(out, extra=extra)

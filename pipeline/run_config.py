@@ -24,6 +24,7 @@ from configs import resolve_config, split_sections
 from zssr.config import ConfigError, ZSSRConfig, config_to_dict
 
 from .chain import ChainSpec
+from .step_policy import allow_user_steps
 
 __all__ = ["PipelineConfig", "ResolvedConfig", "pipeline_config_from_dict",
            "resolve_run_config", "resolved_from_args", "DEFAULT_TILE"]
@@ -113,4 +114,8 @@ def resolved_from_args(args: argparse.Namespace) -> ResolvedConfig:
         overrides.append(f"seed={args.seed}")
     if getattr(args, "warm_start", False):
         overrides.append("warm_start=true")
+    if getattr(args, "allow_user_steps", False):  # the invocation's opt-in, never the file's
+        with allow_user_steps(True):
+            return resolve_run_config(preset=args.preset, config_file=args.config,
+                                      overrides=overrides)
     return resolve_run_config(preset=args.preset, config_file=args.config, overrides=overrides)

@@ -19,13 +19,18 @@ Steps are named in YAML either as a string (``- modality_lut``) or as a
 one-key mapping of the name to its parameters (``- clip: {min: -1024}``).
 Beyond the built-ins (:mod:`pipeline.builtin_steps`) a chain may name
 
-* a user function by dotted path, ``package.module:function`` — imported with
-  :mod:`importlib` only because the config names it (never ``eval``); it is
-  called as ``function(array, masks, meta, **params)`` and returns the array,
-  ``(array, masks)`` or ``(array, masks, meta)``; the reserved parameter
-  ``radius`` (default 0) declares its spatial reach;
 * a step published by an installed package in the entry-point group
-  ``zssr.steps`` (a :class:`Step` subclass or a function as above).
+  ``zssr.steps`` (a :class:`Step` subclass or a function as below): installing
+  a package is the user's act, so these are always allowed;
+* a user function by dotted path, ``package.module:function``, **only when
+  the person running the command allows it** (:func:`user_steps_allowed`:
+  ``--allow-user-steps`` or ``ZSSR_ALLOW_USER_STEPS=1``), never because the
+  file says so: a config or job file is data, and a dotted path imports any
+  installed module and calls any function in it with chosen arguments
+  (``numpy:save`` was).  Allowed, it is imported with :mod:`importlib` (never
+  ``eval``) and called as ``function(array, masks, meta, **params)``; it
+  returns the array, ``(array, masks)`` or ``(array, masks, meta)``; the
+  reserved parameter ``radius`` (default 0) declares its spatial reach.
 
 >>> step = step_from_config({"clip": {"min": 0, "max": 1}})
 >>> step.name, step.pointwise
@@ -51,7 +56,10 @@ import numpy as np
 from io_adapters.base import Metadata
 from zssr.config import ConfigError
 
-__all__ = ["Step", "UserStep", "Sample", "ENTRY_POINT_GROUP", "available_steps", "step_class",
+from .step_policy import ALLOW_USER_STEPS_ENV, allow_user_steps, user_steps_allowed
+
+__all__ = ["Step", "UserStep", "Sample", "ENTRY_POINT_GROUP", "ALLOW_USER_STEPS_ENV",
+           "allow_user_steps", "user_steps_allowed", "available_steps", "step_class",
            "step_from_config", "describe_steps", "param", "check"]
 
 log = logging.getLogger(__name__)
@@ -248,6 +256,14 @@ def _unknown(name: str) -> str:
             "or a user function as 'package.module:function'")
 
 
+def _refuse_user_step(target: str) -> ConfigError:
+    return ConfigError(
+        f"user step {target!r}: a config or job file may name a function to import only "
+        f"when you allow it: pass --allow-user-steps or set {ALLOW_USER_STEPS_ENV}=1 (or "
+        f"publish it as a {ENTRY_POINT_GROUP!r} entry point); built-in steps: "
+        + ", ".join(sorted(_builtin())))
+
+
 def _load_function(target: str) -> Callable[..., Any]:
     module_name, _, attr = target.partition(":")
     try:
@@ -292,6 +308,8 @@ def step_from_config(entry: Any) -> Step:
     if ":" in name:
         if not _DOTTED.match(name):
             raise ConfigError(f"user step {name!r}: expected 'package.module:function'")
+        if not user_steps_allowed():  # before the import: importing runs the module's code
+            raise _refuse_user_step(name)
         return _user_step(name, _load_function(name), params)
     builtin = _builtin()
     if name in builtin:

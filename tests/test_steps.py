@@ -190,6 +190,7 @@ def user_package(tmp_path, monkeypatch):
         NOT_CALLABLE = 3
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("ZSSR_ALLOW_USER_STEPS", "1")  # the user's opt-in (pipeline/step_policy)
     return tmp_path
 
 

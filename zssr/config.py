@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from .yamldata import ConfigError, parse_yaml
+
 __all__ = [
     "ConfigError",
     "NetConfig",
@@ -32,8 +34,11 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """A configuration key or value is invalid."""
+# Upper bounds: values past them are typos or attacks, not experiments.  A 16k^2 scene at
+# the official net (depth 8, width 64, 3000 iterations) is ~1 h on a GPU; depth 10000 trained
+# silently for minutes before the first log line (issue 20).  Each bound is in the error.
+MAX_DEPTH, MAX_WIDTH, MAX_KERNEL = 64, 1024, 15
+MAX_ITERS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -44,11 +49,14 @@ class NetConfig:
     init_variance: float = 0.1  # weights ~ N(0, init_variance / fan_in)
 
     def validate(self) -> None:
-        _check(self.depth >= 2, "net.depth", self.depth, "an integer >= 2")
-        _check(self.width >= 1, "net.width", self.width, "an integer >= 1")
-        _check(self.kernel_size >= 1 and self.kernel_size % 2 == 1, "net.kernel_size",
-               self.kernel_size, "an odd integer >= 1")
-        _check(self.init_variance > 0, "net.init_variance", self.init_variance, "a number > 0")
+        _check(2 <= self.depth <= MAX_DEPTH, "net.depth", self.depth,
+               f"an integer in [2, {MAX_DEPTH}]")
+        _check(1 <= self.width <= MAX_WIDTH, "net.width", self.width,
+               f"an integer in [1, {MAX_WIDTH}]")
+        _check(1 <= self.kernel_size <= MAX_KERNEL and self.kernel_size % 2 == 1,
+               "net.kernel_size", self.kernel_size, f"an odd integer in [1, {MAX_KERNEL}]")
+        _check(0 < self.init_variance <= 100, "net.init_variance", self.init_variance,
+               "a number in (0, 100]")
 
     @property
     def receptive_radius(self) -> int:
@@ -88,15 +96,18 @@ class TrainConfig:
     warm_max_iters: int = 600  # about a third of a typical cold run (two rate drops fit)
 
     def validate(self) -> None:
-        _check(self.max_iters >= 1, "train.max_iters", self.max_iters, "an integer >= 1")
+        _check(1 <= self.max_iters <= MAX_ITERS, "train.max_iters", self.max_iters,
+               f"an integer in [1, {MAX_ITERS}]")
         _check(self.max_seconds >= 0, "train.max_seconds", self.max_seconds,
                "a number >= 0 (0: no time budget)")
-        _check(self.min_iters >= 0, "train.min_iters", self.min_iters, "an integer >= 0")
-        _check(self.learning_rate > 0, "train.learning_rate", self.learning_rate, "a number > 0")
+        _check(0 <= self.min_iters <= MAX_ITERS, "train.min_iters", self.min_iters,
+               f"an integer in [0, {MAX_ITERS}]")
+        _check(0 < self.learning_rate <= 10, "train.learning_rate", self.learning_rate,
+               "a number in (0, 10]")
         _check(self.min_learning_rate >= 0, "train.min_learning_rate", self.min_learning_rate,
                "a number >= 0")
-        _check(self.run_test_every >= 1, "train.run_test_every", self.run_test_every,
-               "an integer >= 1")
+        _check(1 <= self.run_test_every <= MAX_ITERS, "train.run_test_every",
+               self.run_test_every, f"an integer in [1, {MAX_ITERS}]")
         _check(self.learning_rate_policy_check_every >= 1, "train.learning_rate_policy_check_every",
                self.learning_rate_policy_check_every, "an integer >= 1")
         _check(self.learning_rate_slope_range >= 2 * self.run_test_every,
@@ -118,15 +129,16 @@ class TrainConfig:
                self.augment_scale_diff_sigma, "a number >= 0")
         _check(self.augment_shear_sigma >= 0, "train.augment_shear_sigma",
                self.augment_shear_sigma, "a number >= 0")
-        _check(self.eval_windows >= 1, "train.eval_windows", self.eval_windows, "an integer >= 1")
-        _check(self.eval_window_size >= 16, "train.eval_window_size", self.eval_window_size,
-               "an integer >= 16")
+        _check(1 <= self.eval_windows <= 1024, "train.eval_windows", self.eval_windows,
+               "an integer in [1, 1024]")
+        _check(16 <= self.eval_window_size <= 8192, "train.eval_window_size",
+               self.eval_window_size, "an integer in [16, 8192]")
         _check(0 < self.min_valid_fraction <= 1, "train.min_valid_fraction",
                self.min_valid_fraction, "a number in (0, 1]")
         _check(self.warm_learning_rate > 0, "train.warm_learning_rate", self.warm_learning_rate,
                "a number > 0")
-        _check(self.warm_max_iters >= 1, "train.warm_max_iters", self.warm_max_iters,
-               "an integer >= 1")
+        _check(1 <= self.warm_max_iters <= MAX_ITERS, "train.warm_max_iters",
+               self.warm_max_iters, f"an integer in [1, {MAX_ITERS}]")
 
     def warm(self) -> TrainConfig:
         """The schedule of a warm-started image (same policy, lower start, lower cap)."""
@@ -186,6 +198,10 @@ class ZSSRConfig:
     def validate(self) -> None:
         for part in (self.net, self.train, self.infer, self.norm):
             part.validate()
+        _check(0 <= self.seed < 2**32, "seed", self.seed, "an integer in [0, 2**32)")
+        _check(len(self.scale_steps) <= 16 and len(self.gradual_steps) <= 16,
+               "scale_steps/gradual_steps", len(self.scale_steps) or len(self.gradual_steps),
+               "at most 16 gradual steps")
         prev = 1.0
         for s in self.scale_steps:
             _check(math.isfinite(s) and s > prev, "scale_steps", list(self.scale_steps),
@@ -234,6 +250,9 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             return value
         raise ConfigError(f"config key {key!r}: expected true or false, got {value!r}")
     if hint is int:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key {key!r}: expected an integer, got {value!r} "
+                              "(.inf and .nan are not allowed)")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
             raise ConfigError(f"config key {key!r}: expected an integer, got {value!r}")
         return int(value)
@@ -302,18 +321,16 @@ def merge_dicts(base: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_override(text: str) -> dict[str, Any]:
-    """``"train.max_iters=100"`` -> ``{"train": {"max_iters": 100}}`` (value parsed as YAML)."""
-    import yaml
+    """``"train.max_iters=100"`` -> ``{"train": {"max_iters": 100}}`` (value parsed as YAML).
 
+    The value goes through :func:`zssr.yamldata.parse_yaml` (limits, no ``.inf``/``.nan``).
+    """
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"override {text!r} is not of the form key=value (e.g. train.max_iters=100)")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: value is not valid YAML "
-                          f"({str(exc).splitlines()[0]})") from None
+    source = f"override {text[:80]!r}"
+    value = parse_yaml(raw, source=source, key=key) if raw.strip() else None
     out: dict[str, Any] = {}
     node = out
     parts = key.split(".")

@@ -13,13 +13,16 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import torch
 
 from .config import ConfigError, ZSSRConfig
 from .inference import output_shape, predict
+from .kernel_estimation import KernelEstimationError, estimate_kernel
 from .kernels import prepare_kernel
 from .model import build_model
 from .normalize import Normalizer
@@ -28,6 +31,8 @@ from .sampling import ArrayCropSource
 from .train import TrainEvent, TrainingHistory, as_scale, train
 
 __all__ = ["super_resolve", "scale_steps", "fill_invalid", "merge_history"]
+
+log = logging.getLogger(__name__)
 
 
 def scale_steps(scale: float | tuple[float, float], cfg: ZSSRConfig) -> list[tuple[float, float]]:
@@ -63,7 +68,8 @@ def fill_invalid(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
 
 
 def super_resolve(image: np.ndarray, *, scale: float | tuple[float, float],
-                  config: ZSSRConfig | None = None, kernel: np.ndarray | None = None,
+                  config: ZSSRConfig | None = None,
+                  kernel: np.ndarray | Literal["estimate"] | None = None,
                   mask: np.ndarray | None = None, seed: int | None = None,
                   device: str | torch.device = "cpu",
                   value_range: tuple[float, float] | None = None,
@@ -75,7 +81,9 @@ def super_resolve(image: np.ndarray, *, scale: float | tuple[float, float],
 
     ``sr`` has the input's layout and dtype and the shape ``ceil(H*s), ceil(W*s)``.
     ``mask`` ``(H, W)`` marks valid pixels (nodata excluded from sampling and loss).
-    ``kernel`` is a 2-D downscaling kernel (HR pixels); None means MATLAB bicubic.
+    ``kernel`` is a 2-D downscaling kernel (HR pixels); None means MATLAB bicubic;
+    ``"estimate"`` estimates it from the image (:mod:`zssr.kernel_estimation`, x2 or x4 in
+    one step), falling back to bicubic with a warning when the estimate is unusable.
     ``value_range`` fixes the output's clip range (raw units); by default it is the
     dtype's range for integers and the data's own min/max for floats.
     ``init_state`` warm-starts from weights of a compatible earlier image (same bands)
@@ -98,6 +106,8 @@ def super_resolve(image: np.ndarray, *, scale: float | tuple[float, float],
                           value_range=value_range)
     lo, hi = (torch.from_numpy(v) for v in norm.clip_range)
     work = fill_invalid(norm.forward(arr), mask)
+    if isinstance(kernel, str):
+        kernel = _estimated_kernel(kernel, work, mask, steps, seed)
     current = torch.from_numpy(work)
     valid = None if mask is None else np.asarray(mask, bool)
     model = build_model(arr.shape[0], cfg.net, seed=seed, device=device, state=init_state)
@@ -132,6 +142,25 @@ def super_resolve(image: np.ndarray, *, scale: float | tuple[float, float],
         current = current[..., : final_hw[0], : final_hw[1]]
     sr = norm.inverse(current.numpy())
     return (sr[0] if squeeze else sr), history
+
+
+def _estimated_kernel(kind: str, work: np.ndarray, mask: np.ndarray | None,
+                      steps: list[tuple[float, float]], seed: int) -> np.ndarray | None:
+    """``kernel="estimate"``: the image's own kernel, or None (bicubic) with a warning."""
+    if kind != "estimate":
+        raise ConfigError(f"kernel must be a 2-D array, None or 'estimate', got {kind!r}")
+    if len(steps) != 1 or steps[0][0] != steps[0][1]:
+        raise KernelEstimationError(
+            f"kernel='estimate' needs one isotropic x2 or x4 step, got steps {steps}; "
+            "give a kernel array or drop gradual steps")
+    est = estimate_kernel(work, scale=steps[0][0], mask=mask, seed=seed)
+    if not est.ok:
+        log.warning("kernel estimation unusable (%s); assuming the bicubic kernel", est.reason)
+        return None
+    if est.model == "bicubic":
+        log.info("the estimated kernel is bicubic's; using the bicubic kernel")
+        return None
+    return est.kernel
 
 
 def _official_gradual(model: torch.nn.Module, work: np.ndarray, valid: np.ndarray | None,

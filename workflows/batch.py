@@ -93,10 +93,14 @@ class BatchLock(FolderLock):
 
     def __init__(self, folder: Path) -> None:
         folder = Path(folder)
-        prepare_lock_file(folder / LOCK_FILE)  # a link planted there is refused
         super().__init__(folder / LOCK_FILE, lambda holder: (
             f"{folder}: another zssr batch is running on this output folder ({holder}); "
             "this run exits without work. It will pick up what is left next time"))
+
+    def __enter__(self) -> BatchLock:
+        prepare_lock_file(self.path)  # at acquisition: a link planted there is refused
+        super().__enter__()
+        return self
 
 
 def content_hash(path: Path) -> str:

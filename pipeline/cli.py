@@ -1,7 +1,9 @@
 """The ``zssr`` command: parse, build config, call a library function.
 
-One module per subcommand (``pipeline/cmd_*.py``), each with ``add_parser``
-and ``run(args) -> int``.  Errors become one line on stderr and the exit code
+One module per subcommand, each with ``add_parser`` and ``run(args) -> int``:
+``pipeline/cmd_*.py`` for the pipeline's own, and any module published under the
+entry-point group ``zssr.commands`` (``zssr batch`` is ``workflows.cmd_batch``: the
+arrow runs from workflows to pipeline, never back).  Errors become one line on stderr and the exit code
 of their class (:mod:`pipeline.errors`); ``-v`` adds the traceback.  Control
 characters in a message (a newline in a file name) are escaped, so the line is whole.
 
@@ -20,15 +22,26 @@ import threading
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import metadata as importlib_metadata
+from types import ModuleType
 
-from . import cmd_batch, cmd_eval, cmd_run, cmd_steps, cmd_upscale
+from . import cmd_eval, cmd_run, cmd_steps, cmd_upscale
 from .allocator import keep_freed_memory
 from .errors import Terminated, exit_code, one_line
 
 __all__ = ["main", "build_parser"]
 
-SUBCOMMANDS = [cmd_upscale, cmd_run, cmd_eval, cmd_batch, cmd_steps]
+SUBCOMMANDS = [cmd_upscale, cmd_run, cmd_eval, cmd_steps]
+COMMANDS_GROUP = "zssr.commands"  # entry points: name -> module with add_parser and run
 log = logging.getLogger("pipeline")
+
+
+def subcommands() -> list[ModuleType]:
+    """The pipeline's own subcommands, then those published under ``zssr.commands``."""
+    own = {mod.__name__.rpartition(".cmd_")[2] for mod in SUBCOMMANDS}
+    extra = [ep.load() for ep in sorted(importlib_metadata.entry_points(group=COMMANDS_GROUP),
+                                        key=lambda ep: ep.name) if ep.name not in own]
+    return [*SUBCOMMANDS, *extra]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="more log output (-vv for debug); tracebacks on errors")
     common.add_argument("-q", "--quiet", action="store_true", help="only errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for mod in SUBCOMMANDS:
+    for mod in subcommands():
         mod.add_parser(sub, parents=[common])
     return parser
 

@@ -25,10 +25,11 @@ from io_adapters.output_safety import (
 from .budget import parse_max_pixels
 from .config_args import add_config_args
 from .errors import UsageError
-from .job import ImageJob, upscale_file
+from .job import ImageJob, dicom_writer_options
 from .kernel_io import kernel_from_args
 from .progress import ImageProgress
 from .run_config import DEFAULT_TILE, PipelineConfig, resolved_from_args
+from .upscale import upscale_file
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +83,6 @@ def parse_device(text: str) -> str:
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise UsageError(f"--device {text!r}: expected cpu, cuda, cuda:N or mps")
     return text
-
-
-def dicom_writer_options(output: Path, deidentify: bool) -> dict:
-    """``{"deidentify": True}`` for a DICOM output (``.dcm`` or a series folder)."""
-    if not deidentify:
-        return {}
-    if Path(output).suffix.lower() not in (".dcm", ""):
-        log.info("--deidentify: %s is not a DICOM output; it holds no patient attributes",
-                 output)
-        return {}
-    return {"deidentify": True}
 
 
 def add_parser(sub, parents) -> None:

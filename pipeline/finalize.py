@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -32,15 +32,13 @@ from io_adapters.zarr_reader import ZarrReader
 from zssr.kernels import prepare_kernel
 from zssr.metrics import lr_consistency, psnr, ssim
 
-from .chain import BoundChain, ChainReader
 from .job import clip_to_output, open_input, open_output
 from .source import declared_range, sr_bands
+from .steps.chain import BoundChain, ChainReader
+from .tasks import ImageSpec, TrainOutcome, _apply_threads
 from .tiles import Region, as_fraction
 
-if TYPE_CHECKING:
-    from .tasks import ImageSpec, TrainOutcome
-
-__all__ = ["finalize_image", "copy_store", "CROP_LR", "CONSISTENCY_LR"]
+__all__ = ["finalize_task", "finalize_image", "copy_store", "CROP_LR", "CONSISTENCY_LR"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +86,15 @@ def copy_store(spec: ImageSpec, store: ZarrReader, out_meta: Metadata, *,
                     else store.read_masks(win, frame=frame)  # per band
                 writer.write(values, win, frame=frame, mask=valid)
     return output
+
+
+def finalize_task(spec: ImageSpec, *deps: Any) -> dict[str, Any]:
+    """The Dask task: write the final output from the last step's store; returns the
+    report entry part. ``deps``: the :class:`TrainOutcome` of every step, then the infer
+    results (ordering only)."""
+    _apply_threads(spec)
+    outcomes = [d for d in deps if isinstance(d, TrainOutcome)]
+    return finalize_image(spec, outcomes)
 
 
 def finalize_image(spec: ImageSpec, outcomes: list[TrainOutcome]) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from io_adapters.detect import open_reader, scale_metadata
 from zssr.api import merge_history, scale_steps
 from zssr.train import TrainEvent, TrainingHistory
 
-from .chain import ChainReader
 from .job import (
     ImageJob,
     UpscaleResult,
@@ -30,6 +29,7 @@ from .job import (
 )
 from .locking import step_workdir
 from .source import ReaderCropSource
+from .steps.chain import ChainReader
 from .tiles import Tile
 
 __all__ = ["upscale_gradual"]

@@ -2,8 +2,8 @@
 
 The three stages are separate functions so the Dask graph can run them as
 tasks (``train_stage`` once per image, ``infer_tiles`` over batches of tiles,
-the writer's ``commit`` in a finalize task) and :func:`upscale_file` runs
-them in-process for ``zssr upscale``.
+the writer's ``commit`` in a finalize task) and :func:`pipeline.upscale.upscale_file`
+runs them in-process for ``zssr upscale``.
 
 Data flow: reader -> :class:`~pipeline.source.ReaderCropSource` (working
 units) -> engine (train; ``predict`` on each halo'd tile) -> crop the HR core
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -24,10 +23,9 @@ import numpy as np
 import torch
 from rasterio.windows import Window as RioWindow
 
-from io_adapters.base import Metadata, Reader, Writer, check_output_path
+from io_adapters.base import Metadata, Reader, Writer
 from io_adapters.detect import DEFAULT_MAX_PIXELS, open_reader, open_writer, scale_metadata
 from io_adapters.errors import InvalidDataError
-from zssr.api import merge_history
 from zssr.config import ZSSRConfig
 from zssr.inference import predict
 from zssr.kernels import prepare_kernel
@@ -37,14 +35,13 @@ from zssr.resize import imresize
 from zssr.train import TrainEvent, TrainingDivergedError, TrainingHistory, train
 
 from .budget import check_budget
-from .chain import BoundChain, ChainReader, ChainSpec, ChainWriter
 from .halo import dependency_radius
-from .locking import OutputLock, abort_partials, clean_stale_partials, step_workdir
 from .source import ReaderCropSource, SampleStats, sample_stats, sr_bands
+from .steps.chain import BoundChain, ChainReader, ChainSpec, ChainWriter
 from .tiles import Tile, TileGrid, coerce_scale
 
 __all__ = ["ImageJob", "TrainResult", "StepPlan", "plan_step", "train_stage", "infer_tiles",
-           "upscale_file", "UpscaleResult", "preflight_output", "open_input",
+           "UpscaleResult", "preflight_output", "open_input",
            "open_output", "clip_to_output"]
 
 log = logging.getLogger(__name__)
@@ -66,7 +63,7 @@ class ImageJob:
     device: str = "cpu"
     overwrite: bool = False
     writer_options: dict = field(default_factory=dict)
-    chain: ChainSpec | None = None  # pre/post steps around SR (pipeline.chain)
+    chain: ChainSpec | None = None  # pre/post steps around SR (pipeline.steps.chain)
     max_pixels: int = DEFAULT_MAX_PIXELS  # declared size limit (--max-pixels; pipeline.budget)
 
     def steps(self) -> list[float]:
@@ -309,6 +306,17 @@ def infer_tiles(job: ImageJob, reader: Reader, plan: StepPlan, result: TrainResu
     return n
 
 
+def dicom_writer_options(output: Path, deidentify: bool) -> dict:
+    """``{"deidentify": True}`` for a DICOM output (``.dcm`` or a series folder)."""
+    if not deidentify:
+        return {}
+    if Path(output).suffix.lower() not in (".dcm", ""):
+        log.info("--deidentify: %s is not a DICOM output; it holds no patient attributes",
+                 output)
+        return {}
+    return {"deidentify": True}
+
+
 def writer_options(path: Path, plan: StepPlan, options: dict) -> dict:
     """Format-specific writer options: Zarr chunks are the grid's HR tiles."""
     opts = dict(options)
@@ -356,78 +364,6 @@ def write_step(job: ImageJob, reader: Reader, plan: StepPlan, result: TrainResul
     return n
 
 
-def upscale_file(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None = None,
-                 on_tile: Callable[[Tile], None] | None = None,
-                 on_stage: Callable[[str, int], None] | None = None) -> UpscaleResult:
-    """Super-resolve ``job.input`` into ``job.output`` (atomic: nothing partial is left).
-
-    The output's lock (:class:`~pipeline.locking.OutputLock`) is held throughout: a
-    second writer of the same output exits 9 before touching anything, and what a
-    killed earlier writer left is removed first.
-    """
-    check_output_path(Path(job.output), inputs=(Path(job.input),))  # before its lock file
-    with OutputLock(job.output):
-        clean_stale_partials(job.output)
-        try:
-            if job.config.gradual_steps:
-                from .gradual import upscale_gradual
-
-                return upscale_gradual(job, on_event=on_event, on_tile=on_tile,
-                                       on_stage=on_stage)
-            return _upscale_steps(job, on_event=on_event, on_tile=on_tile, on_stage=on_stage)
-        except BaseException:  # a writer stopped while opening or committing (a signal)
-            abort_partials(job.output)  # still under the lock: they are ours
-            raise
-
-
-def _upscale_steps(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None,
-                   on_tile: Callable[[Tile], None] | None,
-                   on_stage: Callable[[str, int], None] | None) -> UpscaleResult:
-    timings = {"train": 0.0, "infer": 0.0, "write": 0.0}
-    reader = open_input(job)
-    meta = reader.meta
-    chain = reader.chain if isinstance(reader, ChainReader) else None
-    check_size(meta, job)
-    steps = job.steps()
-    preflight_output(job, meta, steps[-1], chain=chain)
-    tmpdir = step_workdir(job.output) if len(steps) > 1 else None
-    history = TrainingHistory()
-    state, prev, stats, tiles_done, input_norm = None, 1.0, None, 0, None
-    try:
-        for i, cumulative in enumerate(steps):
-            last = i == len(steps) - 1
-            plan = plan_step(reader.meta, job, cumulative / prev)
-            t0 = time.perf_counter()
-            result = train_stage(job, reader, plan, step=i, init_state=state, stats=stats,
-                                 on_event=on_event)
-            timings["train"] += time.perf_counter() - t0
-            _merge(history, result.history, cumulative, i)
-            if on_stage:
-                on_stage("infer", len(plan.grid) * reader.meta.frames)
-            if last:
-                out_meta = scale_metadata(meta, cumulative)
-                writer = open_output(job, out_meta, chain=chain, overwrite=job.overwrite,
-                                     **writer_options(job.output, plan, job.writer_options))
-            else:
-                wpath = tmpdir / f"step{i}.zarr"
-                writer = open_working_writer(wpath, reader.meta, plan)
-            tiles_done += write_step(job, reader, plan, result, writer, timings,
-                                     working=not last, on_tile=on_tile,
-                                     hr_shape=(out_meta.rows, out_meta.cols) if last else None,
-                                     output_normalizer=input_norm)
-            if not last:
-                input_norm = input_norm or result.stats.normalizer
-                reader.close()
-                reader = open_reader(wpath)
-                stats = working_stats(result.stats)
-            state, prev = result.state, cumulative
-    finally:
-        reader.close()
-        if tmpdir is not None:
-            shutil.rmtree(tmpdir, ignore_errors=True)
-    return UpscaleResult(Path(job.output), history, timings, tiles_done, meta)
-
-
 def working_stats(stats: SampleStats) -> SampleStats:
     """Stats for a gradual step's input, already in working units: an identity
     normaliser that keeps the first step's clip range and fill values."""
@@ -436,7 +372,3 @@ def working_stats(stats: SampleStats) -> SampleStats:
     identity = Normalizer(np.dtype("float32"), (0.0,) * n, (1.0,) * n, tuple(map(float, lo)),
                           tuple(map(float, hi)))
     return SampleStats(identity, stats.fill, 1.0)
-
-
-def _merge(total: TrainingHistory, step: TrainingHistory, scale: float, index: int) -> None:
-    merge_history(total, step, (scale, scale), index)

@@ -31,14 +31,21 @@ from io_adapters.output_safety import check_output
 from io_adapters.zarr_store import ZarrWriter
 from zssr.config import ConfigError, ZSSRConfig, config_to_dict
 
-from .chain import ChainReader, ChainSpec
-from .cmd_upscale import dicom_writer_options
 from .errors import EXIT, UsageError
 from .graph import SchedulerInfo, execute, open_scheduler, resolve_scheduler
 from .inputs import InputItem, expand_inputs, output_names, pair_ground_truth
-from .job import ImageJob, check_size, open_input, plan_step, preflight_output, working_meta
+from .job import (
+    ImageJob,
+    check_size,
+    dicom_writer_options,
+    open_input,
+    plan_step,
+    preflight_output,
+    working_meta,
+)
 from .run_state import ImageState, build_nodes
 from .rundir import JsonLinesHandler, RunDir, image_key, input_identity
+from .steps.chain import ChainReader, ChainSpec
 from .tasks import LOCAL_SINKS, TRAIN_TOPIC, ImageSpec
 
 __all__ = ["RunSettings", "RunSummary", "run_batch", "FORMAT_SUFFIXES", "natural_suffix"]
@@ -70,7 +77,7 @@ class RunSettings:
     out_format: str | None = None  # a FORMAT_SUFFIXES key; None: the input's own format
     batch_tiles: int | None = None  # tiles per infer task; None: automatic
     retries: int = 2
-    chain: ChainSpec | None = None  # pre/post steps around SR (pipeline.chain)
+    chain: ChainSpec | None = None  # pre/post steps around SR (pipeline.steps.chain)
     deidentify: bool = False  # DICOM outputs: drop patient-identifying attributes
     max_pixels: int = DEFAULT_MAX_PIXELS  # declared size limit per input (--max-pixels)
 

@@ -23,8 +23,8 @@ from typing import Any
 from configs import resolve_config, split_sections
 from zssr.config import ConfigError, ZSSRConfig, config_to_dict
 
-from .chain import ChainSpec
-from .step_policy import allow_user_steps
+from .steps.chain import ChainSpec
+from .steps.policy import allow_user_steps
 
 __all__ = ["PipelineConfig", "ResolvedConfig", "pipeline_config_from_dict",
            "resolve_run_config", "resolved_from_args", "DEFAULT_TILE"]

@@ -19,10 +19,11 @@ from typing import Any
 from zssr.api import merge_history
 from zssr.train import TrainingHistory
 
+from .finalize import finalize_task
 from .graph import Node, Ref
 from .inputs import InputItem
 from .rundir import RunDir, atomic_write_text, image_key
-from .tasks import ImageSpec, TrainOutcome, finalize_task, infer_task, train_task
+from .tasks import ImageSpec, TrainOutcome, infer_task, train_task
 
 __all__ = ["ImageState", "build_nodes", "history_summary", "MAX_CURVE_POINTS"]
 

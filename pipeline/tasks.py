@@ -4,7 +4,7 @@ Per image and gradual-SR step: one :func:`train_task` (fathers sampled by
 windowed reads of the file itself, or of the previous step's Zarr), then
 :func:`infer_task` over batches of tiles (each reads its own halo'd windows
 and writes its own chunk-aligned region of the step's Zarr store, then a
-marker per finished tile), then one :func:`finalize_task` for the image
+marker per finished tile), then one :func:`pipeline.finalize.finalize_task` for the image
 (Zarr -> the output format, report entry).  The stages themselves are
 :mod:`pipeline.job`'s (shared with ``zssr upscale``); this module adds
 resume (weights and markers in the run directory), the per-worker model
@@ -42,7 +42,7 @@ from .job import infer_tiles as _infer_tiles
 from .rundir import RunPaths, load_weights, save_weights
 from .source import SampleStats
 
-__all__ = ["ImageSpec", "TrainOutcome", "train_task", "infer_task", "finalize_task",
+__all__ = ["ImageSpec", "TrainOutcome", "train_task", "infer_task",
            "open_step_reader", "emit", "LOCAL_SINKS", "TRAIN_TOPIC", "cached_model"]
 
 log = logging.getLogger(__name__)
@@ -249,16 +249,3 @@ def infer_task(spec: ImageSpec, step: int, trained: TrainOutcome,
         reader.close()
     return {"step": step, "tiles": done, "skipped": len(units) - len(todo),
             "seconds": time.perf_counter() - t0}
-
-
-def finalize_task(spec: ImageSpec, *deps: Any) -> dict[str, Any]:
-    """Write the final output from the last step's store; returns the report entry part.
-
-    ``deps``: the :class:`TrainOutcome` of every step, then the infer results
-    (ordering only).
-    """
-    from .finalize import finalize_image
-
-    _apply_threads(spec)
-    outcomes = [d for d in deps if isinstance(d, TrainOutcome)]
-    return finalize_image(spec, outcomes)

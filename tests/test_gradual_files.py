@@ -14,7 +14,8 @@ from conftest import DATA
 
 from io_adapters.detect import open_reader
 from pipeline.cli import main
-from pipeline.job import ImageJob, upscale_file
+from pipeline.job import ImageJob
+from pipeline.upscale import upscale_file
 from zssr.config import config_from_dict
 
 STEPS = [[1.0, 1.5], [1.5, 1.5], [2.0, 2.0]]

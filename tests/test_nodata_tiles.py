@@ -7,7 +7,8 @@ from conftest import DATA
 
 import pipeline.job as job_mod
 from io_adapters.detect import open_reader
-from pipeline.job import ImageJob, upscale_file
+from pipeline.job import ImageJob
+from pipeline.upscale import upscale_file
 from zssr.config import config_from_dict
 
 CFG = config_from_dict({"train": {"max_iters": 5, "crop_size": 16},

@@ -112,7 +112,7 @@ def _job(tmp_path: Path, src: Path, out: str = "sr.tif", **kw):
 def test_all_nodata_is_invalid_data_naming_the_file(tmp_path):
     import rasterio
 
-    from pipeline.job import upscale_file
+    from pipeline.upscale import upscale_file
 
     src = tmp_path / "empty.tif"
     with rasterio.open(src, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint16",
@@ -137,7 +137,7 @@ def test_header_declaring_too_many_pixels_is_refused(tmp_path):
 
 
 def test_bad_output_fails_before_training(tmp_path, monkeypatch):
-    import pipeline.job as job_mod
+    import pipeline.upscale as job_mod
 
     def no_training(*a, **k):
         raise AssertionError("trained although the output was bad")

@@ -20,7 +20,8 @@ from conftest import DATA, require_tool
 
 from io_adapters.detect import open_reader
 from pipeline.cli import main
-from pipeline.job import ImageJob, upscale_file
+from pipeline.job import ImageJob
+from pipeline.upscale import upscale_file
 
 TINY = ["--set", "train.max_iters=5", "--set", "net.depth=3", "--set", "net.width=8",
         "--set", "infer.back_projection_iters=1", "--tile", "32"]

@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("zssr", "io_adapters", "pipeline", "configs", "workflows")
 DATA = Path(__file__).resolve().parent / "data"
 # dynamic imports allowed only here: the DICOM plugin hook (a fixed module name) and
-# user steps named explicitly in a config (pipeline/steps.py)
-IMPORT_ALLOWED = {"io_adapters/detect.py", "pipeline/steps.py"}
+# user steps named explicitly in a config (pipeline/steps/base.py)
+IMPORT_ALLOWED = {"io_adapters/detect.py", "pipeline/steps/base.py"}
 SAFE_LOADERS = {"SafeLoader", "CSafeLoader"}
 
 

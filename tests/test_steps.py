@@ -190,7 +190,7 @@ def user_package(tmp_path, monkeypatch):
         NOT_CALLABLE = 3
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("ZSSR_ALLOW_USER_STEPS", "1")  # the user's opt-in (pipeline/step_policy)
+    monkeypatch.setenv("ZSSR_ALLOW_USER_STEPS", "1")  # the user's opt-in (pipeline/steps/policy.py)
     return tmp_path
 
 
@@ -237,7 +237,7 @@ def test_entry_point_steps(user_package):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: userpkg\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text(
         "[zssr.steps]\nshift = userpkg.filters:offset\nbroken = userpkg.filters:NOT_CALLABLE\n"
-        "myclip = pipeline.builtin_steps:Clip\n")
+        "myclip = pipeline.steps.builtin:Clip\n")
     assert {"shift", "myclip"} <= set(available_steps())
     step = step_from_config({"shift": {"delta": 1}})
     a, m, meta = _read(LANDSAT)

@@ -4,7 +4,7 @@ The inputs (tests/data/geometry, written by make_geometry_fixtures.py) are not
 axis-aligned, so a rule that ignores ImageOrientationPatient, swaps the row and
 column spacings, scales only ``a``/``e`` of a geotransform or drops the sign of
 ``e`` gives wrong numbers here.  Each test runs the real path
-(:func:`pipeline.job.upscale_file`, tiny net) at x2 and x1.5, reads the written
+(:func:`pipeline.upscale.upscale_file`, tiny net) at x2 and x1.5, reads the written
 file back with pydicom / rasterio / zarr / rioxarray (not with our readers) and
 compares it with values computed below from the input header alone.
 """
@@ -23,7 +23,8 @@ import zarr
 from affine import Affine
 from conftest import DATA
 
-from pipeline.job import ImageJob, upscale_file
+from pipeline.job import ImageJob
+from pipeline.upscale import upscale_file
 from zssr.config import config_from_dict
 
 GEOMETRY = DATA / "geometry"

@@ -42,8 +42,9 @@ from rasterio.windows import Window
 from io_adapters.base import Metadata, Reader, Writer
 from zssr.config import ConfigError
 
-from .source import SAMPLE_SIZE, SAMPLE_WINDOWS, _sample_windows
-from .steps import Sample, Step, step_from_config
+from ..source import SAMPLE_SIZE, SAMPLE_WINDOWS, _sample_windows
+from .base import Sample, Step
+from .registry import step_from_config
 
 __all__ = ["ChainSpec", "BoundChain", "ChainReader", "ChainWriter", "bind_chain"]
 

@@ -9,8 +9,7 @@ import numpy as np
 from io_adapters.base import Metadata
 from io_adapters.errors import InvalidDataError
 
-from .builtin_steps import restore_values
-from .steps import Step
+from .base import Step, restore_values
 
 __all__ = ["ModalityLut", "InvertMonochrome1"]
 

@@ -1,5 +1,8 @@
 """``zssr batch JOB.yaml``: run a job spec; only inputs not yet done are processed.
 
+Registered as a ``zssr`` subcommand through the ``zssr.commands`` entry point (see
+:mod:`pipeline.cli`), so :mod:`pipeline` never imports :mod:`workflows`.
+
 An input is done when the output folder's state file records the same
 content hash of the input and the same resolved config (preset, set, chain,
 scale), and its output still exists: run it every night and it picks up the
@@ -23,9 +26,10 @@ import logging
 from pathlib import Path
 
 from configs import merge_dicts
+from pipeline.errors import one_line
 from zssr.config import parse_override
 
-from .errors import one_line
+from .batch import run_job_file
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +60,6 @@ def _set_map(items: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from workflows.batch import run_job_file
-
     summary = run_job_file(args.job, set_overrides=_set_map(args.set), scheduler=args.scheduler,
                            quiet=args.quiet)
     if not args.quiet:

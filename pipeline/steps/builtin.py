@@ -1,4 +1,4 @@
-"""The built-in preprocessing steps (see :mod:`pipeline.steps` for the contract).
+"""The built-in preprocessing steps (see :mod:`pipeline.steps.base` for the contract).
 
 Each class is a frozen dataclass of its parameters; its docstring's first
 line is what ``zssr steps`` shows.  Steps with an exact inverse bring the
@@ -18,7 +18,8 @@ import numpy as np
 from io_adapters.base import Metadata
 from io_adapters.errors import InvalidDataError
 
-from .steps import Sample, Step, check, param
+from .base import Sample, Step, check, param, restore_values
+from .dicom import InvertMonochrome1, ModalityLut
 
 __all__ = ["BUILTIN_STEPS", "subset_bands", "restore_values"]
 
@@ -45,20 +46,6 @@ def subset_bands(meta: Metadata, idx: tuple[int, ...]) -> Metadata:
         extra["colorinterp"] = _pick(extra["colorinterp"], idx, meta.bands)
     return replace(meta, bands=len(idx), band_names=_pick(meta.band_names, idx, meta.bands),
                    geo=geo, extra=extra)
-
-
-def restore_values(meta: Metadata, source: Metadata) -> Metadata:
-    """``meta`` with the value fields (dtype, nodata, rescale, band scales) of ``source``."""
-    medical = meta.medical
-    if medical is not None and source.medical is not None:
-        s = source.medical
-        medical = replace(medical, photometric=s.photometric, rescale_slope=s.rescale_slope,
-                          rescale_intercept=s.rescale_intercept, bits_stored=s.bits_stored)
-    geo = meta.geo
-    if geo is not None and source.geo is not None and len(source.geo.scales) == meta.bands:
-        geo = replace(geo, scales=source.geo.scales, offsets=source.geo.offsets,
-                      units=source.geo.units)
-    return replace(meta, dtype=source.dtype, nodata=source.nodata, medical=medical, geo=geo)
 
 
 def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -347,11 +334,6 @@ class Denoise(Step):
         return _to_dtype(out, array.dtype), masks
 
 
-def _all_steps() -> tuple[type[Step], ...]:
-    from .dicom_steps import InvertMonochrome1, ModalityLut
-
-    return (SelectBands, MaskNodata, FillNodata, Reflectance, Normalize, ModalityLut,
-            InvertMonochrome1, Clip, ClipToInput, Denoise)
-
-
-BUILTIN_STEPS: tuple[type[Step], ...] = _all_steps()
+BUILTIN_STEPS: tuple[type[Step], ...] = (
+    SelectBands, MaskNodata, FillNodata, Reflectance, Normalize, ModalityLut,
+    InvertMonochrome1, Clip, ClipToInput, Denoise)

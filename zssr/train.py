@@ -66,7 +66,10 @@ class LearningRatePolicy:
         self.test_iters: list[int] = []
         self.errors: list[float] = []
         self.change_iters: list[int] = [0]
-        self.points = max(2, cfg.learning_rate_slope_range // cfg.run_test_every)
+        # at least 3: the slope's standard error has n - 2 degrees of freedom, and
+        # np.polyfit(cov=True) raises on 2 points (slope_range in [2, 3) * run_test_every
+        # passes TrainConfig.validate and used to crash at the first policy check)
+        self.points = max(3, cfg.learning_rate_slope_range // cfg.run_test_every)
 
     def record(self, iteration: int, error: float) -> None:
         self.test_iters.append(iteration)

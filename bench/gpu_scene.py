@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from configs import resolve_config
+from geometry import TileGrid
 from pipeline.halo import dependency_radius
-from pipeline.tiles import TileGrid
 from zssr.inference import predict
 from zssr.model import build_model
 from zssr.normalize import Normalizer

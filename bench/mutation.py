@@ -20,7 +20,7 @@ it is counted apart, and its reason names the hand-planted check that covers it.
 (in the same scratch copy; mutmut finds the new tests), ``--recount`` redoes the counts
 after the equivalence list changed.
 
-    nice -n 10 .venv/bin/python bench/mutation.py zssr/inference.py pipeline/tiles.py
+    nice -n 10 .venv/bin/python bench/mutation.py zssr/inference.py geometry/tiles.py
     .venv/bin/python bench/mutation.py --list
 
 Needs the ``mutation`` extra (``pip install -e .[mutation]``).  Torch runs on one thread.
@@ -47,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "mutation.json"
 EQUIVALENT = ROOT / "bench" / "mutation_equivalent.json"
-PACKAGES = ("zssr", "pipeline", "io_adapters", "configs", "workflows")
+PACKAGES = ("geometry", "zssr", "pipeline", "io_adapters", "configs", "workflows")
 KILLED = {"killed", "caught by type check"}
 CLEAN_RUN_FAILED = ("failed to collect stats", "Failed to run clean test")
 RETRIES = 2
@@ -67,7 +67,9 @@ class Spec:
 SPECS: dict[str, Spec] = {
     "zssr/inference.py": Spec(tests=("tests/test_engine.py", "tests/test_mut_inference.py")),
     # not tests/test_tiles_props.py: its Hypothesis properties take ~30 s per mutant
-    "pipeline/tiles.py": Spec(tests=("tests/test_tiles.py", "tests/test_mut_tiles.py")),
+    "geometry/tiles.py": Spec(tests=("tests/test_tiles.py", "tests/test_mut_tiles.py")),
+    "geometry/scale.py": Spec(tests=("tests/test_mut_tiles.py",
+                                     "tests/test_geometry_single_rule.py")),
     "pipeline/halo.py": Spec(tests=("tests/test_tiles.py", "tests/test_mut_halo.py")),
     "zssr/normalize.py": Spec(tests=("tests/test_mut_normalize.py",)),
     # the engine tests that train a model reach the sampler too but take seconds each
@@ -90,7 +92,7 @@ SPECS: dict[str, Spec] = {
         )))),
     "io_adapters/_common.py": Spec(
         tests=("tests/test_mut_scale_metadata.py",),
-        functions=("normalize_scale", "scaled_size", "scale_common")),
+        functions=("scale_common",)),
     "io_adapters/detect.py": Spec(
         tests=("tests/test_mut_scale_metadata.py",), functions=("scale_metadata",)),
     "io_adapters/geotiff.py": Spec(

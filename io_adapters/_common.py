@@ -1,8 +1,8 @@
 """Helpers shared by the format adapters (private: no format logic here).
 
-Windows, band selection and scale arithmetic are validated once here so every
-adapter raises the same errors; the writers share dtype casting, the
-valid-pixel rule and atomic temporary paths.
+Windows and band selection are validated once here so every adapter raises the
+same errors (scales and output sizes come from :mod:`geometry`); the writers share
+dtype casting, the valid-pixel rule and atomic temporary paths.
 
 Band indexes are **0-based** everywhere in this package (``bands=[0, 2]`` picks
 the first and third band), like the array axis they index.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -23,14 +22,14 @@ import numpy as np
 from affine import Affine
 from rasterio.windows import Window
 
+from geometry import ScaleLike, as_scale, output_shape
+
 from . import output_safety
 from .base import Metadata
 from .errors import InvalidDataError, WriteError
 from .output_safety import check_replaceable, remove_tree, replace_onto, temp_name
 
 log = logging.getLogger(__name__)
-
-Scale = float | tuple[float, float]
 
 
 def as_window(window: Window | None, *, rows: int, cols: int) -> Window:
@@ -113,24 +112,12 @@ def check_pixel_dtype(dtype: np.dtype | str, *, path: Path) -> np.dtype:
     return dt
 
 
-def normalize_scale(scale: Scale) -> tuple[float, float]:
-    """``scale`` as ``(rows, cols)`` factors, each finite and > 0."""
-    pair = (scale, scale) if isinstance(scale, int | float) else tuple(scale)
-    if len(pair) != 2 or not all(math.isfinite(float(s)) and float(s) > 0 for s in pair):
-        raise ValueError(f"scale {scale!r} must be a positive number or a (rows, cols) pair")
-    return float(pair[0]), float(pair[1])
-
-
-def scaled_size(rows: int, cols: int, scale: Scale) -> tuple[int, int]:
-    """Output size like MATLAB ``imresize``: ``ceil(n * s)`` (robust to float noise)."""
-    sy, sx = normalize_scale(scale)
-    return math.ceil(rows * sy - 1e-9), math.ceil(cols * sx - 1e-9)
-
-
-def scale_common(meta: Metadata, scale: Scale) -> Metadata:
-    """New size, geotransform ``T * scale(1/s)`` (origin kept) and pixel spacing ``/ s``."""
-    sy, sx = normalize_scale(scale)
-    rows, cols = scaled_size(meta.rows, meta.cols, (sy, sx))
+def scale_common(meta: Metadata, scale: ScaleLike) -> Metadata:
+    """New size (:func:`geometry.output_shape`), geotransform ``T * scale(1/s)`` (origin
+    kept) and pixel spacing ``/ s``."""
+    sc = as_scale(scale)
+    sy, sx = sc.floats
+    rows, cols = output_shape((meta.rows, meta.cols), sc)
     geo = meta.geo
     if geo is not None:
         transform = Affine(*geo.transform) @ Affine.scale(1.0 / sx, 1.0 / sy)

@@ -22,6 +22,8 @@ from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
+from geometry import Scale, as_scale, output_size
+
 from ._dicom_frames import DicomFrame
 from .base import Metadata
 
@@ -94,14 +96,18 @@ def _scale_spacing(holder: Dataset, sy: float, sx: float) -> None:
                                      _ds_number(float(value[1]) / sx)]
 
 
-def _scale_us_regions(ds: Dataset, sy: float, sx: float) -> None:
-    """Ultrasound calibration regions are in pixel units: scale bounds and deltas."""
+def _scale_us_regions(ds: Dataset, scale: Scale) -> None:
+    """Ultrasound calibration regions are in pixel units: scale bounds and deltas.
+
+    A region of pixels ``[lo, hi]`` becomes ``[floor(lo * s), output_size(hi + 1, s) - 1]``.
+    """
+    sy, sx = scale.floats
     for region in ds.get("SequenceOfUltrasoundRegions") or ():
-        for lo, hi, s in (("RegionLocationMinX0", "RegionLocationMaxX1", sx),
-                          ("RegionLocationMinY0", "RegionLocationMaxY1", sy)):
+        for lo, hi, s in (("RegionLocationMinX0", "RegionLocationMaxX1", scale.cols),
+                          ("RegionLocationMinY0", "RegionLocationMaxY1", scale.rows)):
             if lo in region and hi in region:
                 region[lo].value = math.floor(region[lo].value * s)
-                region[hi].value = math.ceil((region[hi].value + 1) * s) - 1
+                region[hi].value = output_size(region[hi].value + 1, s) - 1
         for keyword, s in (("ReferencePixelX0", sx), ("ReferencePixelY0", sy)):
             if keyword in region:
                 region[keyword].value = round((region[keyword].value + 0.5) * s - 0.5)
@@ -125,7 +131,7 @@ def _set_geometry(ds: Dataset, frames: list[DicomFrame], meta: Metadata) -> None
         for plane in item.get("PlanePositionSequence") or ():
             if position is not None:
                 plane.ImagePositionPatient = [_ds_number(v) for v in position]
-    _scale_us_regions(ds, sy, sx)
+    _scale_us_regions(ds, as_scale((sy, sx)))
     for tag in [t for t in ds.keys() if 0x6000 <= t.group <= 0x601E and t.group % 2 == 0]:
         del ds[tag]  # overlays are drawn in source pixel units
 

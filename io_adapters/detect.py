@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._common import Scale, stale_temps
+from geometry import ScaleLike
+
+from ._common import stale_temps
 from .base import Metadata, Reader, Writer
 from .errors import (
     CorruptFileError,
@@ -131,19 +133,19 @@ def _zarr_writer(path: Path, meta: Metadata, **options: Any) -> Writer:
     return ZarrWriter(path, meta, **options)
 
 
-def _scale_geo(meta: Metadata, scale: Scale) -> Metadata:
+def _scale_geo(meta: Metadata, scale: ScaleLike) -> Metadata:
     from .geotiff import scale_geo_metadata
 
     return scale_geo_metadata(meta, scale)
 
 
-def _scale_plain(meta: Metadata, scale: Scale) -> Metadata:
+def _scale_plain(meta: Metadata, scale: ScaleLike) -> Metadata:
     from .plain import scale_plain_metadata
 
     return scale_plain_metadata(meta, scale)
 
 
-def _scale_zarr(meta: Metadata, scale: Scale) -> Metadata:
+def _scale_zarr(meta: Metadata, scale: ScaleLike) -> Metadata:
     from .zarr_store import scale_zarr_metadata
 
     return scale_zarr_metadata(meta, scale)
@@ -161,7 +163,7 @@ WRITERS: dict[str, WriterFormat] = {
     "zarr": WriterFormat("Zarr v3", (".zarr",), _zarr_writer),
     "png": WriterFormat("PNG (8/16-bit, 1-4 bands)", (".png",), _png_writer),
 }
-SCALERS: dict[str, Callable[[Metadata, Scale], Metadata]] = {
+SCALERS: dict[str, Callable[[Metadata, ScaleLike], Metadata]] = {
     "geotiff": _scale_geo, "plain": _scale_plain, "zarr": _scale_zarr,
 }
 _dicom_state: dict[str, str | bool] = {"loaded": False, "error": ""}
@@ -323,7 +325,7 @@ def open_writer(path: str | Path, meta: Metadata, *, inputs: tuple[Path, ...] = 
         f"{_output_formats()}")
 
 
-def scale_metadata(meta: Metadata, scale: Scale) -> Metadata:
+def scale_metadata(meta: Metadata, scale: ScaleLike) -> Metadata:
     """Metadata of ``meta``'s image super-resolved by ``scale``, by the format's own rule."""
     load_dicom_plugin()
     if meta.format not in SCALERS:

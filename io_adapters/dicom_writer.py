@@ -34,15 +34,14 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from geometry import ScaleLike, as_scale, output_shape
+
 from ._common import (
-    Scale,
     check_frame,
     check_region,
     new_temp_dir,
-    normalize_scale,
     remove_path,
     replace_into,
-    scaled_size,
     write_failure,
 )
 from ._dicom_derive import derive_dataset
@@ -56,11 +55,12 @@ __all__ = ["DicomWriter", "scale_dicom_metadata"]
 logger = logging.getLogger(__name__)
 
 
-def scale_dicom_metadata(meta: Metadata, scale: Scale) -> Metadata:
+def scale_dicom_metadata(meta: Metadata, scale: ScaleLike) -> Metadata:
     """Metadata of ``meta``'s image resampled by ``scale`` (a number or (rows, cols))."""
     if meta.format != "dicom" or meta.medical is None or "dicom_frames" not in meta.extra:
         raise InvalidDataError(f"{meta.path}: not DICOM metadata from DicomReader")
-    sy, sx = normalize_scale(scale)
+    sc = as_scale(scale)
+    sy, sx = sc.floats
     frames = tuple(scaled_frame(f, row_scale=sy, col_scale=sx)
                    for f in meta.extra["dicom_frames"])
     medical = replace(
@@ -70,7 +70,7 @@ def scale_dicom_metadata(meta: Metadata, scale: Scale) -> Metadata:
     )
     prior = meta.extra.get("scale", (1.0, 1.0))
     extra = {**meta.extra, "dicom_frames": frames, "scale": (prior[0] * sy, prior[1] * sx)}
-    rows, cols = scaled_size(meta.rows, meta.cols, (sy, sx))
+    rows, cols = output_shape((meta.rows, meta.cols), sc)
     return replace(meta, rows=rows, cols=cols, medical=medical, extra=extra)
 
 

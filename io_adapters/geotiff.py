@@ -40,15 +40,15 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from geometry import ScaleLike, as_scale
+
 from ._common import (
-    Scale,
     as_window,
     boundless_read,
     check_frame,
     check_pixel_dtype,
     inner_part,
     inside_mask,
-    normalize_scale,
     scale_common,
     select_bands,
 )
@@ -293,7 +293,7 @@ def _colormap_size(ds: rasterio.DatasetReader) -> int:
         return 0
 
 
-def scale_geo_metadata(meta: Metadata, scale: Scale) -> Metadata:
+def scale_geo_metadata(meta: Metadata, scale: ScaleLike) -> Metadata:
     """Metadata of the image super-resolved by ``scale`` (a number or ``(rows, cols)``).
 
     Size becomes ``ceil(n * s)`` (MATLAB ``imresize``); the transform becomes
@@ -306,7 +306,7 @@ def scale_geo_metadata(meta: Metadata, scale: Scale) -> Metadata:
     out = scale_common(meta, scale)
     extra = {k: v for k, v in out.extra.items() if k not in ("overviews", "block_shapes")}
     if extra.get("gcps"):
-        sy, sx = normalize_scale(scale)
+        sy, sx = as_scale(scale).floats
         extra["gcps"] = tuple((row * sy, col * sx, *rest)
                               for row, col, *rest in extra["gcps"])
     return replace(out, extra=extra)

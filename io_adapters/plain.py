@@ -44,8 +44,9 @@ from rasterio._err import CPLE_BaseError
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from geometry import ScaleLike
+
 from ._common import (
-    Scale,
     apply_valid_mask,
     as_window,
     boundless_read,
@@ -288,7 +289,7 @@ class PlainReader(PathReaderMixin):
 
 
 
-def scale_plain_metadata(meta: Metadata, scale: Scale) -> Metadata:
+def scale_plain_metadata(meta: Metadata, scale: ScaleLike) -> Metadata:
     """Metadata of the super-resolved plain image: only the size changes."""
     return scale_common(meta, scale)
 

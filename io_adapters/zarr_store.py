@@ -41,8 +41,9 @@ from affine import Affine
 from rasterio.windows import Window
 from zarr.codecs import BloscCodec, ZstdCodec
 
+from geometry import ScaleLike
+
 from ._common import (
-    Scale,
     apply_valid_mask,
     cast_to_dtype,
     check_frame,
@@ -291,6 +292,6 @@ def _write(target: Any, meta: Metadata, array: np.ndarray, window: Window, *, fr
     target[region] = array
 
 
-def scale_zarr_metadata(meta: Metadata, scale: Scale) -> Metadata:
+def scale_zarr_metadata(meta: Metadata, scale: ScaleLike) -> Metadata:
     """Size ``ceil(n * s)``, transform ``T * scale(1/s)``, pixel spacing ``/ s``."""
     return scale_common(meta, scale)

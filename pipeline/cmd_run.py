@@ -32,14 +32,13 @@ from pathlib import Path
 from io_adapters.detect import DEFAULT_MAX_PIXELS
 
 from .budget import parse_max_pixels
-from .cmd_upscale import parse_device, parse_halo, parse_scale, pipeline_options
+from .cmd_upscale import parse_device, parse_halo, pipeline_options, scale_option
 from .config_args import add_config_args
 from .errors import UsageError, one_line
 from .graph import resolve_scheduler
 from .run import FORMAT_SUFFIXES, RunSettings, RunSummary, run_batch
 from .run_config import resolved_from_args
 from .run_progress import TqdmRunProgress
-from .tiles import ScaleError, as_fraction
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +102,6 @@ def _positive(value: int | None, flag: str) -> int | None:
     return value
 
 
-def exact_scale(value: float) -> float:
-    """``--scale`` checked like the tile grid will (a ratio of small integers), so a bad
-    value is one usage error, not one failed image per input."""
-    scale = parse_scale(value)
-    try:
-        as_fraction(scale, name="--scale")
-    except ScaleError as exc:
-        raise UsageError(str(exc)) from None
-    return scale
-
-
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
     """The run's settings: flags over the config's pipeline sections over the defaults."""
     rc = resolved_from_args(args)
@@ -122,7 +110,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     if resolve_scheduler(args.scheduler) in ("synchronous", "local"):
         parse_device(args.device)  # tasks run on this machine: the device must exist here
     return RunSettings(
-        out_dir=args.out, scale=exact_scale(args.scale), config=rc.engine, config_data=rc.data,
+        out_dir=args.out, scale=scale_option(args.scale), config=rc.engine, config_data=rc.data,
         halo=parse_halo(args.halo), device=args.device, scheduler=args.scheduler,
         workers=_positive(args.workers, "--workers"),
         torch_threads=_positive(args.torch_threads, "--torch-threads"), resume=args.resume,

@@ -12,6 +12,7 @@ import json
 import logging
 from pathlib import Path
 
+from geometry import ScaleError, as_scale
 from io_adapters.base import check_output_path
 from io_adapters.detect import DEFAULT_MAX_PIXELS
 from io_adapters.output_safety import (
@@ -59,9 +60,15 @@ def parse_halo(text: str) -> int | None:
     return halo
 
 
-def parse_scale(value: float) -> float:
+def scale_option(value: float) -> float:
+    """``--scale``: a number > 1 (and <= 64) that :func:`geometry.as_scale` reads exactly,
+    checked before any work (in ``zssr run``: one usage error, not one per input)."""
     if not value > 1.0 or value != value or value > 64:
         raise UsageError(f"--scale {value}: expected a number > 1 (and <= 64)")
+    try:
+        as_scale(value, name="--scale")
+    except ScaleError as exc:
+        raise UsageError(str(exc)) from None
     return float(value)
 
 
@@ -151,7 +158,7 @@ def check_history(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     check_paths(args)
     rc = resolved_from_args(args)
-    job = ImageJob(input=args.input, output=args.output, scale=parse_scale(args.scale),
+    job = ImageJob(input=args.input, output=args.output, scale=scale_option(args.scale),
                    config=rc.engine, halo=parse_halo(args.halo),
                    device=parse_device(args.device), overwrite=args.overwrite,
                    writer_options=dicom_writer_options(args.output, args.deidentify),

@@ -34,6 +34,7 @@ from __future__ import annotations
 import errno
 import re
 
+from geometry import ScaleError
 from io_adapters.errors import (
     CorruptFileError,
     InvalidDataError,
@@ -44,8 +45,6 @@ from zssr.config import ConfigError
 from zssr.kernels import KernelError
 from zssr.normalize import NormalizationError
 from zssr.train import TrainingDivergedError
-
-from .tiles import ScaleError
 
 __all__ = ["PipelineError", "InputError", "LockedError", "UsageError", "Terminated",
            "exit_code", "one_line", "EXIT"]

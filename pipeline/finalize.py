@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from geometry import Region, as_scale, output_size
 from io_adapters.base import Metadata, Reader
 from io_adapters.detect import open_reader, scale_metadata
 from io_adapters.errors import WriteError
@@ -36,7 +37,6 @@ from .job import clip_to_output, open_input, open_output
 from .source import declared_range, sr_bands
 from .steps.chain import BoundChain, ChainReader
 from .tasks import ImageSpec, TrainOutcome, _apply_threads
-from .tiles import Region, as_fraction
 
 __all__ = ["finalize_task", "finalize_image", "copy_store", "CROP_LR", "CONSISTENCY_LR"]
 
@@ -146,10 +146,10 @@ def _centred(rows: int, cols: int, size: int, q: int) -> Region:
 
 
 def _hr_region(region: Region, scale: float, hr_shape: tuple[int, int]) -> Region:
-    s = as_fraction(scale)
-    r0, c0 = int(region.row * s), int(region.col * s)
-    r1 = min(hr_shape[0], math.ceil(region.row_stop * s))
-    c1 = min(hr_shape[1], math.ceil(region.col_stop * s))
+    sy, sx = as_scale(scale)
+    r0, c0 = int(region.row * sy), int(region.col * sx)
+    r1 = min(hr_shape[0], output_size(region.row_stop, sy))
+    c1 = min(hr_shape[1], output_size(region.col_stop, sx))
     return Region(r0, c0, r1 - r0, c1 - c0)
 
 
@@ -201,7 +201,7 @@ def _data_range(meta: Metadata, sample: np.ndarray) -> float:
 def _report_material(spec: ImageSpec, reader: Reader, store: ZarrReader) -> dict[str, Any]:
     meta, scale = reader.meta, spec.job.scale
     frame = meta.frames // 2
-    q = as_fraction(scale).denominator
+    q = math.lcm(*(s.denominator for s in as_scale(scale)))
     hr_shape = (store.meta.rows, store.meta.cols)
     out: dict[str, Any] = {"frame": frame}
     crop = _centred(meta.rows, meta.cols, CROP_LR, q)

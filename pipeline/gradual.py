@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from geometry import Tile
 from io_adapters.base import Reader
 from io_adapters.detect import open_reader, scale_metadata
 from zssr.api import merge_history, scale_steps
@@ -30,7 +31,6 @@ from .job import (
 from .locking import step_workdir
 from .source import ReaderCropSource
 from .steps.chain import ChainReader
-from .tiles import Tile
 
 __all__ = ["upscale_gradual"]
 
@@ -78,9 +78,9 @@ def upscale_gradual(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | N
             result = train_stage(sjob, reader, plan, step=i, init_state=state, stats=stats,
                                  on_event=on_event, father_sources=pyramid)
             timings["train"] += time.perf_counter() - t0
-            merge_history(history, result.history, step, i)
+            merge_history(history, result.history, step.floats, i)
             state, stats = result.state, result.stats
-            base = min(step)
+            base = min(step.floats)
             joins = not last and base > (pyramid[-1][1] if pyramid else 1.0) + 1e-9
             if not (last or joins):
                 continue

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from .tiles import ScaleLike, coerce_pair, coerce_scale, scaled_size
+from geometry import Scale, ScaleLike, as_scale, coerce_pair, output_shape
 
 if TYPE_CHECKING:
     import torch
@@ -86,7 +86,7 @@ def support_radius(config: ZSSRConfig, scale: ScaleLike, *,
     is exact; this returns ``ceil(D)`` (at most one pixel more).  For an
     anisotropic scale the larger axis radius is returned.
     """
-    scales = coerce_scale(scale)
+    scales = as_scale(scale)
     if kernel_shape is not None:
         kernel_shape = coerce_pair(kernel_shape, name="kernel_shape", minimum=1)
     passes = 2 * config.infer.back_projection_iters
@@ -144,7 +144,7 @@ def dependency_radius(config: ZSSRConfig, scale: ScaleLike, *,
     iters = config.infer.back_projection_iters
     if tolerance == 0 or iters == 0 or (kernel_shape is not None and down_kernel is None):
         return exact
-    scales = coerce_scale(scale)
+    scales = as_scale(scale)
     key = None if down_kernel is None else (down_kernel.shape, down_kernel.tobytes())
     reach = _bp_reach(scales, 2 * iters, key, tolerance / (4 * iters + 1))
     if reach is None:  # the response did not decay within the probe: stay exact
@@ -156,7 +156,7 @@ def dependency_radius(config: ZSSRConfig, scale: ScaleLike, *,
     return min(out, exact)
 
 
-def _bp_reach(scales: tuple[Fraction, Fraction], passes: int,
+def _bp_reach(scales: Scale, passes: int,
               kernel_key: tuple[tuple[int, ...], bytes] | None,
               tol: float) -> list[tuple[int, int]] | None:
     """Per axis ``(reach of an LR impulse, reach of an HR impulse)`` of ``passes``
@@ -174,7 +174,7 @@ def _bp_reach(scales: tuple[Fraction, Fraction], passes: int,
 
 
 @functools.lru_cache(maxsize=16)
-def _bp_response(scales: tuple[Fraction, Fraction], passes: int,
+def _bp_response(scales: Scale, passes: int,
                  kernel_key: tuple[tuple[int, ...], bytes] | None,
                  ) -> tuple[tuple[tuple[np.ndarray, np.ndarray], ...], ...]:
     """Per axis, for an LR and an HR unit impulse: ``(distance from the impulse in
@@ -187,9 +187,9 @@ def _bp_response(scales: tuple[Fraction, Fraction], passes: int,
     if kernel_key is not None:
         shape, raw = kernel_key
         kernel = torch.from_numpy(np.frombuffer(raw, dtype=np.float64).reshape(shape).copy())
-    deg = Degradation((float(scales[0]), float(scales[1])), kernel)
+    deg = Degradation(scales, kernel)
     n = 2 * _PROBE + 1
-    hr_shape = (scaled_size(n, scales[0]), scaled_size(n, scales[1]))
+    hr_shape = output_shape((n, n), scales)
     centre_hr = tuple(int(_PROBE * s + s // 2) for s in scales)  # an HR pixel near LR centre
     lr = torch.zeros((2, n, n), dtype=torch.float64)  # channel 0: LR impulse, 1: HR impulse
     lr[0, _PROBE, _PROBE] = 1.0

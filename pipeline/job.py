@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from rasterio.windows import Window as RioWindow
 
+from geometry import Scale, ScaleLike, Tile, TileGrid, as_scale
 from io_adapters.base import Metadata, Reader, Writer
 from io_adapters.detect import DEFAULT_MAX_PIXELS, open_reader, open_writer, scale_metadata
 from io_adapters.errors import InvalidDataError
@@ -35,10 +36,9 @@ from zssr.resize import imresize
 from zssr.train import TrainEvent, TrainingDivergedError, TrainingHistory, train
 
 from .budget import check_budget
-from .halo import dependency_radius
+from .halo import resolve_halo
 from .source import ReaderCropSource, SampleStats, sample_stats, sr_bands
 from .steps.chain import BoundChain, ChainReader, ChainSpec, ChainWriter
-from .tiles import Tile, TileGrid, coerce_scale
 
 __all__ = ["ImageJob", "TrainResult", "StepPlan", "plan_step", "train_stage", "infer_tiles",
            "UpscaleResult", "preflight_output", "open_input",
@@ -94,7 +94,7 @@ class TrainResult:
 class StepPlan:
     """Geometry and operators of one (gradual) SR step on one reader."""
 
-    scale: float  # relative to this step's input
+    scale: Scale  # relative to this step's input
     grid: TileGrid
     kernel: torch.Tensor | None
     bands: list[int]
@@ -148,17 +148,20 @@ def preflight_output(job: ImageJob, meta: Metadata, scale: float, *,
                 **job.writer_options).abort()
 
 
-def plan_step(meta: Metadata, job: ImageJob, rel_scale: float) -> StepPlan:
+def plan_step(meta: Metadata, job: ImageJob, rel_scale: ScaleLike) -> StepPlan:
+    """The tile grid and kernel of one step at ``rel_scale``.  The halo is
+    :func:`~pipeline.halo.resolve_halo`'s: the dependency radius for ``job.halo=None``,
+    else the given one, with a warning naming the radius when it is smaller."""
     cfg = job.config
-    kernel = None if job.kernel is None else prepare_kernel(job.kernel, rel_scale)
-    halo = job.halo
-    if halo is None:
-        halo = dependency_radius(cfg, rel_scale, down_kernel=kernel)
-    sy, sx = coerce_scale(rel_scale)
+    scale = as_scale(rel_scale)
+    kernel = None if job.kernel is None else prepare_kernel(job.kernel, scale)
+    halo = resolve_halo("auto" if job.halo is None else job.halo, config=cfg, scale=scale,
+                        down_kernel=kernel)
+    sy, sx = scale
     tile = max(job.tile, sy.denominator, sx.denominator)
     tile -= tile % math.lcm(sy.denominator, sx.denominator)
-    grid = TileGrid(shape=(meta.rows, meta.cols), tile=tile, halo=halo, scale=rel_scale)
-    return StepPlan(rel_scale, grid, kernel, sr_bands(meta))
+    grid = TileGrid(shape=(meta.rows, meta.cols), tile=tile, halo=halo, scale=scale)
+    return StepPlan(scale, grid, kernel, sr_bands(meta))
 
 
 def train_stage(job: ImageJob, reader: Reader, plan: StepPlan, *, step: int = 0,
@@ -195,7 +198,8 @@ def train_stage(job: ImageJob, reader: Reader, plan: StepPlan, *, step: int = 0,
     return TrainResult(state, hist, stats)
 
 
-def _hr_masks(valid: np.ndarray, scale: float, shape: tuple[int, int]) -> np.ndarray:
+def _hr_masks(valid: np.ndarray, scale: tuple[float, float], shape: tuple[int, int]
+              ) -> np.ndarray:
     """Per-band validity ``(bands, h, w)`` upsampled: bicubic of the mask, > 0.5."""
     if valid.all():
         return np.ones((valid.shape[0], *shape), bool)
@@ -223,7 +227,7 @@ def infer_tile(model: torch.nn.Module, source: ReaderCropSource, plan: StepPlan,
     masks = source.reader.read_masks(window, frame=frame)
     if meta.dtype.kind == "f":  # NaN and +-inf are invalid pixels too
         masks = masks & np.isfinite(source.reader.read(window, frame=frame))
-    hr_valid = _hr_masks(masks, plan.scale, tuple(tile.hr_read.shape))[:, rs, cs]
+    hr_valid = _hr_masks(masks, plan.scale.floats, tuple(tile.hr_read.shape))[:, rs, cs]
     inverse = output_normalizer or normalizer
     if (SKIP_INVALID_TILES and not working and not masks.any()
             and meta.extra.get("alpha_band") is None and len(plan.bands) == masks.shape[0]):
@@ -246,7 +250,7 @@ def infer_tile(model: torch.nn.Module, source: ReaderCropSource, plan: StepPlan,
     alpha = meta.extra.get("alpha_band")
     if alpha is not None and not working:
         a = source.reader.read(window, frame=frame)[alpha].astype(np.float32)
-        a_up = imresize(torch.from_numpy(a[None]), scale=plan.scale,
+        a_up = imresize(torch.from_numpy(a[None]), scale=plan.scale.floats,
                         output_shape=tuple(tile.hr_read.shape))[0].numpy()[rs, cs]
         if meta.dtype.kind in "iu":
             info = np.iinfo(meta.dtype)

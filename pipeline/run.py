@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from geometry import Scale, as_scale
 from io_adapters.base import Metadata
 from io_adapters.detect import DEFAULT_MAX_PIXELS, scale_metadata, stale_temps
 from io_adapters.errors import WriteError
@@ -150,17 +151,17 @@ def _plan(item: InputItem, name: str, settings: RunSettings, rd: RunDir, gt: Pat
         job = replace(job, output=output, writer_options=dicom_writer_options(
             output, settings.deidentify))
         check_size(meta, job)
-        plans, metas, cur, prev = [], [], meta, 1.0
+        plans, metas, cur, prev = [], [], meta, Scale(1, 1)
         steps = job.steps()
         for i, cumulative in enumerate(steps):
-            plan = plan_step(cur, job, cumulative / prev)
+            plan = plan_step(cur, job, as_scale(cumulative) / prev)
             plans.append(plan)
             if i < len(steps) - 1:
                 cur = working_meta(cur, plan, rd.store(key, i))
                 metas.append(cur)
             else:
                 metas.append(scale_metadata(meta, settings.scale))
-            prev = cumulative
+            prev = as_scale(cumulative)
         spec = ImageSpec(key=key, name=name, job=job, run_dir=rd.root, plans=tuple(plans),
                          frames=meta.frames, out_shape=(metas[-1].rows, metas[-1].cols),
                          ground_truth=gt, torch_threads=settings.torch_threads)

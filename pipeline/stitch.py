@@ -4,7 +4,7 @@ The tiler takes a ``predictor`` -- any callable mapping an LR tensor
 ``(C, h, w)`` to ``(C, ceil(h*s), ceil(w*s))`` -- and never imports a model.
 Results go to a :class:`Merger` (MONAI's two-method design): ``aggregate``
 receives the predictor's output for the whole read window and the
-:class:`~pipeline.tiles.Tile`, cuts out ``tile.crop`` and stores it at
+:class:`~geometry.Tile`, cuts out ``tile.crop`` and stores it at
 ``tile.hr_core``; ``finalize`` returns the result.  HR cores partition the
 output, so there is no blending and no counting: every HR pixel is written
 exactly once.
@@ -25,7 +25,7 @@ With chunks of ``grid.hr_chunk_shape`` each tile writes whole chunks only, so
 tiles can be written concurrently without locks.
 
 >>> import torch
->>> from pipeline.tiles import TileGrid
+>>> from geometry import TileGrid
 >>> grid = TileGrid(shape=(5, 7), tile=2, halo=1, scale=2)
 >>> x = torch.arange(35.0).reshape(1, 5, 7)
 >>> up = lambda t: t.repeat_interleave(2, -2).repeat_interleave(2, -1)  # an oracle predictor
@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .tiles import Tile, TileGrid
+from geometry import Tile, TileGrid
 
 if TYPE_CHECKING:
     import torch

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from geometry import Scale, Tile, as_scale
 from io_adapters.base import check_output_path
 from io_adapters.detect import open_reader, scale_metadata
 from zssr.api import merge_history
@@ -36,7 +37,6 @@ from .job import (
 )
 from .locking import OutputLock, abort_partials, clean_stale_partials, step_workdir
 from .steps.chain import ChainReader
-from .tiles import Tile
 
 __all__ = ["upscale_file"]
 
@@ -75,11 +75,11 @@ def _upscale_steps(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | No
     preflight_output(job, meta, steps[-1], chain=chain)
     tmpdir = step_workdir(job.output) if len(steps) > 1 else None
     history = TrainingHistory()
-    state, prev, stats, tiles_done, input_norm = None, 1.0, None, 0, None
+    state, prev, stats, tiles_done, input_norm = None, Scale(1, 1), None, 0, None
     try:
         for i, cumulative in enumerate(steps):
             last = i == len(steps) - 1
-            plan = plan_step(reader.meta, job, cumulative / prev)
+            plan = plan_step(reader.meta, job, as_scale(cumulative) / prev)
             t0 = time.perf_counter()
             result = train_stage(job, reader, plan, step=i, init_state=state, stats=stats,
                                  on_event=on_event)
@@ -103,7 +103,7 @@ def _upscale_steps(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | No
                 reader.close()
                 reader = open_reader(wpath)
                 stats = working_stats(result.stats)
-            state, prev = result.state, cumulative
+            state, prev = result.state, as_scale(cumulative)
     finally:
         reader.close()
         if tmpdir is not None:

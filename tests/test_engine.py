@@ -225,11 +225,15 @@ def test_non_integer_and_gradual_scales():
 
 
 def test_bad_scale_is_an_error():
+    from geometry import ScaleError
     from zssr.config import ConfigError
-    with pytest.raises(ConfigError, match="scale must be > 0"):
+    with pytest.raises(ScaleError, match=r"^scale must be >= 1 \(a super-resolution factor\), "
+                       "got 0$"):
         super_resolve(load("bridge_47x53.png"), scale=0, config=tiny_config())
-    with pytest.raises(ConfigError, match="scale must be > 0"):
-        super_resolve(load("bridge_47x53.png"), scale=-2, config=tiny_config())
+    with pytest.raises(ScaleError, match="col scale must be >= 1"):
+        super_resolve(load("bridge_47x53.png"), scale=(2, -2), config=tiny_config())
+    with pytest.raises(ConfigError, match=r"^scale must upscale at least one axis, got 1$"):
+        super_resolve(load("bridge_47x53.png"), scale=1, config=tiny_config())
 
 
 def test_warm_start_uses_the_short_schedule_and_returns_weights():
@@ -293,11 +297,12 @@ def test_sons_are_clipped_like_the_official_father_to_son():
 
 def test_official_gradual_sr_reuses_earlier_outputs(monkeypatch):
     import zssr.api as api
+    from geometry import as_scale
     from zssr.config import ConfigError, config_from_dict
     seen = []
 
     def spy(model, source, **kw):
-        seen.append((kw["scale"], source.shape,
+        seen.append((as_scale(kw["scale"]).floats, source.shape,
                      [(s.shape, b) for s, b in kw.get("father_sources", ())]))
         return real_train(model, source, **kw)
 

@@ -60,7 +60,8 @@ def test_scale_dicom_metadata_geometry():
     assert odd.medical.positions[0][0] == pytest.approx(-158.135803 - (1 - 1 / 3) / 2 * 0.661468)
     assert odd.medical.positions[0][1] == pytest.approx(-179.035797 - (1 - 1 / 1.5) / 2 * 0.661468)
     assert scale_dicom_metadata(x2, 2).extra["scale"] == (4.0, 4.0)
-    with pytest.raises(ValueError, match="must be a positive number"):
+    with pytest.raises(ValueError, match=r"^scale must be >= 1 \(a super-resolution factor\), "
+                                         r"got 0$"):
         scale_dicom_metadata(meta, 0)
     with pytest.raises(InvalidDataError, match="not DICOM metadata"):
         scale_dicom_metadata(Metadata(path=meta.path, format="plain", bands=1, rows=2, cols=2,

@@ -255,5 +255,6 @@ def test_scale_plain_metadata(scale, size) -> None:
 
 
 def test_scale_rejects_bad_factors() -> None:
-    with pytest.raises(ValueError, match="must be a positive number"):
+    with pytest.raises(ValueError, match=r"^scale must be >= 1 \(a super-resolution factor\), "
+                                         r"got 0$"):
         scale_plain_metadata(_meta(3, "uint8"), 0)

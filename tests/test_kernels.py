@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -159,7 +160,13 @@ def test_prepared_kernel_is_aligned_with_bicubic(sf: int, ksize) -> None:
         np.testing.assert_allclose(ndimage.center_of_mass(lr), expected, atol=2e-3)
 
 
-@pytest.mark.parametrize("scale", [0.0, -2.0, float("inf"), (2.0, 2.0, 2.0)])
-def test_prepare_kernel_bad_scale(scale) -> None:
-    with pytest.raises(KernelError, match=r"from k\.mat: scale must be > 0"):
+@pytest.mark.parametrize(("scale", "message"), [
+    (0.0, "scale must be >= 1 (a super-resolution factor), got 0.0"),
+    (-2.0, "scale must be >= 1 (a super-resolution factor), got -2.0"),
+    (float("inf"), "scale must be finite, got inf"),
+    ((2.0, 2.0, 2.0), "scale must be a number or a pair (rows, cols), got (2.0, 2.0, 2.0)"),
+    (None, "scale must be a number, got None (NoneType)"),
+])
+def test_prepare_kernel_bad_scale(scale, message) -> None:
+    with pytest.raises(KernelError, match=re.escape(f"kernel from k.mat: {message}")):
         prepare_kernel(np.ones((3, 3)), scale, source="k.mat")

@@ -25,7 +25,6 @@ from zssr.inference import (
     ensemble_members,
     forward_blocked,
     median,
-    output_shape,
     predict,
 )
 from zssr.kernels import prepare_kernel
@@ -164,13 +163,12 @@ def test_ensemble_members_are_the_dihedral_group_or_its_axis_keeping_part():
 def test_integral_pad_is_the_smallest_integral_size(n, scale):
     s = _frac(scale)
     expected = next(p for p in range(1000) if ((n + p) * s).denominator == 1)
-    assert _integral_pad(n, scale) == expected
+    assert _integral_pad(n, s) == expected
 
 
-def test_integral_pad_gives_up_with_zero():
-    assert _integral_pad(3, 1 + 1 / 1009) == 0  # needs p = 1006 > 1000 - 1
-    assert _integral_pad(3, 1 + 1 / 1009, limit=1007) == 1006
-    assert _integral_pad(3, 1 + 1 / 1003) == 0  # p = 1000 is just past the default limit
+def test_integral_pad_reaches_the_largest_denominator():
+    assert _integral_pad(3, Fraction(1009, 1000)) == 997
+    assert _integral_pad(1000, Fraction(1001, 1000)) == 0
 
 
 @pytest.mark.parametrize(("pr", "pc"), [(0, 0), (1, 0), (0, 3), (4, 6), (9, 2)])
@@ -206,10 +204,13 @@ def test_back_project_converges_to_a_consistent_image():
     assert (deg.down(sr, output_shape=(8, 8)) - lr).abs().max() < 1e-3
 
 
-def test_output_shape_is_matlab_ceil():
-    assert output_shape((9, 7), 1.5) == (14, 11)
-    assert output_shape((10, 7), (2.0, 1.5)) == (20, 11)
-    assert output_shape((3, 3), 4 / 3) == (4, 4)
+def test_predict_output_is_matlab_ceil():
+    model = build_model(1, NetConfig(depth=2, width=2), seed=0)
+    infer = InferConfig(ensemble=False, back_projection_iters=0)
+    for (h, w), scale, expected in (((9, 7), 1.5, (14, 11)), ((10, 7), (2.0, 1.5), (20, 11)),
+                                    ((3, 3), 4 / 3, (4, 4))):
+        assert predict(model, torch.rand(1, h, w), scale=scale, infer=infer).shape[-2:] == (
+            expected)
 
 
 def test_bf16_runs_under_autocast_and_returns_fp32():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from zssr.resize import downscale_shape, fix_scale_and_size, imresize, upscale_shape
+from zssr.resize import fix_scale_and_size, imresize
 
 CASES = [
     (torch.rand(5, 5), {}, ValueError,
@@ -54,8 +54,8 @@ def test_whole_error_messages(x, kwargs, exc, message):
 
 
 def test_sizes_by_hand():
-    assert upscale_shape((10, 7), (1.5, 2.0)) == (15, 14)
-    assert upscale_shape((3, 3), (4 / 3, 0.5)) == (4, 2)
+    assert fix_scale_and_size((10, 7), scale=(1.5, 2.0), output_shape=None)[1] == (15, 14)
+    assert fix_scale_and_size((3, 3), scale=(4 / 3, 0.5), output_shape=None)[1] == (4, 2)
     assert fix_scale_and_size((10, 7), scale=0.5, output_shape=None) == ((0.5, 0.5), (5, 4))
     assert fix_scale_and_size((10, 8), scale=None, output_shape=(20, 4)) == ((2.0, 0.5),
                                                                              (20, 4))
@@ -63,7 +63,7 @@ def test_sizes_by_hand():
                                                                           (19, 17))
     shape = fix_scale_and_size((10, 8), scale=None, output_shape=(20.0, 4))[1]
     assert all(type(v) is int for v in shape)
-    assert downscale_shape((9, 7), (2.0, 3.0)) == (5, 3)
+    assert fix_scale_and_size((9, 7), scale=(0.5, 1 / 3), output_shape=None)[1] == (5, 3)
 
 
 def test_unit_scale_is_a_copy():
@@ -201,11 +201,17 @@ def test_unit_axes():
     assert imresize(one, scale=2.0).shape == (2, 12)
 
 
-def test_shape_helpers_name_the_scale():
+def test_size_rule_names_the_scale():
     with pytest.raises(ValueError, match=r"^scale must be finite and > 0, got 0$"):
-        upscale_shape((3, 3), 0)
+        fix_scale_and_size((3, 3), scale=0, output_shape=None)
     with pytest.raises(ValueError, match=r"^scale must be finite and > 0, got -1$"):
-        downscale_shape((3, 3), -1)
+        fix_scale_and_size((3, 3), scale=-1, output_shape=None)
+    with pytest.raises(ValueError, match=r"^scale 1.2345678 is not a ratio of small integers"):
+        fix_scale_and_size((3, 3), scale=1.2345678, output_shape=None)
+    with pytest.raises(ValueError, match=r"^1 / scale 1.2345678 is not a ratio of small"):
+        fix_scale_and_size((3, 3), scale=1 / 1.2345678, output_shape=None)
+    # with an output shape the scale only sets the weights: any positive float will do
+    assert fix_scale_and_size((3, 3), scale=1.2345678, output_shape=(4, 4))[1] == (4, 4)
 
 
 def test_unit_scale_axis_is_not_touched():

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
-from io_adapters._common import normalize_scale, scale_common, scaled_size
+from geometry import as_scale
+from io_adapters._common import scale_common
 from io_adapters._dicom_derive import _scale_spacing, _scale_us_regions
 from io_adapters._dicom_frames import DicomFrame, scaled_frame
 from io_adapters.base import GeoInfo, MedicalInfo, Metadata
@@ -36,26 +37,28 @@ def _meta(fmt: str = "geotiff", **kw) -> Metadata:
     return Metadata(**args)
 
 
-@pytest.mark.parametrize(("scale", "pair"), [(2, (2.0, 2.0)), (1.5, (1.5, 1.5)),
-                                              ((2, 3), (2.0, 3.0)), ([3, 0.5], (3.0, 0.5))])
-def test_normalize_scale(scale, pair):
-    out = normalize_scale(scale)
-    assert out == pair and all(type(v) is float for v in out)
+@pytest.mark.parametrize(("rows", "cols", "scale", "shape"), [
+    (7, 9, 1.5, (11, 14)),  # 10.5 -> 11, 13.5 -> 14
+    (7, 9, (2, 3), (14, 27)),
+    (10, 10, 1.1, (11, 11)),  # 10 * 1.1 = 11.000000000000002 -> 11
+    (50, 50, 1.1, (55, 55)),  # 55.000000000000007 in floats: 56 before issue 15
+    (3, 3, 4 / 3, (4, 4)),
+])
+def test_size_is_matlab_ceil_exactly(rows, cols, scale, shape):
+    out = scale_common(_meta(rows=rows, cols=cols), scale)
+    assert (out.rows, out.cols) == shape
 
 
-@pytest.mark.parametrize("bad", [0, -2, float("nan"), float("inf"), (2, 0), (2, 3, 4), (2,)])
-def test_normalize_scale_errors(bad):
-    with pytest.raises(ValueError, match=re.escape(
-            f"scale {bad!r} must be a positive number or a (rows, cols) pair")):
-        normalize_scale(bad)
-
-
-def test_scaled_size_is_matlab_ceil():
-    assert scaled_size(7, 9, 1.5) == (11, 14)  # 10.5 -> 11, 13.5 -> 14
-    assert scaled_size(7, 9, (2, 3)) == (14, 27)
-    assert scaled_size(10, 10, 1.1) == (11, 11)  # 10 * 1.1 = 11.000000000000002 -> 11
-    assert scaled_size(3, 3, 4 / 3) == (4, 4)
-    assert scaled_size(5, 7, 0.5) == (3, 4)
+@pytest.mark.parametrize(("bad", "message"), [
+    (0, "scale must be >= 1 (a super-resolution factor), got 0"),
+    (0.5, "scale must be >= 1 (a super-resolution factor), got 0.5"),
+    (float("nan"), "scale must be finite, got nan"),
+    ((2, 0), "col scale must be >= 1 (a super-resolution factor), got 0"),
+    ((2, 3, 4), "scale must be a number or a pair (rows, cols), got (2, 3, 4)"),
+])
+def test_scale_errors(bad, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        scale_metadata(_meta(), bad)
 
 
 def test_geo_transform_scaled_origin_kept():
@@ -202,7 +205,7 @@ def test_ultrasound_regions_in_pixel_units():
     region.PhysicalDeltaX, region.PhysicalDeltaY = 0.3, 0.2
     ds = Dataset()
     ds.SequenceOfUltrasoundRegions = [region]
-    _scale_us_regions(ds, 1.5, 2.0)
+    _scale_us_regions(ds, as_scale((1.5, 2.0)))
     r = ds.SequenceOfUltrasoundRegions[0]
     # columns [10, 20) x 2 -> [20, 40): new 20..39; rows [3, 8) x 1.5 -> [4.5, 12): 4..11
     assert (r.RegionLocationMinX0, r.RegionLocationMaxX1) == (20, 39)
@@ -218,10 +221,10 @@ def test_ultrasound_region_with_missing_bounds():
     region.RegionLocationMinY0, region.RegionLocationMaxY1 = 0, 9
     ds = Dataset()
     ds.SequenceOfUltrasoundRegions = [region]
-    _scale_us_regions(ds, 3.0, 3.0)
+    _scale_us_regions(ds, as_scale(3))
     assert ds.SequenceOfUltrasoundRegions[0].RegionLocationMinX0 == 10
     assert ds.SequenceOfUltrasoundRegions[0].RegionLocationMaxY1 == 29
-    _scale_us_regions(Dataset(), 2.0, 2.0)  # no regions: nothing to do
+    _scale_us_regions(Dataset(), as_scale(2))  # no regions: nothing to do
 
 
 def _geometry_ds(*, aspect: bool = True) -> Dataset:

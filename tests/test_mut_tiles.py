@@ -1,4 +1,5 @@
-"""Tests that kill the mutants of ``pipeline/tiles.py`` (run by ``bench/mutation.py``).
+"""Tests that kill the mutants of ``geometry/tiles.py`` and ``geometry/scale.py`` (run by
+``bench/mutation.py``).
 
 Fast and deterministic (the Hypothesis properties in tests/test_tiles_props.py take
 ~30 s, too slow to run once per mutant).  Expected geometry is recomputed here from the
@@ -17,14 +18,13 @@ import numpy as np
 import pytest
 from rasterio.windows import Window
 
-from pipeline.tiles import (
+from geometry import (
     Region,
     Tile,
     TileGrid,
-    as_fraction,
+    as_scale,
     coerce_pair,
-    coerce_scale,
-    scaled_size,
+    output_size,
 )
 
 GRIDS = [  # (shape, tile, halo, scale)
@@ -159,7 +159,8 @@ def test_default_halo_is_zero():
 
 
 @pytest.mark.parametrize(("value", "error", "message"), [
-    ("2", TypeError, "scale must be a number, got '2' (str)"),
+    ("2x", ValueError, "scale '2x' is not a number or a ratio such as 3/2"),
+    ([2], ValueError, "scale must be a number or a pair (rows, cols), got [2]"),
     (True, TypeError, "scale must be a number, got True (bool)"),
     (float("inf"), ValueError, "scale must be finite, got inf"),
     (0.5, ValueError, "scale must be >= 1 (a super-resolution factor), got 0.5"),
@@ -170,36 +171,36 @@ def test_default_halo_is_zero():
     (Fraction(1003, 1001), ValueError, "scale 1003/1001 has a denominator above 1000; tile "
                                        "offsets must be multiples of it, choose a simpler ratio"),
 ])
-def test_as_fraction_messages(value, error, message):
+def test_as_scale_messages(value, error, message):
     with pytest.raises(error, match=f"^{re.escape(message)}$"):
-        as_fraction(value)
+        as_scale(value)
 
 
-def test_as_fraction_accepts_exact_and_near_ratios():
-    assert as_fraction(1) == Fraction(1) and as_fraction(np.int64(3)) == Fraction(3)
-    assert as_fraction(1 + 1 / 1000) == Fraction(1001, 1000)  # denominator 1000 is allowed
-    assert as_fraction(Fraction(1001, 1000)) == Fraction(1001, 1000)
-    assert as_fraction(100 / 3) == Fraction(100, 3)  # float error ~1e-15 relative: accepted
+def test_as_scale_accepts_exact_and_near_ratios():
+    assert as_scale(1).rows == Fraction(1) and as_scale(np.int64(3)).rows == Fraction(3)
+    assert as_scale(1 + 1 / 1000).rows == Fraction(1001, 1000)  # denominator 1000 is allowed
+    assert as_scale(Fraction(1001, 1000)).rows == Fraction(1001, 1000)
+    assert as_scale(100 / 3).rows == Fraction(100, 3)  # float error ~1e-15 relative: accepted
     big = 123456789.5  # relative tolerance: absolute error 0 here, but scale matters
-    assert as_fraction(big) == Fraction(246913579, 2)
+    assert as_scale(big).rows == Fraction(246913579, 2)
     with pytest.raises(ValueError, match="row scale"):
-        coerce_scale((0.5, 2))
+        as_scale((0.5, 2))
     with pytest.raises(ValueError, match="col scale"):
-        coerce_scale((2, 0.5))
+        as_scale((2, 0.5))
 
 
-def test_as_fraction_tolerance_is_relative():
+def test_as_scale_tolerance_is_relative():
     # 1e-9 relative: 2000000.0000015 is 2000000 + 1.5e-6, within 1e-9 * 2e6 = 2e-3
-    assert as_fraction(2000000.0000015) == Fraction(2000000)
+    assert as_scale(2000000.0000015).rows == Fraction(2000000)
     with pytest.raises(ValueError, match="not a ratio"):
-        as_fraction(2.0000001)  # 1e-7 off: above 1e-9 * max(1, 2)
+        as_scale(2.0000001)  # 1e-7 off: above 1e-9 * max(1, 2)
 
 
 def test_coerce_messages():
     with pytest.raises(ValueError, match=re.escape(
             "scale must be a number or a pair (rows, cols), got (2, 3, 4)")):
-        coerce_scale((2, 3, 4))
-    assert coerce_scale([2, 3]) == (Fraction(2), Fraction(3))
+        as_scale((2, 3, 4))
+    assert tuple(as_scale([2, 3])) == (Fraction(2), Fraction(3))
     with pytest.raises(TypeError, match=re.escape(
             "tile must be an integer or a pair of integers (rows, cols), got (1, 2, 3)")):
         coerce_pair((1, 2, 3), name="tile", minimum=1)
@@ -213,10 +214,10 @@ def test_coerce_messages():
     assert type(coerce_pair(np.int64(4), name="tile", minimum=1)[1]) is int
 
 
-def test_scaled_size_is_the_exact_ceiling():
+def test_output_size_is_the_exact_ceiling():
     for n in range(0, 30):
         for s in (Fraction(3, 2), Fraction(4, 3), Fraction(5, 2), Fraction(2), Fraction(7, 5)):
-            assert scaled_size(n, s) == math.ceil(n * s)
+            assert output_size(n, s) == math.ceil(n * s)
 
 
 def test_region_values():
@@ -250,8 +251,8 @@ def test_float_tolerance_is_relative_below_two():
     """1.5 + 1.8e-9 is off 3/2 by more than 1e-9 * 1.5: refused (a tolerance of 2e-9 would
     accept it)."""
     with pytest.raises(ValueError, match="is not a ratio of small integers"):
-        as_fraction(1.5 + 1.8e-9)
-    assert as_fraction(1.5 + 1e-9) == Fraction(3, 2)
+        as_scale(1.5 + 1.8e-9)
+    assert as_scale(1.5 + 1e-9).rows == Fraction(3, 2)
 
 
 @pytest.mark.parametrize(("scale", "message"), [
@@ -260,7 +261,7 @@ def test_float_tolerance_is_relative_below_two():
 ])
 def test_axis_scale_names(scale, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
-        coerce_scale(scale)
+        as_scale(scale)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from geometry import Scale
 from zssr.config import NetConfig, TrainConfig
 from zssr.kernels import gaussian_kernel, prepare_kernel
 from zssr.model import build_model
@@ -31,7 +32,6 @@ from zssr.train import (
     _check_diverged,
     _EvalSet,
     _make_son,
-    as_scale,
     masked_l1,
     train,
 )
@@ -48,9 +48,13 @@ def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return slope, math.sqrt((resid ** 2).sum() / (len(x) - 2) / sxx)
 
 
-def test_as_scale():
-    assert as_scale(2) == (2.0, 2.0) and as_scale((2, 3)) == (2.0, 3.0)
-    assert as_scale([1.5, 2]) == (1.5, 2.0) and type(as_scale(2)[0]) is float
+def test_degradation_scale_is_exact_and_sizes_sons_by_geometry():
+    deg = Degradation((2, 3))
+    assert deg.scale == Scale(2, 3) and deg.scale.floats == (2.0, 3.0)
+    assert Degradation([1.5, 2]).scale.floats == (1.5, 2.0)
+    # sons are ceil(n / s): 9 / 1.5 = 6, 7 / 1.5 = 4.67 -> 5; 11 / 1.1 = 10 exactly
+    assert Degradation(1.5).down(torch.rand(1, 9, 7)).shape == (1, 6, 5)
+    assert Degradation(1.1).down(torch.rand(1, 11, 22)).shape == (1, 10, 20)
 
 
 def test_policy_points_and_gates():

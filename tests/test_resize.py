@@ -8,6 +8,7 @@ properties of cubic interpolation (constants and linear ramps are reproduced).
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +17,16 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from zssr.resize import (
-    contributions,
-    downscale_shape,
-    fix_scale_and_size,
-    imresize,
-    upscale_shape,
-)
+from zssr.resize import contributions, fix_scale_and_size, imresize
 
 DATA = Path(__file__).parent / "data" / "sr"
+
+
+def _ceil_shape(shape, scale) -> tuple[int, int]:
+    """Oracle size: ``ceil(n * s)`` per axis with ``s`` the ratio the float stands for."""
+    pair = scale if isinstance(scale, tuple) else (scale, scale)
+    return tuple(int(np.ceil(Fraction(n) * Fraction(s).limit_denominator(1000)))
+                 for n, s in zip(shape[-2:], pair, strict=True))
 
 
 def _chw(path: Path) -> np.ndarray:
@@ -52,7 +54,7 @@ def test_downscale_matches_selfexsr_lr_files(name: str, scale: int) -> None:
 def test_interior_matches_pil_bicubic(scale: float) -> None:
     rng = np.random.default_rng(1)
     x = ndimage.gaussian_filter(rng.random((60, 66)), 1.0).astype(np.float32)
-    out_hw = upscale_shape(x.shape, scale)
+    out_hw = _ceil_shape(x.shape, scale)
     ours = imresize(torch.from_numpy(x), scale=scale).numpy()
     pil = np.asarray(Image.fromarray(x, mode="F").resize(out_hw[::-1], Image.BICUBIC))
     m = int(np.ceil(3 * max(scale, 1 / scale)))  # stay clear of the boundary rules
@@ -79,9 +81,11 @@ def test_fix_scale_and_size_follows_zssr() -> None:
     assert fix_scale_and_size((10, 7), scale=0.5, output_shape=None) == ((0.5, 0.5), (5, 4))
     assert fix_scale_and_size((10, 8), scale=None, output_shape=(20, 4)) == ((2.0, 0.5), (20, 4))
     assert fix_scale_and_size((9, 9), scale=2, output_shape=(17, 17)) == ((2.0, 2.0), (17, 17))
-    assert upscale_shape((3, 50, 51), 2) == (100, 102)
-    assert downscale_shape((101, 100), 2) == (51, 50)
-    assert downscale_shape((101, 100), (2, 4)) == (51, 25)
+    assert fix_scale_and_size((50, 51), scale=2, output_shape=None)[1] == (100, 102)
+    assert fix_scale_and_size((101, 100), scale=0.5, output_shape=None)[1] == (51, 50)
+    assert fix_scale_and_size((101, 100), scale=(0.5, 0.25), output_shape=None)[1] == (51, 25)
+    # the exact rule: 50 x 1.1 is 55 rows (MATLAB's float product 55.000000000000007 gives 56)
+    assert fix_scale_and_size((50, 21), scale=(1.1, 9 / 7), output_shape=None)[1] == (55, 27)
 
 
 @pytest.mark.parametrize("kernel", ["cubic", "linear", "box", "lanczos2", "lanczos3"])
@@ -174,7 +178,7 @@ def test_numeric_kernel_matches_scipy_reference(kshape, scale, hw) -> None:
     img = rng.random((3, *hw))
     k = rng.random(kshape)
     k /= k.sum()
-    out_hw = upscale_shape(img.shape, scale)
+    out_hw = _ceil_shape(img.shape, scale)
     ref = _correlate_subsample(img, k, scale, out_hw)
     ours = imresize(torch.from_numpy(img), scale=scale, kernel=k).numpy()
     assert ours.shape == ref.shape

@@ -11,12 +11,13 @@ import pytest
 import torch
 from rasterio.windows import Window
 
+import geometry.scale
+import geometry.tiles
 import pipeline.halo
 import pipeline.stitch
-import pipeline.tiles
+from geometry import Region, TileGrid, as_scale, coerce_pair, output_size
 from pipeline.halo import dependency_radius, resolve_halo, support_radius
 from pipeline.stitch import ArrayMerger, Merger, WriterMerger, stitch
-from pipeline.tiles import Region, TileGrid, as_fraction, coerce_pair, coerce_scale, scaled_size
 from zssr.config import ZSSRConfig, config_from_dict
 
 # ----------------------------------------------------------------------------- oracles
@@ -24,12 +25,12 @@ from zssr.config import ZSSRConfig, config_from_dict
 
 def nearest(scale) -> callable:
     """Oracle predictor: HR pixel j copies LR pixel floor(j / s) (exact for Fractions)."""
-    sy, sx = coerce_scale(scale)
+    sy, sx = as_scale(scale)
 
     def predict(x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        rows = torch.arange(scaled_size(h, sy)) * sy.denominator // sy.numerator
-        cols = torch.arange(scaled_size(w, sx)) * sx.denominator // sx.numerator
+        rows = torch.arange(output_size(h, sy)) * sy.denominator // sy.numerator
+        cols = torch.arange(output_size(w, sx)) * sx.denominator // sx.numerator
         return x[..., rows[:, None], cols[None, :]]
 
     return predict
@@ -57,30 +58,30 @@ def coordinate_image(rows: int, cols: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- arguments
 
 
-def test_as_fraction_exact_ratios():
-    assert as_fraction(1.5) == Fraction(3, 2)
-    assert as_fraction(2) == 2 and as_fraction(Fraction(4, 3)) == Fraction(4, 3)
-    assert as_fraction(4 / 3) == Fraction(4, 3)
-    assert as_fraction(np.float32(2.5)) == Fraction(5, 2)
+def test_as_scale_exact_ratios():
+    assert as_scale(1.5).rows == Fraction(3, 2)
+    assert as_scale(2).rows == 2 and as_scale(Fraction(4, 3)).rows == Fraction(4, 3)
+    assert as_scale(4 / 3).rows == Fraction(4, 3)
+    assert as_scale(np.float32(2.5)).rows == Fraction(5, 2)
 
 
 @pytest.mark.parametrize(("value", "error", "match"), [
-    ("2", TypeError, "scale must be a number"),
+    ("abc", ValueError, "not a number or a ratio"),
     (True, TypeError, "scale must be a number"),
     (float("nan"), ValueError, "must be finite"),
     (0.5, ValueError, r"must be >= 1"),
     (1.2345678, ValueError, "not a ratio of small integers"),
     (Fraction(1003, 1001), ValueError, "denominator above 1000"),
 ])
-def test_as_fraction_rejects(value, error, match):
+def test_as_scale_rejects(value, error, match):
     with pytest.raises(error, match=match):
-        as_fraction(value)
+        as_scale(value)
 
 
-def test_coerce_scale_and_pair():
-    assert coerce_scale((2, 1.5)) == (Fraction(2), Fraction(3, 2))
+def test_as_scale_and_coerce_pair():
+    assert tuple(as_scale((2, 1.5))) == (Fraction(2), Fraction(3, 2))
     with pytest.raises(ValueError, match=r"a pair \(rows, cols\)"):
-        coerce_scale((2, 3, 4))
+        as_scale((2, 3, 4))
     assert coerce_pair([3, 4], name="tile", minimum=1) == (3, 4)
     with pytest.raises(TypeError, match="tile must be an integer or a pair"):
         coerce_pair(2.5, name="tile", minimum=1)
@@ -175,7 +176,7 @@ def test_tiles_for_chunk_with_other_chunk_shapes():
 
 
 def test_module_doctests():
-    for module in (pipeline.tiles, pipeline.stitch, pipeline.halo):
+    for module in (geometry.scale, geometry.tiles, pipeline.stitch, pipeline.halo):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
 
@@ -190,7 +191,7 @@ def test_coordinate_image_lands_in_place(scale, shape, tile):
     image = coordinate_image(*shape)
     grid = TileGrid(shape=shape, tile=tile, halo=2, scale=scale)
     out = stitch(nearest(scale), image, grid)
-    sy, sx = coerce_scale(scale)
+    sy, sx = as_scale(scale)
     rows = np.arange(grid.hr_shape[0]) * sy.denominator // sy.numerator
     cols = np.arange(grid.hr_shape[1]) * sx.denominator // sx.numerator
     assert out.shape == (2, *grid.hr_shape)

@@ -18,9 +18,9 @@ import scipy.io
 import torch
 from PIL import Image
 
+from geometry import TileGrid
 from pipeline.halo import AUTO_TOLERANCE, dependency_radius
 from pipeline.stitch import stitch
-from pipeline.tiles import TileGrid
 from zssr.config import InferConfig, NetConfig, ZSSRConfig
 from zssr.inference import predict
 from zssr.kernels import kernel_from_mapping, prepare_kernel

@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from geometry import TileGrid, as_scale, output_size
 from pipeline.stitch import stitch
-from pipeline.tiles import TileGrid, coerce_scale, scaled_size
 
 SCALES = [2, 3, 4, 1.5, 2.5, Fraction(4, 3), (2, 3), (1.5, 2)]
 
@@ -18,7 +18,7 @@ SCALES = [2, 3, 4, 1.5, 2.5, Fraction(4, 3), (2, 3), (1.5, 2)]
 @st.composite
 def grids(draw, max_side: int = 90) -> TileGrid:
     scale = draw(st.sampled_from(SCALES))
-    sy, sx = coerce_scale(scale)
+    sy, sx = as_scale(scale)
     shape = (draw(st.integers(1, max_side)), draw(st.integers(1, max_side)))
     tile = (sy.denominator * draw(st.integers(1, 40)), sx.denominator * draw(st.integers(1, 40)))
     halo = (draw(st.integers(0, 12)), draw(st.integers(0, 12)))
@@ -26,9 +26,9 @@ def grids(draw, max_side: int = 90) -> TileGrid:
 
 
 def nearest_np(x: np.ndarray, scale) -> np.ndarray:
-    sy, sx = coerce_scale(scale)
-    rows = np.arange(scaled_size(x.shape[-2], sy)) * sy.denominator // sy.numerator
-    cols = np.arange(scaled_size(x.shape[-1], sx)) * sx.denominator // sx.numerator
+    sy, sx = as_scale(scale)
+    rows = np.arange(output_size(x.shape[-2], sy)) * sy.denominator // sy.numerator
+    cols = np.arange(output_size(x.shape[-1], sx)) * sx.denominator // sx.numerator
     return x[..., rows[:, None], cols[None, :]]
 
 
@@ -55,7 +55,7 @@ def test_read_window_is_core_plus_halo_clipped(grid: TileGrid):
         assert r.col_stop == min(grid.shape[1], c.col_stop + grid.halo[1])
         # HR origin is integral and the predictor's output has the MATLAB size
         assert tile.hr_read.row == r.row * sy and tile.hr_read.col == r.col * sx
-        assert tile.hr_read.shape == (scaled_size(r.height, sy), scaled_size(r.width, sx))
+        assert tile.hr_read.shape == (output_size(r.height, sy), output_size(r.width, sx))
         # the crop lies inside the predictor's output and has the core's HR size
         rs, cs = tile.crop
         assert 0 <= rs.start < rs.stop <= tile.hr_read.height

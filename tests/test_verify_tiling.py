@@ -7,7 +7,7 @@ paper's receptive field) has its last layer scaled so that its residual on the
 upsampled image has a standard deviation of 0.1 of the [0, 1] range (ReLU nets
 without biases are positively homogeneous, so the scaling is exact).  The image
 is the real crop ``tests/data/tiles/bird_crop_122x61.png``; grids, halos and
-stitching are ``pipeline.tiles.TileGrid``, ``pipeline.halo.dependency_radius``
+stitching are ``geometry.TileGrid``, ``pipeline.halo.dependency_radius``
 and ``pipeline.stitch.stitch``.
 
 Measured (max |tiled - whole|, this net, paper inference: 8 members, 10 + 10
@@ -31,9 +31,9 @@ import torch
 from conftest import DATA
 from PIL import Image
 
+from geometry import TileGrid
 from pipeline.halo import AUTO_TOLERANCE, dependency_radius
 from pipeline.stitch import stitch
-from pipeline.tiles import TileGrid
 from zssr.config import InferConfig, NetConfig, ZSSRConfig
 from zssr.inference import predict
 from zssr.model import ZSSRNet

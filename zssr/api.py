@@ -20,38 +20,42 @@ from typing import Literal
 import numpy as np
 import torch
 
+from geometry import Scale, ScaleLike, as_scale, output_shape
+
 from .config import ConfigError, ZSSRConfig
-from .inference import output_shape, predict
+from .inference import predict
 from .kernel_estimation import KernelEstimationError, estimate_kernel
 from .kernels import prepare_kernel
 from .model import build_model
 from .normalize import Normalizer
 from .resize import imresize
 from .sampling import ArrayCropSource
-from .train import TrainEvent, TrainingHistory, as_scale, train
+from .train import TrainEvent, TrainingHistory, train
 
 __all__ = ["super_resolve", "scale_steps", "fill_invalid", "merge_history"]
 
 log = logging.getLogger(__name__)
 
 
-def scale_steps(scale: float | tuple[float, float], cfg: ZSSRConfig) -> list[tuple[float, float]]:
+def scale_steps(scale: ScaleLike, cfg: ZSSRConfig) -> list[Scale]:
     """Cumulative scale of each gradual-SR step (one step when ``cfg.scale_steps`` is empty)."""
     sc = as_scale(scale)
-    if not all(np.isfinite(sc)) or min(sc) <= 1.0 and max(sc) <= 1.0 or min(sc) <= 0:
-        raise ConfigError(f"scale must be > 0 and upscale at least one axis, got {scale!r}")
+    if sc == Scale(1, 1):
+        raise ConfigError(f"scale must upscale at least one axis, got {scale!r}")
     if cfg.gradual_steps:
-        last = cfg.gradual_steps[-1]
-        if abs(last[0] - sc[0]) > 1e-9 or abs(last[1] - sc[1]) > 1e-9:
-            raise ConfigError(f"config key 'gradual_steps': the last step {list(last)} must "
-                              f"equal the requested scale {scale!r}")
-        return [(float(a), float(b)) for a, b in cfg.gradual_steps]
+        steps = [as_scale(tuple(step), name="gradual_steps") for step in cfg.gradual_steps]
+        if steps[-1] != sc:
+            raise ConfigError(f"config key 'gradual_steps': the last step "
+                              f"{list(cfg.gradual_steps[-1])} must equal the requested scale "
+                              f"{scale!r}")
+        return steps
     if not cfg.scale_steps:
         return [sc]
-    if sc[0] != sc[1] or abs(cfg.scale_steps[-1] - sc[0]) > 1e-9:
+    steps = [as_scale(s, name="scale_steps") for s in cfg.scale_steps]
+    if steps[-1] != sc:
         raise ConfigError(f"config key 'scale_steps': the last step {cfg.scale_steps[-1]} must "
                           f"equal the requested scale {scale!r}")
-    return [(s, s) for s in cfg.scale_steps]
+    return steps
 
 
 def fill_invalid(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -67,7 +71,7 @@ def fill_invalid(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return out
 
 
-def super_resolve(image: np.ndarray, *, scale: float | tuple[float, float],
+def super_resolve(image: np.ndarray, *, scale: ScaleLike,
                   config: ZSSRConfig | None = None,
                   kernel: np.ndarray | Literal["estimate"] | None = None,
                   mask: np.ndarray | None = None, seed: int | None = None,
@@ -116,10 +120,10 @@ def super_resolve(image: np.ndarray, *, scale: float | tuple[float, float],
         current, model = _official_gradual(model, work, valid, steps, cfg, kernel, (lo, hi),
                                            seed, init_state is not None, history, on_event)
         steps = steps[-1:]
-    prev = (1.0, 1.0)
+    prev = Scale(1, 1)
     for i, step in enumerate([] if cfg.gradual_steps else steps):
-        rel = (step[0] / prev[0], step[1] / prev[1])
-        k = None if kernel is None else prepare_kernel(kernel, rel)
+        rel = step / prev
+        k = None if kernel is None else prepare_kernel(kernel, rel.floats)
         if i and cfg.reinit_each_step:
             model = build_model(arr.shape[0], cfg.net, seed=seed + i, device=device)
         source = ArrayCropSource(current.numpy(), valid)
@@ -130,10 +134,10 @@ def super_resolve(image: np.ndarray, *, scale: float | tuple[float, float],
         current = predict(model, current, scale=rel, infer=cfg.infer, down_kernel=k,
                           clip_range=(lo, hi)).cpu()
         if valid is not None:
-            up = imresize(torch.from_numpy(valid[None].astype(np.float32)), scale=rel,
+            up = imresize(torch.from_numpy(valid[None].astype(np.float32)), scale=rel.floats,
                           output_shape=tuple(current.shape[-2:]))
             valid = up[0].numpy() > 0.5
-        merge_history(history, hist, step, i)
+        merge_history(history, hist, step.floats, i)
         prev = step
     if state_out is not None:
         state_out.update({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
@@ -145,15 +149,15 @@ def super_resolve(image: np.ndarray, *, scale: float | tuple[float, float],
 
 
 def _estimated_kernel(kind: str, work: np.ndarray, mask: np.ndarray | None,
-                      steps: list[tuple[float, float]], seed: int) -> np.ndarray | None:
+                      steps: list[Scale], seed: int) -> np.ndarray | None:
     """``kernel="estimate"``: the image's own kernel, or None (bicubic) with a warning."""
     if kind != "estimate":
         raise ConfigError(f"kernel must be a 2-D array, None or 'estimate', got {kind!r}")
-    if len(steps) != 1 or steps[0][0] != steps[0][1]:
+    if len(steps) != 1 or not steps[0].isotropic:
         raise KernelEstimationError(
-            f"kernel='estimate' needs one isotropic x2 or x4 step, got steps {steps}; "
-            "give a kernel array or drop gradual steps")
-    est = estimate_kernel(work, scale=steps[0][0], mask=mask, seed=seed)
+            f"kernel='estimate' needs one isotropic x2 or x4 step, got steps "
+            f"{[list(s.floats) for s in steps]}; give a kernel array or drop gradual steps")
+    est = estimate_kernel(work, scale=steps[0], mask=mask, seed=seed)
     if not est.ok:
         log.warning("kernel estimation unusable (%s); assuming the bicubic kernel", est.reason)
         return None
@@ -164,7 +168,7 @@ def _estimated_kernel(kind: str, work: np.ndarray, mask: np.ndarray | None,
 
 
 def _official_gradual(model: torch.nn.Module, work: np.ndarray, valid: np.ndarray | None,
-                      steps: list[tuple[float, float]], cfg: ZSSRConfig,
+                      steps: list[Scale], cfg: ZSSRConfig,
                       kernel: np.ndarray | None, clip: tuple[torch.Tensor, torch.Tensor],
                       seed: int, warm: bool, history: TrainingHistory,
                       on_event: Callable[[TrainEvent], None] | None,
@@ -180,7 +184,7 @@ def _official_gradual(model: torch.nn.Module, work: np.ndarray, valid: np.ndarra
     pyramid: list[tuple[ArrayCropSource, float]] = []
     out = lr
     for i, step in enumerate(steps):
-        k = None if kernel is None else prepare_kernel(kernel, step)
+        k = None if kernel is None else prepare_kernel(kernel, step.floats)
         if i and cfg.reinit_each_step:
             model = build_model(work.shape[0], cfg.net, seed=seed + i,
                                 device=next(model.parameters()).device)
@@ -194,15 +198,15 @@ def _official_gradual(model: torch.nn.Module, work: np.ndarray, valid: np.ndarra
             infer = dataclasses.replace(infer, back_projection_iters=int(
                 cfg.gradual_back_projection_iters[i]))
         out = predict(model, lr, scale=step, infer=infer, down_kernel=k, clip_range=clip).cpu()
-        merge_history(history, hist, step, i)
+        merge_history(history, hist, step.floats, i)
         # the official base scale of a source is its smaller axis scale; a later step whose
         # smaller scale is no larger adds no source the sampler would pick
-        base = min(step)
+        base = min(step.floats)
         if base > (pyramid[-1][1] if pyramid else 1.0) + 1e-9:
             mask = None
             if valid is not None:
-                up = imresize(torch.from_numpy(valid[None].astype(np.float32)), scale=step,
-                              output_shape=tuple(out.shape[-2:]))
+                up = imresize(torch.from_numpy(valid[None].astype(np.float32)),
+                              scale=step.floats, output_shape=tuple(out.shape[-2:]))
                 mask = up[0].numpy() > 0.5
             pyramid.append((ArrayCropSource(out.numpy(), mask), base))
     return out, model

@@ -6,54 +6,50 @@ anisotropic scale) upsample with bicubic, run the network, clip, undo the
 transform and back-project against the LR input; take the per-pixel median
 of the members (``numpy.median`` semantics: mean of the two middle values)
 and back-project once more.  Every step is local, so the output at a pixel
-depends only on a bounded LR neighbourhood (see ``pipeline.tiles``).
+depends only on a bounded LR neighbourhood (see ``geometry.tiles``).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from fractions import Fraction
 
 import torch
+
+from geometry import ScaleLike, TileGrid, as_scale, output_shape
 
 from .config import InferConfig
 from .resize import imresize
 from .sampling import dihedral, undo_dihedral
-from .train import Degradation, as_scale
+from .train import Degradation
 
-__all__ = ["predict", "back_project", "output_shape", "ensemble_members", "median",
-           "forward_blocked", "BLOCK_BYTES"]
+__all__ = ["predict", "back_project", "ensemble_members", "median", "forward_blocked",
+           "BLOCK_BYTES"]
 
 # On the CPU the network runs over blocks of at most BLOCK_BYTES per layer output
 # (64 channels: about 256 x 256 pixels).  glibc mmaps a large tensor afresh for every
 # layer and unmaps it on free, and the kernel zero-fills each new page on first touch;
 # a 3x3 64->64 convolution on a 600 x 600 tile then runs ~28 % slower than on reused
-# memory (BENCHMARKS.md section 8).  Blocks overlap by the network's receptive radius,
-# so the result is the same function (bit for bit in tests/test_engine.py).
+# memory (BENCHMARKS.md section 8).  Blocks are the tiles of a geometry.TileGrid at
+# scale 1 with the network's receptive radius as halo, so the result is the same
+# function (bit for bit in tests/test_engine.py).
 BLOCK_BYTES = 16 * 2 ** 20
 
 
-def output_shape(shape: tuple[int, int], scale: float | tuple[float, float]) -> tuple[int, int]:
-    """MATLAB ``imresize`` output size: ``ceil(n * s)`` per axis."""
-    sy, sx = as_scale(scale)
-    return (math.ceil(shape[0] * sy - 1e-9), math.ceil(shape[1] * sx - 1e-9))
-
-
-def ensemble_members(ensemble: bool, scale: tuple[float, float]) -> list[int]:
+def ensemble_members(ensemble: bool, scale: ScaleLike) -> list[int]:
     if not ensemble:
         return [0]
-    if scale[0] != scale[1]:
+    sy, sx = scale
+    if sy != sx:
         return [0, 2, 4, 6]  # rotations by 90 degrees would swap the axes' scales
     return list(range(8))
 
 
-def _integral_pad(n: int, scale: float, limit: int = 1000) -> int:
-    """Smallest ``p >= 0`` with ``(n + p) * scale`` an integer (0 if none below ``limit``)."""
-    for p in range(limit):
-        v = (n + p) * scale
-        if abs(v - round(v)) < 1e-9:
-            return p
-    return 0
+def _integral_pad(n: int, s: Fraction) -> int:
+    """Smallest ``p >= 0`` with ``(n + p) * s`` an integer: ``n + p`` a multiple of the
+    denominator of the exact scale ``s``."""
+    return -n % s.denominator
 
 
 def _mirror_pad(x: torch.Tensor, pad_rows: int, pad_cols: int) -> torch.Tensor:
@@ -133,14 +129,11 @@ def forward_blocked(model: torch.nn.Module, x: torch.Tensor, precision: str = "f
     if h * w <= pixels:  # whole images, as many per call as fit
         per = max(1, pixels // (h * w))
         return torch.cat([_net(model, x[i:i + per], precision) for i in range(0, n, per)])
-    bh, bw = _block_sides(h, w, pixels, radius)
+    grid = TileGrid(shape=(h, w), tile=_block_sides(h, w, pixels, radius), halo=radius, scale=1)
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    for i, r0, c0 in itertools.product(range(n), range(0, h, bh), range(0, w, bw)):
-        r1, c1 = min(h, r0 + bh), min(w, c0 + bw)
-        a0, b0 = max(0, r0 - radius), max(0, c0 - radius)
-        y = _net(model, x[i:i + 1, :, a0:min(h, r1 + radius), b0:min(w, c1 + radius)],
-                 precision)
-        out[i, :, r0:r1, c0:c1] = y[0, :, r0 - a0:r1 - a0, c0 - b0:c1 - b0]
+    for i, block in itertools.product(range(n), grid):
+        y = _net(model, x[(slice(i, i + 1), slice(None), *block.read.slices)], precision)
+        out[(i, slice(None), *block.core.slices)] = y[(0, slice(None), *block.crop)]
     return out
 
 
@@ -153,8 +146,9 @@ def _run_member_group(model: torch.nn.Module, lr: torch.Tensor, ks: list[int],
     for k in ks:
         x = dihedral(lr, k)
         shape = out_hw if k % 2 == 0 else (out_hw[1], out_hw[0])
-        sc = deg.scale if k % 2 == 0 else (deg.scale[1], deg.scale[0])
-        inputs.append(imresize(x, scale=sc, output_shape=shape, kernel="cubic"))
+        sy, sx = deg.scale.floats
+        inputs.append(imresize(x, scale=(sy, sx) if k % 2 == 0 else (sx, sy), output_shape=shape,
+                               kernel="cubic"))
     if batch:
         outs = list(forward_blocked(model, torch.stack(inputs), precision))
     else:
@@ -164,11 +158,15 @@ def _run_member_group(model: torch.nn.Module, lr: torch.Tensor, ks: list[int],
 
 
 @torch.inference_mode()
-def predict(model: torch.nn.Module, lr: torch.Tensor, *, scale: float | tuple[float, float],
+def predict(model: torch.nn.Module, lr: torch.Tensor, *, scale: ScaleLike,
             infer: InferConfig | None = None, down_kernel: torch.Tensor | None = None,
             clip_range: tuple[torch.Tensor | float, torch.Tensor | float] = (0.0, 1.0),
             ) -> torch.Tensor:
-    """Super-resolve ``lr`` ``(C, h, w)`` -> ``(C, ceil(h*s), ceil(w*s))`` (working units)."""
+    """Super-resolve ``lr`` ``(C, h, w)`` -> ``(C, ceil(h*s), ceil(w*s))`` (working units).
+
+    ``scale``: anything :func:`geometry.as_scale` takes; the output size is
+    :func:`geometry.output_shape`.
+    """
     infer = infer or InferConfig()
     if lr.ndim != 3:
         raise ValueError(f"expected (C, h, w), got shape {tuple(lr.shape)}")
@@ -185,7 +183,7 @@ def predict(model: torch.nn.Module, lr: torch.Tensor, *, scale: float | tuple[fl
         # A flipped member sees the HR grid from the other edge; unless rows * s is an
         # integer that grid is shifted by rows - ceil(rows * s) / s LR px.  Mirror-pad the
         # bottom/right to an integral size so all members share one grid, crop at the end.
-        pr, pc = _integral_pad(lr.shape[-2], sc[0]), _integral_pad(lr.shape[-1], sc[1])
+        pr, pc = _integral_pad(lr.shape[-2], sc.rows), _integral_pad(lr.shape[-1], sc.cols)
         lr = _mirror_pad(lr, pr, pc)
     out_hw = output_shape(tuple(lr.shape[-2:]), sc)
     was_training = model.training

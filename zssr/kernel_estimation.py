@@ -49,6 +49,8 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage, signal
 
+from geometry import ScaleError, ScaleLike, as_scale
+
 from .kernels import KernelError
 
 __all__ = ["KernelEstimationError", "KernelEstimate", "estimate_kernel", "analytic_x4",
@@ -89,13 +91,18 @@ class KernelEstimate:
     seconds: float = 0.0
 
 
-def _as_scale(scale: float) -> int:
-    s = float(scale)
-    if not math.isfinite(s) or s not in (2.0, 4.0):
+def _factor(scale: ScaleLike) -> int:
+    """The integer factor of an isotropic x2 or x4 scale (any :func:`geometry.as_scale`
+    spelling); the other scales are refused."""
+    try:
+        sc = as_scale(scale)
+    except (ScaleError, TypeError):
+        sc = None
+    if sc is None or not sc.isotropic or sc.rows not in (2, 4):
         raise KernelEstimationError(
             f"kernel estimation supports scales 2 and 4 (x4 composed from x2), got "
             f"{scale!r}; give a kernel file or a preset's kernel for other scales")
-    return int(s)
+    return int(sc.rows)
 
 
 def _luma(image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -268,7 +275,7 @@ def bicubic_equivalent_cov() -> tuple[tuple[float, float], tuple[float, float]]:
     return ((float(cov[0, 0]), float(cov[0, 1])), (float(cov[1, 0]), float(cov[1, 1])))
 
 
-def estimate_kernel(image: np.ndarray, *, scale: float, mask: np.ndarray | None = None,
+def estimate_kernel(image: np.ndarray, *, scale: ScaleLike, mask: np.ndarray | None = None,
                     size: int = 13, seed: int = 0, max_windows: int = 256,
                     alpha_weight: float = 0.3, snap_bicubic: float = 1.0,
                     min_windows: int = 1, min_std: float = 1e-3) -> KernelEstimate:
@@ -282,7 +289,7 @@ def estimate_kernel(image: np.ndarray, *, scale: float, mask: np.ndarray | None 
     with no kernel; an estimate that fails :func:`check_kernel_priors` returns ``ok=False``
     with the reason and the kernel. ``snap_bicubic=0`` never snaps to bicubic.
     """
-    s = _as_scale(scale)
+    s = _factor(scale)
     if size < 5 or size % 2 == 0 or size > 31:
         raise KernelEstimationError(f"kernel size must be an odd integer in [5, 31], got {size}")
     t0 = time.perf_counter()

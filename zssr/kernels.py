@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from geometry import ScaleError, ScaleLike, as_scale
+
 __all__ = [
     "KernelError",
     "MAX_KERNEL_SIZE",
@@ -149,7 +151,7 @@ def kernel_from_mapping(
 
 
 def prepare_kernel(
-    kernel: Any, scale: float | tuple[float, float], *, source: str = "argument"
+    kernel: Any, scale: ScaleLike, *, source: str = "argument"
 ) -> torch.Tensor:
     """Validate, normalise and :func:`kernel_shift` a kernel; float32 tensor for ``imresize``.
 
@@ -159,12 +161,10 @@ def prepare_kernel(
     downscaling (ZSSR leaves even kernels half an HR pixel off; its own kernels are
     9x9).
     """
-    if np.isscalar(scale):
-        scales = (float(scale), float(scale))  # type: ignore[arg-type]
-    else:
-        scales = tuple(float(s) for s in scale)  # type: ignore[union-attr]
-    if len(scales) != 2 or not all(math.isfinite(s) and s > 0 for s in scales):
-        raise KernelError(f"kernel from {source}: scale must be > 0 (or a pair), got {scale!r}")
+    try:
+        scales = as_scale(scale).floats
+    except (ScaleError, TypeError) as exc:
+        raise KernelError(f"kernel from {source}: {exc}") from None
     k = validate_kernel(kernel, source=source)
     k = np.pad(k, ((0, 1 - k.shape[0] % 2), (0, 1 - k.shape[1] % 2)))
     shifted = kernel_shift(k, scales)

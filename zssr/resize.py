@@ -4,8 +4,10 @@ A port of the behaviour of ZSSR's ``imresize.py`` (``assafshocher/ZSSR``), which
 itself reproduces MATLAB's ``imresize``:
 
 * output size and scale follow ``fix_scale_and_size``: a scale alone gives
-  ``ceil(in * scale)``; a shape alone gives ``scale = out / in``; both given:
-  the weights use the scale, the size uses the shape;
+  ``ceil(in * scale)`` (by :func:`geometry.output_size`, exactly: the float scale is
+  read as the ratio it stands for, so ``50 x 1.1`` is 55 rows where MATLAB's float
+  product gives 56); a shape alone gives ``scale = out / in``; both given: the
+  weights use the scale, the size uses the shape;
 * the cubic kernel (Keys, a = -0.5, width 4); when downscaling a dimension the
   kernel is stretched by ``1 / scale`` (antialiasing);
 * symmetric (mirror, half-sample) boundary handling: ``d c b a | a b c d``
@@ -47,14 +49,14 @@ from typing import Literal
 import numpy as np
 import torch
 
+from geometry import as_scale, downscaled_size, output_size
+
 __all__ = [
     "KernelName",
     "Boundary",
     "KERNELS",
     "imresize",
     "contributions",
-    "upscale_shape",
-    "downscale_shape",
     "fix_scale_and_size",
 ]
 
@@ -132,30 +134,24 @@ def fix_scale_and_size(
         shape = (int(output_shape[0]), int(output_shape[1]))
     if scale is not None:
         sc = _pair(scale, "scale")
-        return sc, shape if shape is not None else upscale_shape(in_shape, sc)
+        if shape is None:
+            shape = (_resized(in_shape[0], sc[0]), _resized(in_shape[1], sc[1]))
+        return sc, shape
     if shape is None:
         raise ValueError("imresize needs scale=, output_shape= or both; got neither")
     return (shape[0] / in_shape[0], shape[1] / in_shape[1]), shape
 
 
-def upscale_shape(shape: Sequence[int], scale: float | tuple[float, float]) -> tuple[int, int]:
-    """Output ``(H, W)`` of resizing ``shape[-2:]`` by ``scale``: ``ceil(in * scale)``.
+def _resized(n: int, factor: float) -> int:
+    """``ceil(n * factor)`` pixels by geometry's exact rule: an upscale by ``factor``, or a
+    downscale by ``1 / factor`` (each read as the ratio of small integers it stands for).
 
-    >>> upscale_shape((3, 50, 51), 2)
-    (100, 102)
+    >>> _resized(50, 1.1), _resized(101, 0.5), _resized(7, 1 / 3)
+    (55, 51, 3)
     """
-    sh, sw = _pair(scale, "scale")
-    return (math.ceil(shape[-2] * sh), math.ceil(shape[-1] * sw))
-
-
-def downscale_shape(shape: Sequence[int], scale: float | tuple[float, float]) -> tuple[int, int]:
-    """Output ``(H, W)`` of ``imresize(x, scale=1/scale)``: ``ceil(in * (1 / scale))``.
-
-    >>> downscale_shape((101, 100), 2)
-    (51, 50)
-    """
-    sh, sw = _pair(scale, "scale")
-    return upscale_shape(shape, (1.0 / sh, 1.0 / sw))
+    if factor >= 1:
+        return output_size(n, as_scale(factor).rows)
+    return downscaled_size(n, as_scale(1 / factor, name="1 / scale").rows)
 
 
 def _boundary_indices(idx: np.ndarray, n: int, boundary: Boundary) -> np.ndarray:

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from geometry import Scale, ScaleLike, as_scale, downscaled_shape
+
 from .config import TrainConfig
 from .resize import imresize
 from .sampling import CropSource, FatherSampler, Window
@@ -32,29 +34,29 @@ from .sampling import CropSource, FatherSampler, Window
 __all__ = ["Degradation", "LearningRatePolicy", "TrainEvent", "TrainingDivergedError",
            "TrainingHistory", "train"]
 
-Scale = tuple[float, float]
-
-
-def as_scale(scale: float | tuple[float, float]) -> Scale:
-    if isinstance(scale, (tuple, list)):
-        return (float(scale[0]), float(scale[1]))
-    return (float(scale), float(scale))
-
-
 @dataclass
 class Degradation:
-    """HR -> LR with the kernel (``None``: MATLAB bicubic) and back up with bicubic."""
+    """HR -> LR with the kernel (``None``: MATLAB bicubic) and back up with bicubic.
+
+    ``scale`` is anything :func:`geometry.as_scale` takes (stored as a
+    :class:`~geometry.Scale`); the resampling weights use its floats.
+    """
 
     scale: Scale
     kernel: torch.Tensor | None = None  # shifted 2-D kernel (see zssr.kernels.prepare_kernel)
 
+    def __post_init__(self) -> None:
+        self.scale = as_scale(self.scale)
+
     def down(self, hr: torch.Tensor, output_shape: tuple[int, int] | None = None) -> torch.Tensor:
-        inv = (1.0 / self.scale[0], 1.0 / self.scale[1])
+        """``hr`` downscaled to ``output_shape``, by default ``ceil(n / s)`` per axis."""
+        sy, sx = self.scale.floats
         kernel = self.kernel if self.kernel is not None else "cubic"
-        return imresize(hr, scale=inv, output_shape=output_shape, kernel=kernel)
+        shape = output_shape or downscaled_shape(hr.shape, self.scale)
+        return imresize(hr, scale=(1.0 / sy, 1.0 / sx), output_shape=shape, kernel=kernel)
 
     def up(self, lr: torch.Tensor, output_shape: tuple[int, int]) -> torch.Tensor:
-        return imresize(lr, scale=self.scale, output_shape=output_shape, kernel="cubic")
+        return imresize(lr, scale=self.scale.floats, output_shape=output_shape, kernel="cubic")
 
 
 class LearningRatePolicy:
@@ -235,7 +237,7 @@ def _make_son(father: torch.Tensor, deg: Degradation, noise_std: float,
     return torch.clamp(son, lo, hi)
 
 
-def train(model: torch.nn.Module, source: CropSource, *, scale: float | tuple[float, float],
+def train(model: torch.nn.Module, source: CropSource, *, scale: ScaleLike,
           cfg: TrainConfig, kernel: torch.Tensor | None = None,
           clip_range: tuple[torch.Tensor, torch.Tensor] | None = None, seed: int = 0,
           on_event: Callable[[TrainEvent], None] | None = None,

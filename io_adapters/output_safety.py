@@ -7,7 +7,9 @@ below, so the promise is kept in one place:
 * **never an input**: not the input itself, not a folder holding an input (its
   ancestor), not a path inside an input folder (a Zarr store, a DICOM series);
 * **never a control file**: the batch state file, lock and run folder, a run
-  directory's lock and manifest (callers pass them as ``control``);
+  directory's lock and manifest (callers pass them as ``control``); the state file,
+  every lock file and a run folder's manifest are also known by their names, so a
+  side output of one command never replaces another run's;
 * **confined** to the declared output folder (``root``) when there is one;
 * **never through a link**: every component the tool creates or replaces (below the
   declared output folder, or the output name itself) is checked with ``lstat`` and a
@@ -160,7 +162,7 @@ def check_output(path: str | Path, *, inputs: Iterable[str | Path] = (),
         if out == base or not out.is_relative_to(base):
             raise _refuse(Path(path), f"output path resolves to {out}, outside the output "
                                       f"folder {base}; outputs must stay inside it")
-    problem = conflict(out, inputs=inputs, control=control)
+    problem = conflict(out, inputs=inputs, control=control) or _control_by_name(out)
     if problem is not None:
         raise _refuse(out, f"{problem}; choose another output")
     if overwrite is not None and os.path.lexists(out):
@@ -169,6 +171,19 @@ def check_output(path: str | Path, *, inputs: Iterable[str | Path] = (),
                                "(--overwrite)")
         check_replaceable(out)
     return out
+
+
+def _control_by_name(out: Path) -> str | None:
+    """Control files known by their names wherever they are, so that no command's output
+    (a side output such as ``--history`` or ``eval --json`` above all) replaces another
+    run's: a batch's state file, any lock file (``.<name>.lock``, ``.zssr-batch.lock``, a
+    run folder's ``.lock``) and a run folder's manifest."""
+    name = out.name
+    if name == BATCH_STATE_FILE or (name.startswith(".") and name.endswith(".lock")):
+        return "output path is a control file of zssr (a batch's state file or a lock)"
+    if name == RUN_MANIFEST and is_tool_folder(out.parent):
+        return "output path is a control file of zssr (the manifest of a run folder)"
+    return None
 
 
 _MAGIC = {".png": (0, (b"\x89PNG\r\n\x1a\n",)),

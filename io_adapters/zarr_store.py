@@ -157,6 +157,7 @@ class ZarrWriter(AtomicWriterMixin):
             raise ValueError(f"chunks {chunks!r} must be a (rows, cols) pair of positive ints")
         self.meta = meta
         self._store = self.path.with_name(self.path.name + ".partial")
+        start_io_loop()
         remove_path(self._store)  # a stale partial store from a crashed run (a link: unlinked)
         try:
             os.mkdir(self._store)  # never follows a link planted at the name
@@ -172,10 +173,13 @@ class ZarrWriter(AtomicWriterMixin):
         codecs = _compressors(compressor, level, dtype)
         try:
             self._create(shape, chunk_shape, dtype, codecs, attrs)
+            self._array: Any = zarr.open_array(self._store, path=DATA, mode="r+")
         except (OSError, TypeError, ValueError) as exc:
-            remove_path(self._store)
+            self._discard()
             raise WriteError(f"{self.path}: cannot create the Zarr store: {exc}") from exc
-        self._array: Any = zarr.open_array(self._store, path=DATA, mode="r+")
+        except BaseException:  # a signal (SIGTERM, Ctrl-C) while creating the store
+            self._discard()
+            raise
         self._open = True
 
     @property
@@ -237,17 +241,88 @@ class ZarrWriter(AtomicWriterMixin):
         if not self._open:
             raise WriteError(f"{self.path}: writer already committed or aborted")
         self._open = False
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Consolidated metadata")
-            zarr.consolidate_metadata(self._store)
-        replace_into(self._store, self.path)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Consolidated metadata")
+                zarr.consolidate_metadata(self._store)
+            replace_into(self._store, self.path)
+        except BaseException:  # failed or stopped (a signal): no partial store stays
+            self._discard()
+            raise
         log.debug("wrote %s", self.path)
         return self.path
 
     def abort(self) -> None:
         """Delete the partial store; the output path is untouched."""
         self._open = False
+        self._discard()
+
+    def _discard(self) -> None:
+        settle_io()  # what an interrupted call left running would recreate files
         remove_path(self._store)
+
+
+def start_io_loop() -> None:
+    """Start zarr's I/O loop (a thread, on first use) with stop signals held back.
+
+    A signal raised inside asyncio's loop constructor or the thread's start (the stop
+    handlers of the CLI raise in the main thread) leaves a half-built loop: it printed
+    "Exception ignored in BaseEventLoop.__del__" tracebacks at exit (3 SIGTERMs in 16
+    at the creation of a store).  A signal that comes meanwhile is raised right after.
+    """
+    import signal
+    import threading
+
+    from zarr.core import sync as zsync  # zarr 3: the loop lives in zarr.core.sync
+
+    if zsync.loop[0] is not None:
+        return
+    if threading.current_thread() is not threading.main_thread():
+        zsync._get_loop()
+        return
+    held: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM,
+                                                       signal.SIGHUP)}
+    previous = {sig: h for sig, h in previous.items() if h is not None}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: held.append(signum))
+    try:
+        zsync._get_loop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if held:
+            signal.raise_signal(held[0])
+
+
+def settle_io(timeout: float = 10.0) -> None:
+    """Wait (at most ``timeout`` s) until zarr's I/O loop has finished what it was doing.
+
+    zarr runs every read and write as a coroutine on its own I/O thread and the caller
+    waits for it; a signal raised in the main thread (SIGTERM, Ctrl-C) ends the wait, not
+    the coroutine.  Deleting a partial store then races with it: the coroutine recreated
+    ``<name>.partial/zarr.json`` after the store was removed (1 SIGTERM in 4 at creation),
+    and the loop, still running at exit, printed asyncio's "Cannot close a running event
+    loop" traceback.
+    """
+    import asyncio
+
+    from zarr.core import sync as zsync
+
+    loop = zsync.loop[0]
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return
+
+    async def others_done() -> None:
+        me = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not me]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
+    try:
+        asyncio.run_coroutine_threadsafe(others_done(), loop).result(timeout + 1.0)
+    except Exception as exc:  # noqa: BLE001 - best effort: the store is removed anyway
+        log.debug("zarr I/O did not settle: %s", exc)
 
 
 def _cf_fill_value(nodata: float, dtype: np.dtype) -> Any:

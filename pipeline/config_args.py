@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from configs import resolve_config
 from zssr.config import ZSSRConfig
+
+from .run_config import resolve_run_config
 
 
 def add_config_args(p: argparse.ArgumentParser, *, default_preset: str | None = None) -> None:
@@ -19,7 +20,15 @@ def add_config_args(p: argparse.ArgumentParser, *, default_preset: str | None = 
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[ZSSRConfig, dict]:
+    """The engine config and the merged data of ``--preset/--config/--set/--seed``.
+
+    Resolved like every command's config, pipeline sections included, so a config file
+    is held to the same rules everywhere: a chain step named ``package.module:function``
+    is refused without the invocation's opt-in even where the chain is not run (``zssr
+    eval`` scores the engine alone).
+    """
     overrides = list(args.set)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
-    return resolve_config(preset=args.preset, config_file=args.config, overrides=overrides)
+    rc = resolve_run_config(preset=args.preset, config_file=args.config, overrides=overrides)
+    return rc.engine, rc.data

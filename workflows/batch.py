@@ -42,6 +42,7 @@ from io_adapters.output_safety import (
     BATCH_LOCK_FILE,
     BATCH_RUN_DIR,
     BATCH_STATE_FILE,
+    Claimed,
     UnsafeOutputError,
     check_output,
     make_dirs,
@@ -50,7 +51,7 @@ from io_adapters.output_safety import (
     replace_onto,
     write_text_atomic,
 )
-from pipeline.errors import EXIT
+from pipeline.errors import EXIT, UsageError
 from pipeline.inputs import InputItem, expand_inputs
 from pipeline.kernel_io import kernel_from_args
 from pipeline.locking import FolderLock
@@ -311,6 +312,7 @@ def run_job(spec: JobSpec, *, observer: Any = None, quiet: bool = True) -> Batch
     t0 = time.perf_counter()
     rc = spec.resolve()
     chash = config_hash(rc, spec.scale)
+    _check_output_folder(spec)
     spec.output.mkdir(parents=True, exist_ok=True)
     summary = BatchSummary(spec.output)
     with BatchLock(spec.output):
@@ -325,6 +327,19 @@ def run_job(spec: JobSpec, *, observer: Any = None, quiet: bool = True) -> Batch
                               quiet=quiet)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _check_output_folder(spec: JobSpec) -> None:
+    """Before anything is created: the output folder is no input and lies inside none (a
+    Zarr store, a DICOM series: the lock and run folder would change the input). Holding
+    inputs is fine: outputs beside their inputs, the state file keeps generations out."""
+    claimed = Claimed([it.path for it in expand_job_inputs(spec)], "input")
+    out = spec.output.resolve()
+    problem = None if out in claimed.holders else claimed.problem(out)
+    if problem is not None:
+        where = f"job {spec.source}" if spec.source else "job"
+        raise UsageError(f"{where}: output folder {out}: {problem}; choose an output folder "
+                         "outside the inputs")
 
 
 def _check_controls(spec: JobSpec) -> None:

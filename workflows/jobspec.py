@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from configs import load_yaml
+from geometry import ScaleError, as_scale
 from io_adapters.output_safety import (
     BATCH_LOCK_FILE,
     BATCH_RUN_DIR,
@@ -91,6 +92,10 @@ def _scale(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
             or not math.isfinite(value) or not 1 < value <= 64:
         raise UsageError(f"{where}: 'scale' = {value!r}; expected a number > 1 (and <= 64)")
+    try:  # as the tile grid will (like `zssr run --scale`): one usage error, not N failures
+        as_scale(value, name=f"{where}: 'scale'")
+    except ScaleError as exc:
+        raise UsageError(str(exc)) from None
     return float(value)
 
 
@@ -146,7 +151,7 @@ def job_from_dict(data: Any, *, base: Path, source: Path | None = None) -> JobSp
 def load_job(path: str | Path) -> JobSpec:
     """Read and validate a job file (YAML)."""
     path = Path(path).resolve()
-    if not path.is_file():
+    if not path.exists():  # a FIFO or /dev/zero exists: load_yaml says what it is
         raise UsageError(f"job file {path}: not found")
     return job_from_dict(load_yaml(path), base=path.parent, source=path)
 

@@ -11,6 +11,10 @@ source:
 * more than :data:`MAX_NODES` nodes, nesting deeper than :data:`MAX_DEPTH`;
 * ``.inf`` / ``.nan`` anywhere (:func:`refuse_non_finite`, naming the key).
 
+Numbers in exponent form are numbers as in YAML 1.2 and JSON (``1e-4``, ``1e6``,
+``2.5E3``): PyYAML follows YAML 1.1, where they are strings, so ``--set
+train.learning_rate=1e-4`` used to fail with "expected a number, got '1e-4'".
+
 Reading the *file* safely (regular files only, no blocking on a FIFO, the size
 checked before reading, UTF-8 only) is :func:`configs.load_yaml`, the one
 place that opens config and job files; it hands the text to this function.
@@ -21,6 +25,7 @@ This module lives in ``zssr`` because ``zssr.config.parse_override`` parses
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import yaml
@@ -62,6 +67,13 @@ class _LimitedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
+
+
+# YAML 1.1's float pattern needs a dot and a signed exponent; these are YAML 1.2 floats too
+_LimitedLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"))
 
 
 def parse_yaml(text: str, *, source: str, key: str = "") -> Any:

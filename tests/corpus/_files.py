@@ -120,9 +120,9 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
         ">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
 
-def huge_header_png(dst: Path, side: int = 10**6) -> Path:
-    """A valid-looking 8-bit gray PNG whose IHDR declares ``side`` x ``side`` pixels."""
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+def huge_header_png(dst: Path, side: int = 10**6, bit_depth: int = 8) -> Path:
+    """A valid-looking gray PNG whose IHDR declares ``side`` x ``side`` pixels."""
+    ihdr = struct.pack(">IIBBBBB", side, side, bit_depth, 0, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 64)
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat)
@@ -248,3 +248,49 @@ def kernel_mat(dst: Path, **variables: np.ndarray) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     savemat(dst, variables)
     return dst
+
+
+def sparse_tiff(dst: Path, side: int) -> Path:
+    """A tiled GeoTIFF declaring ``side`` x ``side`` with no tile written (GDAL SPARSE_OK)."""
+    import rasterio
+    from affine import Affine
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(
+            dst, "w", driver="GTiff", width=side, height=side, count=1, dtype="uint8",
+            tiled=True, blockxsize=1024, blockysize=1024, SPARSE_OK=True, crs="EPSG:32633",
+            transform=Affine(30.0, 0.0, 0.0, 0.0, -30.0, 0.0)):
+        pass
+    return dst
+
+
+def huge_zarr(dst: Path, side: int) -> Path:
+    """A Zarr v3 array declaring ``(side, side)`` uint8 with no chunk written."""
+    import zarr
+
+    zarr.create_array(store=str(dst), shape=(side, side), chunks=(4096, 4096), dtype="uint8",
+                      dimension_names=("y", "x"))
+    return dst
+
+
+def billion_laughs(dst: Path, levels: int = 9) -> Path:
+    """The classic YAML alias bomb: a few hundred bytes expanding to 10**levels items."""
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels)]
+    lines.append(f"train: {{max_iters: *a{levels - 1}}}")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text("\n".join(lines) + "\n")
+    return dst
+
+
+def dicom_series_edit(folder: Path, **attrs) -> Path:
+    """The 3-slice test series (``tests/data/dicom/series``) with attributes replaced."""
+    import pydicom
+
+    copy(DATA / "dicom" / "series", folder)
+    for path in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(path)
+        for key, value in attrs.items():
+            setattr(ds, key, value)
+        ds.save_as(path)
+    return folder

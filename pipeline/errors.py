@@ -34,18 +34,6 @@ from __future__ import annotations
 import errno
 import re
 
-from geometry import ScaleError
-from io_adapters.errors import (
-    CorruptFileError,
-    InvalidDataError,
-    UnsupportedFormatError,
-    WriteError,
-)
-from zssr.config import ConfigError
-from zssr.kernels import KernelError
-from zssr.normalize import NormalizationError
-from zssr.train import TrainingDivergedError
-
 __all__ = ["PipelineError", "InputError", "LockedError", "UsageError", "Terminated",
            "exit_code", "one_line", "EXIT"]
 
@@ -59,17 +47,25 @@ EXIT = {
 class PipelineError(Exception):
     """Base of the pipeline's own errors."""
 
+    kind = "internal"
+
 
 class UsageError(PipelineError, ValueError):
     """Bad command-line usage (conflicting flags, bad scale)."""
+
+    kind = "usage"
 
 
 class InputError(PipelineError, FileNotFoundError):
     """An input path is missing or of the wrong kind."""
 
+    kind = "input"
+
 
 class LockedError(PipelineError, RuntimeError):
     """Another run holds the lock on the output."""
+
+    kind = "locked"
 
 
 class Terminated(KeyboardInterrupt):
@@ -99,21 +95,10 @@ def exit_code(exc: BaseException) -> int:
         return 128 + exc.signum
     if isinstance(exc, KeyboardInterrupt):
         return EXIT["interrupted"]
-    if isinstance(exc, (ConfigError, UsageError, ScaleError, TrainingDivergedError)):
-        return EXIT["usage"]
-    if isinstance(exc, LockedError):
-        return EXIT["locked"]
-    if isinstance(exc, KernelError):
-        return EXIT["kernel"]
-    if isinstance(exc, UnsupportedFormatError):
-        return EXIT["format"]
-    if isinstance(exc, CorruptFileError):
-        return EXIT["corrupt"]
-    if isinstance(exc, (InvalidDataError, NormalizationError)):
-        return EXIT["data"]
-    if isinstance(exc, WriteError):
-        return EXIT["write"]
-    if isinstance(exc, (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+    kind = getattr(type(exc), "kind", None)  # zssr, io_adapters, geometry, pipeline errors
+    if kind in EXIT and kind != "internal":
+        return EXIT[kind]
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
         return EXIT["input"]
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS,
                                                   errno.EACCES, errno.EPERM):

@@ -160,7 +160,7 @@ def test_no_import_circles(graph):
 
 def test_no_module_over_the_size_limit():
     over = {}
-    for module, path in module_files().items():
+    for path in module_files().values():
         rel = str(path.relative_to(ROOT))
         n = len(path.read_text().splitlines())
         limit = KNOWN_OVER.get(rel, (MAX_LINES, ""))[0]
@@ -186,3 +186,35 @@ def test_checker_counts_imports_inside_functions(tmp_path, monkeypatch):
     monkeypatch.setattr(f"{__name__}.ROOT", tmp_path)
     g = import_graph(module_files())
     assert circles(g) == [["pipeline.a", "pipeline.b"]]
+
+
+def test_every_error_class_carries_its_exit_code_kind():
+    """Exit codes are carried by the error classes (``kind``), not by a list in the CLI:
+    every exception class defined in the packages names a class of the exit-code table,
+    and the engine's errors share one base."""
+    import importlib
+    import inspect
+
+    from pipeline.errors import EXIT, exit_code
+    from zssr.errors import ZSSRError
+
+    missing, engine_outside_base = [], []
+    for module in module_files():
+        if module.endswith("__main__"):
+            continue
+        mod = importlib.import_module(module)
+        for name, cls in inspect.getmembers(mod, inspect.isclass):
+            if cls.__module__ != module or not issubclass(cls, Exception):
+                continue
+            kind = getattr(cls, "kind", None)
+            base = f"{module}.{name}" in ("zssr.errors.ZSSRError", "pipeline.errors.PipelineError",
+                                          "io_adapters.errors.IOAdapterError")
+            if kind not in EXIT or (kind == "internal" and not base):
+                missing.append(f"{module}.{name}")
+            if module.startswith("zssr.") and not issubclass(cls, ZSSRError):
+                engine_outside_base.append(f"{module}.{name}")
+    assert missing == [] and engine_outside_base == []
+    from zssr.kernels import KernelError
+
+    assert exit_code(KernelError("k")) == EXIT["kernel"]
+    assert exit_code(OSError(28, "No space left on device")) == EXIT["write"]

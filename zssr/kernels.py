@@ -30,6 +30,8 @@ from scipy import ndimage
 
 from geometry import ScaleError, ScaleLike, as_scale
 
+from .errors import KernelError
+
 __all__ = [
     "KernelError",
     "MAX_KERNEL_SIZE",
@@ -42,10 +44,6 @@ __all__ = [
 
 #: Largest accepted kernel side, in HR pixels.
 MAX_KERNEL_SIZE = 64
-
-
-class KernelError(ValueError):
-    """A degradation kernel is unusable; the message names its source and the problem."""
 
 
 def kernel_shift(kernel: np.ndarray, scale: float | tuple[float, float]) -> np.ndarray:

@@ -32,12 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import NormPolicy
+from .errors import NormalizationError
 
 __all__ = ["Normalizer", "NormalizationError"]
-
-
-class NormalizationError(ValueError):
-    """The data cannot be normalised (no valid pixels, non-finite values, unsupported dtype)."""
 
 
 def _check_dtype(dtype: np.dtype) -> None:

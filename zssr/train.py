@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from geometry import Scale, ScaleLike, as_scale, downscaled_shape
 
 from .config import TrainConfig
+from .errors import ZSSRError
 from .resize import imresize
 from .sampling import CropSource, FatherSampler, Window
 
@@ -99,13 +100,17 @@ class LearningRatePolicy:
         return self.lr < self.cfg.min_learning_rate
 
 
-class TrainingDivergedError(FloatingPointError):
+class TrainingDivergedError(ZSSRError, FloatingPointError):
     """The loss exploded (see :data:`EXPLODED_LOSS`) or a loss or weight became NaN or
     infinite: the step size is too large.
 
     ``setting`` names the config key to lower (``train.learning_rate``, or
     ``train.warm_learning_rate`` for a warm-started image); the pipeline adds the file.
+    A usage error (exit 2), not a data error: the input decoded and was normalised, so
+    the remedy is a config value and a scheduler must not retry the command unchanged.
     """
+
+    kind = "usage"
 
     def __init__(self, *, iteration: int, loss: float, learning_rate: float,
                  setting: str = "train.learning_rate", where: str = "",

@@ -30,6 +30,8 @@ from typing import Any
 
 import yaml
 
+from .errors import ConfigError
+
 __all__ = ["ConfigError", "MAX_YAML_BYTES", "MAX_ALIASES", "MAX_NODES", "MAX_DEPTH",
            "parse_yaml", "refuse_non_finite"]
 
@@ -37,10 +39,6 @@ MAX_YAML_BYTES = 1 << 20
 MAX_ALIASES = 16  # no shipped preset or job example uses one
 MAX_NODES = 100_000
 MAX_DEPTH = 64
-
-
-class ConfigError(ValueError):
-    """A configuration key or value is invalid (re-exported by :mod:`zssr.config`)."""
 
 
 class _LimitedLoader(yaml.SafeLoader):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from io_adapters.output_safety import check_output, write_text_atomic
 
-from .config_args import add_config_args, config_from_args
+from .cli_options import add_config_args, config_from_args
 from .errors import UsageError
 from .evaluate import EvalRow, evaluate, summarize
 

@@ -29,11 +29,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from io_adapters.detect import DEFAULT_MAX_PIXELS
-
-from .budget import parse_max_pixels
+from .cli_options import add_config_args, add_image_args
 from .cmd_upscale import parse_device, parse_halo, pipeline_options, scale_option
-from .config_args import add_config_args
 from .errors import UsageError, one_line
 from .graph import resolve_scheduler
 from .run import FORMAT_SUFFIXES, RunSettings, RunSummary, run_batch
@@ -49,7 +46,7 @@ def add_parser(sub, parents) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="run directory")
-    p.add_argument("--scale", type=float, required=True, help="scale factor, e.g. 2 or 1.5")
+    add_image_args(p, device_help="cpu or cuda (train and infer tasks then ask Dask for GPU=1)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="local (default), synchronous, or a scheduler address tcp://host:port")
     p.add_argument("--workers", type=int, default=None,
@@ -65,31 +62,12 @@ def add_parser(sub, parents) -> None:
                    help="reference images, one per input with the same name: PSNR/SSIM")
     p.add_argument("--format", choices=sorted(FORMAT_SUFFIXES), default=None,
                    help="output format (default: the input's own)")
-    p.add_argument("--tile", type=int, default=None,
-                   help="LR tile side in pixels (default: the preset's, else 256)")
-    p.add_argument("--halo", default="auto", help="halo in LR pixels, or 'auto' (default)")
     p.add_argument("--batch-tiles", type=int, default=None,
                    help="tiles per inference task (default: automatic)")
-    p.add_argument("--bands", default=None, help="1-based bands to use, e.g. 1,2,3")
-    p.add_argument("--kernel", type=Path, default=None,
-                   help="degradation kernel: .npy or MATLAB .mat with variable 'Kernel'")
-    p.add_argument("--kernel-sigma", type=float, default=None,
-                   help="Gaussian PSF of this sigma (HR pixels) as the degradation kernel")
-    p.add_argument("--device", default="cpu",
-                   help="cpu or cuda (train and infer tasks then ask Dask for GPU=1)")
     p.add_argument("--warm-start", action="store_true",
                    help="start each image from the weights of the previous image with as many "
                         "bands, with the shorter train.warm_* schedule (same as --set "
                         "warm_start=true)")
-    p.add_argument("--deidentify", action="store_true",
-                   help="DICOM outputs: PS3.15 Basic Profile attribute actions at every nesting "
-                   "level, private tags removed (limits: see io_adapters/deidentify.py)")
-    p.add_argument("--allow-user-steps", action="store_true",
-                   help="let the config name chain steps as package.module:function (imported "
-                   "and called); also ZSSR_ALLOW_USER_STEPS=1")
-    p.add_argument("--max-pixels", type=parse_max_pixels, default=DEFAULT_MAX_PIXELS,
-                   help="refuse inputs declaring more pixels (rows x cols x frames) than this "
-                   f"(default {DEFAULT_MAX_PIXELS:.0e}); checked on the header, before reading")
     p.add_argument("--retries", type=int, default=2,
                    help="retries of a task after a transient failure (default 2)")
     add_config_args(p)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from geometry import ScaleError, as_scale
 from io_adapters.base import check_output_path
-from io_adapters.detect import DEFAULT_MAX_PIXELS
 from io_adapters.output_safety import (
     UnsafeOutputError,
     absolute,
@@ -23,8 +22,7 @@ from io_adapters.output_safety import (
     write_text_atomic,
 )
 
-from .budget import parse_max_pixels
-from .config_args import add_config_args
+from .cli_options import add_config_args, add_image_args
 from .errors import UsageError
 from .job import ImageJob, dicom_writer_options
 from .kernel_io import kernel_from_args
@@ -98,28 +96,10 @@ def add_parser(sub, parents) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", type=Path, help="image file (or a folder of DICOM slices)")
     p.add_argument("output", type=Path, help="output path; its suffix picks the format")
-    p.add_argument("--scale", type=float, required=True, help="scale factor, e.g. 2 or 1.5")
-    p.add_argument("--kernel", type=Path, default=None,
-                   help="degradation kernel: .npy or MATLAB .mat with variable 'Kernel'")
-    p.add_argument("--kernel-sigma", type=float, default=None,
-                   help="Gaussian PSF of this sigma (HR pixels) as the degradation kernel")
-    p.add_argument("--tile", type=int, default=None,
-                   help="LR tile side in pixels (default: the preset's, else 256)")
-    p.add_argument("--halo", default="auto", help="halo in LR pixels, or 'auto' (default)")
-    p.add_argument("--bands", default=None, help="1-based bands to use, e.g. 1,2,3")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    add_image_args(p)
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output that zssr wrote (a file or store of the "
                    "output's format; never a folder holding anything else, never an input)")
-    p.add_argument("--deidentify", action="store_true",
-                   help="DICOM outputs: PS3.15 Basic Profile attribute actions at every nesting "
-                   "level, private tags removed (limits: see io_adapters/deidentify.py)")
-    p.add_argument("--allow-user-steps", action="store_true",
-                   help="let the config name chain steps as package.module:function (imported "
-                   "and called); also ZSSR_ALLOW_USER_STEPS=1")
-    p.add_argument("--max-pixels", type=parse_max_pixels, default=DEFAULT_MAX_PIXELS,
-                   help="refuse inputs declaring more pixels (rows x cols x frames) than this "
-                   f"(default {DEFAULT_MAX_PIXELS:.0e}); checked on the header, before reading")
     p.add_argument("--history", type=Path, default=None,
                    help="write the training history (loss, learning rate) as JSON here "
                    "(replaces only an earlier JSON file; never an input or the output)")

@@ -108,7 +108,7 @@ def resolve_run_config(*, preset: str | None = None, config_file: str | Path | N
 
 
 def resolved_from_args(args: argparse.Namespace) -> ResolvedConfig:
-    """The ``--preset/--config/--set/--seed`` options (pipeline.config_args) resolved."""
+    """The ``--preset/--config/--set/--seed`` options (pipeline.cli_options) resolved."""
     overrides = list(args.set)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")

@@ -68,7 +68,7 @@ SPECS: dict[str, Spec] = {
     "zssr/inference.py": Spec(tests=("tests/test_engine.py", "tests/test_mut_inference.py")),
     # not tests/test_tiles_props.py: its Hypothesis properties take ~30 s per mutant
     "geometry/tiles.py": Spec(tests=("tests/test_tiles.py", "tests/test_mut_tiles.py")),
-    "geometry/scale.py": Spec(tests=("tests/test_mut_tiles.py",
+    "geometry/scale.py": Spec(tests=("tests/test_mut_tiles.py", "tests/test_mut_scale.py",
                                      "tests/test_geometry_single_rule.py")),
     "pipeline/halo.py": Spec(tests=("tests/test_tiles.py", "tests/test_mut_halo.py")),
     "zssr/normalize.py": Spec(tests=("tests/test_mut_normalize.py",)),

@@ -38,8 +38,6 @@ class ScaleError(ValueError):
 
     kind = "usage"  # the exit-code class (pipeline.errors.EXIT)
 
-    kind = "usage"  # the exit-code class (pipeline.errors.EXIT)
-
 
 def _ratio(value: object, name: str) -> Fraction:
     """One exact scale component: ``>= 1``, denominator ``<= MAX_DENOMINATOR``.

@@ -48,7 +48,7 @@ from pathlib import Path
 from .errors import WriteError
 
 __all__ = ["UnsafeOutputError", "check_output", "conflict", "Claimed", "check_replaceable", "absolute",
-           "temp_name", "prepare_lock_file",
+           "temp_name",
            "create_file", "new_temp_dir", "replace_onto", "write_bytes_atomic",
            "write_text_atomic", "open_append", "make_dirs", "remove_tree", "check_no_links",
            "is_tool_folder", "RUN_LOCK", "RUN_MANIFEST", "BATCH_STATE_FILE", "BATCH_LOCK_FILE",
@@ -380,18 +380,6 @@ def make_dirs(path: Path, *, root: Path) -> Path:
         if not stat.S_ISDIR(st.st_mode):
             raise _refuse(path, f"{current} is not a folder")
     return path
-
-
-def prepare_lock_file(path: Path) -> Path:
-    """Create a lock file without following a link (the lock then opens it by name): a
-    link planted there is refused, so its target is never truncated."""
-    try:
-        os.close(create_file(path))
-    except FileExistsError:
-        if os.path.islink(path) or not os.path.isfile(path):
-            raise _refuse(Path(path), "is a symbolic link or not a regular file; zssr never "
-                                      "writes through links; remove it") from None
-    return Path(path)
 
 
 def remove_tree(path: Path) -> None:

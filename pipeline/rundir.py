@@ -60,7 +60,6 @@ from io_adapters.output_safety import (
     make_dirs,
     new_temp_file,
     open_append,
-    prepare_lock_file,
     remove_tree,
     replace_onto,
     write_bytes_atomic,
@@ -303,7 +302,6 @@ class RunDir(RunPaths):
             raise WriteError(f"--out {self.root}: cannot create the run directory: "
                              f"{exc.strerror or exc}") from exc
         root = self.root
-        prepare_lock_file(root / RUN_LOCK)
         lock = FolderLock(root / RUN_LOCK, lambda holder: (
             f"{root}: another zssr run is using this run directory ({holder}); "
             "wait for it to finish or choose another --out"))

@@ -46,7 +46,6 @@ from io_adapters.output_safety import (
     UnsafeOutputError,
     check_output,
     make_dirs,
-    prepare_lock_file,
     remove_tree,
     replace_onto,
     write_text_atomic,
@@ -97,11 +96,8 @@ class BatchLock(FolderLock):
         super().__init__(folder / LOCK_FILE, lambda holder: (
             f"{folder}: another zssr batch is running on this output folder ({holder}); "
             "this run exits without work. It will pick up what is left next time"))
-
-    def __enter__(self) -> BatchLock:
-        prepare_lock_file(self.path)  # at acquisition: a link planted there is refused
-        super().__enter__()
-        return self
+        # a link planted at the lock's name is refused when acquired (open_lock_file:
+        # O_NOFOLLOW, a regular file with one link)
 
 
 def content_hash(path: Path) -> str:

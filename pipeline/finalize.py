@@ -36,7 +36,7 @@ from zssr.metrics import lr_consistency, psnr, ssim
 from .job import clip_to_output, open_input, open_output
 from .source import declared_range, sr_bands
 from .steps.chain import BoundChain, ChainReader
-from .tasks import ImageSpec, TrainOutcome, _apply_threads
+from .tasks import ImageSpec, TrainOutcome, apply_threads
 
 __all__ = ["finalize_task", "finalize_image", "copy_store", "CROP_LR", "CONSISTENCY_LR"]
 
@@ -92,7 +92,7 @@ def finalize_task(spec: ImageSpec, *deps: Any) -> dict[str, Any]:
     """The Dask task: write the final output from the last step's store; returns the
     report entry part. ``deps``: the :class:`TrainOutcome` of every step, then the infer
     results (ordering only)."""
-    _apply_threads(spec)
+    apply_threads(spec)
     outcomes = [d for d in deps if isinstance(d, TrainOutcome)]
     return finalize_image(spec, outcomes)
 

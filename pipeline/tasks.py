@@ -113,7 +113,7 @@ def emit(topic: str, msg: dict) -> None:
     worker.log_event(topic, msg)
 
 
-def _apply_threads(spec: ImageSpec) -> None:
+def apply_threads(spec: ImageSpec) -> None:
     if spec.torch_threads and torch.get_num_threads() != spec.torch_threads:
         torch.set_num_threads(spec.torch_threads)
 
@@ -140,7 +140,7 @@ def train_task(spec: ImageSpec, step: int, prev: TrainOutcome | None,
     ``warm``: the first-step outcome of the previous compatible image of the batch
     (config ``warm_start``); its weights start this image's training.
     """
-    _apply_threads(spec)
+    apply_threads(spec)
     wpath = spec.paths.weights(spec.key, step)
     if wpath.exists():
         try:
@@ -223,7 +223,7 @@ def infer_task(spec: ImageSpec, step: int, trained: TrainOutcome,
 
     Units with a marker (written by an earlier, interrupted attempt) are skipped.
     """
-    _apply_threads(spec)
+    apply_threads(spec)
     t0 = time.perf_counter()
     paths, plan = spec.paths, spec.plans[step]
     todo = [u for u in units if not paths.marker(spec.key, step, *u).exists()]

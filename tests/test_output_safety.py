@@ -10,10 +10,10 @@ target touched) and checks the exit code and the one-line error.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,9 @@ from PIL import Image
 
 from io_adapters import output_safety
 from pipeline.cli import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "corpus"))
+from adv_check import snapshot as tree  # noqa: E402  (links not followed; content + mtime)
 
 ROOT = Path(__file__).resolve().parents[1]
 SERIES = ROOT / "tests" / "data" / "dicom" / "series"
@@ -36,22 +39,6 @@ def _png(path: Path, seed: int = 0, size: tuple[int, int] = (24, 20)) -> Path:
     pixels = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(path)
     return path
-
-
-def tree(root: Path) -> dict[str, tuple]:
-    """Every entry under ``root`` (links not followed): kind and content hash or target."""
-    out: dict[str, tuple] = {}
-    for folder, dirs, files in os.walk(root, followlinks=False):
-        for name in dirs + files:
-            p = Path(folder) / name
-            rel = str(p.relative_to(root))
-            if p.is_symlink():
-                out[rel] = ("link", os.readlink(p))
-            elif p.is_dir():
-                out[rel] = ("dir",)
-            else:
-                out[rel] = ("file", hashlib.sha256(p.read_bytes()).hexdigest())
-    return out
 
 
 def zssr(capsys, *argv: str | Path) -> tuple[int, list[str]]:

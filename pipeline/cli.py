@@ -113,20 +113,42 @@ def stop_signals_as_interrupts() -> Iterator[None]:
 
     The first signal raises; later ones are ignored so the cleanup it starts (abort the
     writers, close the cluster) runs to its end.  The previous handlers come back on exit.
+
+    Python drops an exception raised inside a weakref callback or a ``__del__`` (it goes
+    to :data:`sys.unraisablehook`), and a signal's handler runs wherever the main thread
+    happens to be.  A :class:`Terminated` that lands there is delivered again, a moment
+    later, to the main thread, so the stop is never lost and the job never runs on to exit 0.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    main_thread = threading.main_thread().ident
 
     def stop(signum: int, frame: object) -> None:
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
         raise Terminated(signum, signal.Signals(signum).name)
 
+    hook_before = sys.unraisablehook
+
+    def redeliver(unraisable) -> None:
+        exc = unraisable.exc_value
+        if not isinstance(exc, Terminated):
+            hook_before(unraisable)
+            return
+        log.debug("%s raised where Python drops exceptions (%s); delivering it again",
+                  exc.name, unraisable.object)
+        signal.signal(exc.signum, stop)
+        timer = threading.Timer(0.01, signal.pthread_kill, (main_thread, exc.signum))
+        timer.daemon = True
+        timer.start()
+
     previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    sys.unraisablehook = redeliver
     try:
         yield
     finally:
+        sys.unraisablehook = hook_before
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

@@ -264,6 +264,37 @@ def test_stop_signals_restore_the_previous_handlers():
     from pipeline.cli import stop_signals_as_interrupts
 
     before = signal.getsignal(signal.SIGTERM)
+    hook_before = sys.unraisablehook
     with stop_signals_as_interrupts():
         assert signal.getsignal(signal.SIGTERM) is not before
     assert signal.getsignal(signal.SIGTERM) is before
+    assert sys.unraisablehook is hook_before
+
+
+def test_a_stop_raised_inside_a_weakref_callback_is_delivered_again():
+    """CI once saw SIGTERM's Terminated land inside a WeakSet callback, where Python drops
+    exceptions: the job ran on and exited 0 with its output written.  The stop must come
+    back to the main thread instead."""
+    import time
+    import weakref
+
+    from pipeline.cli import stop_signals_as_interrupts
+    from pipeline.errors import Terminated
+
+    class Thing:
+        pass
+
+    def callback(_ref) -> None:
+        signal.raise_signal(signal.SIGTERM)  # the handler runs here, inside the callback
+        for _ in range(1000):
+            pass
+
+    with pytest.raises(Terminated) as caught:
+        with stop_signals_as_interrupts():
+            thing = Thing()
+            ref = weakref.ref(thing, callback)  # noqa: F841 - kept alive so it calls back
+            del thing  # the callback runs now; its Terminated is dropped by Python
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                time.sleep(0.001)
+    assert caught.value.signum == signal.SIGTERM

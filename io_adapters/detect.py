@@ -1,8 +1,8 @@
 """Choose a reader by file *content* and a writer by output suffix.
 
 ``open_reader(path)`` sniffs the first bytes (TIFF/BigTIFF, PNG, JPEG, BMP,
-DICOM's ``DICM`` at offset 128) or, for a folder, looks for Zarr metadata
-(``zarr.json``, v2 ``.zgroup``/``.zarray``) and then asks the DICOM adapter
+DICOM's ``DICM`` at offset 128, NIfTI's ``n+1`` at 344, gzip-wrapped too) or, for
+a folder, looks for Zarr metadata (``zarr.json``, v2 ``.zgroup``/``.zarray``) and then asks the DICOM adapter
 whether it is a folder of slices.  The file name's extension is only a hint
 used in error messages: a PNG named ``.tif`` is read as a PNG.
 
@@ -96,6 +96,30 @@ def _zarr(path: Path, head: bytes) -> bool:
     return path.is_dir() and any((path / n).is_file() for n in ("zarr.json", ".zgroup", ".zarray"))
 
 
+def _nifti(path: Path, head: bytes) -> bool:
+    from .nifti import sniff_nifti
+
+    return sniff_nifti(path, head)
+
+
+def _open_nifti(path: Path, *, bands: list[int] | None = None) -> Reader:
+    from .nifti import NiftiReader
+
+    return NiftiReader(path, bands=bands)
+
+
+def _nifti_writer(path: Path, meta: Metadata, **options: Any) -> Writer:
+    from .nifti import NiftiWriter
+
+    return NiftiWriter(path, meta, **options)
+
+
+def _scale_nifti(meta: Metadata, scale: ScaleLike) -> Metadata:
+    from .nifti import scale_nifti_metadata
+
+    return scale_nifti_metadata(meta, scale)
+
+
 def _open_geotiff(path: Path, *, bands: list[int] | None = None) -> Reader:
     from .geotiff import GeoTiffReader
 
@@ -157,14 +181,16 @@ READERS: dict[str, ReaderFormat] = {
     "jpeg": ReaderFormat("JPEG", _jpeg, _open_plain),
     "bmp": ReaderFormat("BMP", _bmp, _open_plain),
     "zarr": ReaderFormat("Zarr folder (zarr.json)", _zarr, _open_zarr),
+    "nifti": ReaderFormat("NIfTI (.nii, .nii.gz)", _nifti, _open_nifti),
 }
 WRITERS: dict[str, WriterFormat] = {
     "geotiff": WriterFormat("COG (georeferenced) or tiled TIFF", (".tif", ".tiff"), _cog_writer),
     "zarr": WriterFormat("Zarr v3", (".zarr",), _zarr_writer),
     "png": WriterFormat("PNG (8/16-bit, 1-4 bands)", (".png",), _png_writer),
+    "nifti": WriterFormat("NIfTI-1 volume", (".nii", ".gz"), _nifti_writer),
 }
 SCALERS: dict[str, Callable[[Metadata, ScaleLike], Metadata]] = {
-    "geotiff": _scale_geo, "plain": _scale_plain, "zarr": _scale_zarr,
+    "geotiff": _scale_geo, "plain": _scale_plain, "zarr": _scale_zarr, "nifti": _scale_nifti,
 }
 _dicom_state: dict[str, str | bool] = {"loaded": False, "error": ""}
 

@@ -188,7 +188,7 @@ def _control_by_name(out: Path) -> str | None:
 
 _MAGIC = {".png": (0, (b"\x89PNG\r\n\x1a\n",)),
           ".tif": (0, (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")),
-          ".dcm": (128, (b"DICM",))}
+          ".dcm": (128, (b"DICM",)), ".nii": (344, (b"n+1\x00",)), ".gz": (0, (b"\x1f\x8b",))}
 _MAGIC[".tiff"] = _MAGIC[".tif"]
 
 

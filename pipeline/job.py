@@ -66,22 +66,6 @@ class ImageJob:
     chain: ChainSpec | None = None  # pre/post steps around SR (pipeline.steps.chain)
     max_pixels: int = DEFAULT_MAX_PIXELS  # declared size limit (--max-pixels; pipeline.budget)
 
-    def steps(self) -> list[float]:
-        """Cumulative scale of each gradual-SR step (``scale_steps``; batches)."""
-        if self.config.gradual_steps:
-            from zssr.config import ConfigError
-
-            raise ConfigError("config key 'gradual_steps': the official non-rebasing gradual SR "
-                              "runs one image at a time (zssr upscale, zssr eval), not in "
-                              "zssr run; for batches use scale_steps")
-        steps = list(self.config.scale_steps) or [float(self.scale)]
-        if abs(steps[-1] - float(self.scale)) > 1e-9:
-            from zssr.config import ConfigError
-
-            raise ConfigError(f"config key 'scale_steps': the last step {steps[-1]} must equal "
-                              f"the scale {self.scale}")
-        return steps
-
 
 @dataclass
 class TrainResult:

@@ -24,23 +24,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from geometry import Scale, as_scale
 from io_adapters.base import Metadata
 from io_adapters.detect import DEFAULT_MAX_PIXELS, scale_metadata, stale_temps
 from io_adapters.errors import WriteError
 from io_adapters.output_safety import check_output
 from io_adapters.zarr_store import ZarrWriter
+from zssr.api import scale_steps
 from zssr.config import ConfigError, ZSSRConfig, config_to_dict
 
 from .errors import EXIT, UsageError
 from .graph import SchedulerInfo, execute, open_scheduler, resolve_scheduler
+from .image_plan import plan_steps
 from .inputs import InputItem, expand_inputs, output_names, pair_ground_truth
 from .job import (
     ImageJob,
     check_size,
     dicom_writer_options,
     open_input,
-    plan_step,
     preflight_output,
     working_meta,
 )
@@ -151,18 +151,14 @@ def _plan(item: InputItem, name: str, settings: RunSettings, rd: RunDir, gt: Pat
         job = replace(job, output=output, writer_options=dicom_writer_options(
             output, settings.deidentify))
         check_size(meta, job)
-        plans, metas, cur, prev = [], [], meta, Scale(1, 1)
-        steps = job.steps()
-        for i, cumulative in enumerate(steps):
-            plan = plan_step(cur, job, as_scale(cumulative) / prev)
-            plans.append(plan)
-            if i < len(steps) - 1:
-                cur = working_meta(cur, plan, rd.store(key, i))
-                metas.append(cur)
-            else:
-                metas.append(scale_metadata(meta, settings.scale))
-            prev = as_scale(cumulative)
-        spec = ImageSpec(key=key, name=name, job=job, run_dir=rd.root, plans=tuple(plans),
+        steps = plan_steps(meta, job)
+        metas: list[Metadata | None] = []  # of each step's store (None: not computed)
+        for step in steps:
+            reads = metas[-1] if step.rebase else meta
+            metas.append(scale_metadata(meta, settings.scale) if step.last else
+                         working_meta(reads, step.plan, rd.store(key, step.index))
+                         if step.inferred else None)
+        spec = ImageSpec(key=key, name=name, job=job, run_dir=rd.root, steps=tuple(steps),
                          frames=meta.frames, out_shape=(metas[-1].rows, metas[-1].cols),
                          ground_truth=gt, torch_threads=settings.torch_threads)
         state = ImageState(spec=spec, item=item, store_metas=metas)
@@ -182,6 +178,8 @@ def _ensure_stores(state: ImageState, rd: RunDir) -> None:
     """Create each step's Zarr store unless it exists (never re-create finished work)."""
     spec = state.spec
     for step, plan in enumerate(spec.plans):
+        if state.store_metas[step] is None:  # an output of the gradual SR that is never used
+            continue
         path = rd.store(spec.key, step)
         if rd.store_ready(path):  # a store that is or holds a link is refused
             continue
@@ -240,7 +238,7 @@ def run_batch(inputs: list[str | Path], settings: RunSettings, *, observer: Any 
     items = expand_inputs(inputs, exclude=(settings.out_dir,))
     if not items:
         raise UsageError("no inputs given; pass image files, folders or glob patterns")
-    ImageJob(input=Path(), output=Path(), scale=settings.scale, config=settings.config).steps()
+    scale_steps(settings.scale, settings.config)  # a config error fails the run at once
     ok_items = [it for it in items if it.ok]
     pairs = pair_ground_truth(ok_items, settings.ground_truth) if settings.ground_truth else {}
     names = output_names(items)

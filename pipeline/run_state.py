@@ -147,10 +147,9 @@ class ImageState:
         if not self.outcomes:
             return None
         total = TrainingHistory()
-        steps = self.spec.job.steps()
         for i in sorted(self.outcomes):
-            s = float(steps[i])
-            merge_history(total, self.outcomes[i].result.history, (s, s), i)
+            merge_history(total, self.outcomes[i].result.history,
+                          self.spec.steps[i].scale.floats, i)
         return total
 
     def entry(self) -> dict[str, Any]:

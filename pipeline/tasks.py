@@ -1,11 +1,13 @@
 """The task functions of a ``zssr run`` graph: what runs on a Dask worker.
 
-Per image and gradual-SR step: one :func:`train_task` (fathers sampled by
-windowed reads of the file itself, or of the previous step's Zarr), then
-:func:`infer_task` over batches of tiles (each reads its own halo'd windows
-and writes its own chunk-aligned region of the step's Zarr store, then a
-marker per finished tile), then one :func:`pipeline.finalize.finalize_task` for the image
-(Zarr -> the output format, report entry).  The stages themselves are
+Per image and SR step (:func:`pipeline.image_plan.plan_steps`, the steps ``zssr upscale``
+follows too): one :func:`train_task` (fathers sampled by windowed reads of the file itself
+or of the previous step's Zarr, and of earlier outputs that joined the fathers in the
+official gradual SR), then, for a step whose output is used, :func:`infer_task` over
+batches of tiles (each reads its own halo'd windows and writes its own chunk-aligned
+region of the step's Zarr store, then a marker per finished tile), then one
+:func:`pipeline.finalize.finalize_task` for the image (Zarr -> the output format, report
+entry).  The stages themselves are
 :mod:`pipeline.job`'s (shared with ``zssr upscale``); this module adds
 resume (weights and markers in the run directory), the per-worker model
 cache and progress events.
@@ -23,7 +25,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -37,10 +39,11 @@ from io_adapters.zarr_store import write_region
 from zssr.model import build_model
 from zssr.train import TrainEvent
 
+from .image_plan import ImageStep
 from .job import ImageJob, StepPlan, TrainResult, open_input, train_stage, working_stats
 from .job import infer_tiles as _infer_tiles
 from .rundir import RunPaths, load_weights, save_weights
-from .source import SampleStats
+from .source import ReaderCropSource, SampleStats
 
 __all__ = ["ImageSpec", "TrainOutcome", "train_task", "infer_task",
            "open_step_reader", "emit", "LOCAL_SINKS", "TRAIN_TOPIC", "cached_model"]
@@ -65,7 +68,7 @@ class ImageSpec:
     name: str  # output name stem
     job: ImageJob  # job.output is the final output path
     run_dir: Path
-    plans: tuple[StepPlan, ...]  # one per gradual-SR step
+    steps: tuple[ImageStep, ...]  # pipeline.image_plan.plan_steps
     frames: int
     out_shape: tuple[int, int]  # (rows, cols) of the output (the last grid may be larger)
     ground_truth: Path | None = None
@@ -77,11 +80,22 @@ class ImageSpec:
         return RunPaths(self.run_dir)
 
     @property
+    def plans(self) -> tuple[StepPlan, ...]:
+        return tuple(s.plan for s in self.steps)
+
+    @property
     def last(self) -> int:
-        return len(self.plans) - 1
+        return len(self.steps) - 1
+
+    def step_job(self, step: int) -> ImageJob:
+        """The job with step ``step``'s own config (its back-projection iterations)."""
+        cfg = self.steps[step].config
+        return self.job if cfg is self.job.config else replace(self.job, config=cfg)
 
     def units(self, step: int) -> list[tuple[int, int]]:
-        """Every ``(frame, tile)`` of a step, frame-major."""
+        """Every ``(frame, tile)`` of a step whose output is used, frame-major."""
+        if not self.steps[step].inferred:
+            return []
         return [(f, t) for f in range(self.frames) for t in range(len(self.plans[step].grid))]
 
 
@@ -127,10 +141,21 @@ def _digest(state: dict[str, torch.Tensor]) -> str:
 
 
 def open_step_reader(spec: ImageSpec, step: int) -> Reader:
-    """Step 0 reads the input; step ``i`` reads step ``i - 1``'s working Zarr."""
-    if step == 0:
+    """What step ``step`` super-resolves: the input, or (``scale_steps``) step ``i - 1``'s
+    working Zarr."""
+    if not spec.steps[step].rebase:
         return open_input(spec.job)
     return ZarrReader(spec.paths.store(spec.key, step - 1))
+
+
+def _father_sources(spec: ImageSpec, step: int, stats: SampleStats
+                    ) -> list[tuple[ReaderCropSource, float]]:
+    """The earlier outputs that joined the fathers (official gradual SR), with their scales."""
+    seed = spec.job.config.seed
+    return [(ReaderCropSource(ZarrReader(spec.paths.store(spec.key, s.index)),
+                              list(range(len(s.plan.bands))), working_stats(stats),
+                              seed=seed + s.index), min(s.scale.floats))
+            for s in spec.steps[:step] if s.father]
 
 
 def train_task(spec: ImageSpec, step: int, prev: TrainOutcome | None,
@@ -153,8 +178,9 @@ def train_task(spec: ImageSpec, step: int, prev: TrainOutcome | None,
                                 else prev.input_stats)
     plan = spec.plans[step]
     stats = None
-    if prev is not None:
-        stats = working_stats(prev.result.stats)
+    if prev is not None:  # scale_steps: the previous output is in working units already
+        stats = working_stats(prev.result.stats) if spec.steps[step].rebase \
+            else prev.result.stats
 
     def on_event(ev: TrainEvent) -> None:
         emit(TRAIN_TOPIC, {"key": spec.key, "step": step, "iteration": ev.iteration,
@@ -164,13 +190,17 @@ def train_task(spec: ImageSpec, step: int, prev: TrainOutcome | None,
 
     t0 = time.perf_counter()
     reader = open_step_reader(spec, step)
+    fathers = [] if prev is None else _father_sources(spec, step, prev.result.stats)
     try:
-        result = train_stage(spec.job, reader, plan, step=step,
+        result = train_stage(spec.step_job(step), reader, plan, step=step,
                              init_state=None if prev is None else prev.result.state,
                              stats=stats, on_event=on_event,
-                             warm_state=None if warm is None else warm.result.state)
+                             warm_state=None if warm is None else warm.result.state,
+                             father_sources=fathers)
     finally:
         reader.close()
+        for source, _ in fathers:
+            source.reader.close()
     seconds = time.perf_counter() - t0
     save_weights(wpath, result.state, result.stats, result.history, seconds)
     return TrainOutcome(step, result, _digest(result.state), seconds,
@@ -233,7 +263,7 @@ def infer_task(spec: ImageSpec, step: int, trained: TrainOutcome,
     writer = RegionWriter(paths.store(spec.key, step), mask_store if mask_store.exists() else None)
     model = cached_model(spec, plan, trained)
     last = step == spec.last
-    out_norm = trained.input_stats.normalizer if last and step > 0 else None
+    out_norm = trained.input_stats.normalizer if last and spec.steps[step].rebase else None
     reader = open_step_reader(spec, step)
     done = 0
     try:
@@ -241,8 +271,8 @@ def infer_task(spec: ImageSpec, step: int, trained: TrainOutcome,
             def mark(tile, frame=frame) -> None:
                 paths.mark_tile(spec.key, step, frame, tile.index)
 
-            done += _infer_tiles(spec.job, reader, plan, trained.result, [t for _, t in group],
-                                 writer, frame=frame, working=step != spec.last, on_tile=mark,
+            done += _infer_tiles(spec.step_job(step), reader, plan, trained.result,
+                                 [t for _, t in group], writer, frame=frame, working=step != spec.last, on_tile=mark,
                                  model=model, hr_shape=spec.out_shape if last else None,
                                  output_normalizer=out_norm)
     finally:

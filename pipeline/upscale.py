@@ -1,10 +1,9 @@
 """``zssr upscale``'s driver: one image in-process, one jump or gradual, under its lock.
 
-:func:`upscale_file` runs :mod:`pipeline.job`'s stages (train, tiles, write) for each
-step of ``job.steps()`` (``scale_steps``: each step super-resolves the previous step's
-output through a temporary Zarr) or hands the official non-rebasing gradual SR
-(``gradual_steps``) to :mod:`pipeline.gradual`.  Both sit above :mod:`pipeline.job`,
-so the arrows run one way.
+:func:`upscale_file` follows :func:`pipeline.image_plan.plan_steps`, the one list of SR
+steps ``zssr run`` follows too: each step trains (:mod:`pipeline.job`'s stages), and a step
+whose output is used writes every tile into the output file or a temporary Zarr, which the
+next step reads (``scale_steps``) or draws fathers from (``gradual_steps``).
 """
 
 from __future__ import annotations
@@ -12,15 +11,16 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-from geometry import Scale, Tile, as_scale
-from io_adapters.base import check_output_path
+from geometry import Tile
+from io_adapters.base import Reader, check_output_path
 from io_adapters.detect import open_reader, scale_metadata
 from zssr.api import merge_history
 from zssr.train import TrainEvent, TrainingHistory
 
-from .gradual import upscale_gradual
+from .image_plan import plan_steps
 from .job import (
     ImageJob,
     UpscaleResult,
@@ -28,7 +28,6 @@ from .job import (
     open_input,
     open_output,
     open_working_writer,
-    plan_step,
     preflight_output,
     train_stage,
     working_stats,
@@ -36,6 +35,7 @@ from .job import (
     writer_options,
 )
 from .locking import OutputLock, abort_partials, clean_stale_partials, step_workdir
+from .source import ReaderCropSource
 from .steps.chain import ChainReader
 
 __all__ = ["upscale_file"]
@@ -54,62 +54,71 @@ def upscale_file(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None
     with OutputLock(job.output):
         clean_stale_partials(job.output)
         try:
-            if job.config.gradual_steps:
-                return upscale_gradual(job, on_event=on_event, on_tile=on_tile,
-                                       on_stage=on_stage)
-            return _upscale_steps(job, on_event=on_event, on_tile=on_tile, on_stage=on_stage)
+            return _upscale(job, on_event=on_event, on_tile=on_tile, on_stage=on_stage)
         except BaseException:  # a writer stopped while opening or committing (a signal)
             abort_partials(job.output)  # still under the lock: they are ours
             raise
 
 
-def _upscale_steps(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None,
-                   on_tile: Callable[[Tile], None] | None,
-                   on_stage: Callable[[str, int], None] | None) -> UpscaleResult:
+def _upscale(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None,
+             on_tile: Callable[[Tile], None] | None,
+             on_stage: Callable[[str, int], None] | None) -> UpscaleResult:
+    """The one loop over :func:`~pipeline.image_plan.plan_steps`: train each step, then
+    (if its output is used) every tile of every frame into the output file or a working
+    Zarr, which the next step reads (``scale_steps``) or samples fathers from
+    (``gradual_steps``)."""
     timings = {"train": 0.0, "infer": 0.0, "write": 0.0}
-    reader = open_input(job)
+    source = reader = open_input(job)
     meta = reader.meta
     chain = reader.chain if isinstance(reader, ChainReader) else None
-    check_size(meta, job)
-    steps = job.steps()
-    preflight_output(job, meta, steps[-1], chain=chain)
-    tmpdir = step_workdir(job.output) if len(steps) > 1 else None
-    history = TrainingHistory()
-    state, prev, stats, tiles_done, input_norm = None, Scale(1, 1), None, 0, None
+    opened: list[Reader] = []
+    tmpdir: Path | None = None
     try:
-        for i, cumulative in enumerate(steps):
-            last = i == len(steps) - 1
-            plan = plan_step(reader.meta, job, as_scale(cumulative) / prev)
+        check_size(meta, job)
+        steps = plan_steps(meta, job)
+        preflight_output(job, meta, steps[-1].scale, chain=chain)
+        tmpdir = step_workdir(job.output) if len(steps) > 1 else None  # found if killed
+        history = TrainingHistory()
+        fathers: list[tuple[ReaderCropSource, float]] = []
+        state, stats, tiles_done, input_norm = None, None, 0, None
+        for step in steps:
+            sjob = replace(job, config=step.config)
             t0 = time.perf_counter()
-            result = train_stage(job, reader, plan, step=i, init_state=state, stats=stats,
-                                 on_event=on_event)
+            result = train_stage(sjob, reader, step.plan, step=step.index, init_state=state,
+                                 stats=stats, on_event=on_event, father_sources=fathers)
             timings["train"] += time.perf_counter() - t0
-            _merge(history, result.history, cumulative, i)
+            merge_history(history, result.history, step.scale.floats, step.index)
+            state, stats = result.state, result.stats
+            if not step.inferred:
+                continue
             if on_stage:
-                on_stage("infer", len(plan.grid) * reader.meta.frames)
-            if last:
-                out_meta = scale_metadata(meta, cumulative)
+                on_stage("infer", len(step.plan.grid) * reader.meta.frames)
+            if step.last:
+                out_meta = scale_metadata(meta, step.scale)
                 writer = open_output(job, out_meta, chain=chain, overwrite=job.overwrite,
-                                     **writer_options(job.output, plan, job.writer_options))
+                                     **writer_options(job.output, step.plan, job.writer_options))
             else:
-                wpath = tmpdir / f"step{i}.zarr"
-                writer = open_working_writer(wpath, reader.meta, plan)
-            tiles_done += write_step(job, reader, plan, result, writer, timings,
-                                     working=not last, on_tile=on_tile,
-                                     hr_shape=(out_meta.rows, out_meta.cols) if last else None,
-                                     output_normalizer=input_norm)
-            if not last:
-                input_norm = input_norm or result.stats.normalizer
-                reader.close()
-                reader = open_reader(wpath)
-                stats = working_stats(result.stats)
-            state, prev = result.state, as_scale(cumulative)
+                wpath = tmpdir / f"step{step.index}.zarr"
+                writer = open_working_writer(wpath, reader.meta, step.plan)
+            tiles_done += write_step(sjob, reader, step.plan, result, writer, timings,
+                                     working=not step.last, on_tile=on_tile,
+                                     hr_shape=(out_meta.rows, out_meta.cols) if step.last
+                                     else None, output_normalizer=input_norm)
+            if step.last:
+                break
+            output = open_reader(wpath)
+            opened.append(output)
+            if step.father:  # the official gradual SR: fathers from this output too
+                fathers.append((ReaderCropSource(output, list(range(len(step.plan.bands))),
+                                                 working_stats(stats),
+                                                 seed=job.config.seed + step.index),
+                                min(step.scale.floats)))
+            if steps[step.index + 1].rebase:  # scale_steps: the next step reads this output
+                input_norm = input_norm or stats.normalizer
+                reader, stats = output, working_stats(stats)
     finally:
-        reader.close()
+        for r in (source, *opened):
+            r.close()
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
     return UpscaleResult(Path(job.output), history, timings, tiles_done, meta)
-
-
-def _merge(total: TrainingHistory, step: TrainingHistory, scale: float, index: int) -> None:
-    merge_history(total, step, (scale, scale), index)

@@ -50,11 +50,20 @@ def test_tiled_equals_one_tile_and_leaves_nothing_behind(tmp_path, name, suffix)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([whole.name, tiled.name])
 
 
-def test_run_refuses_gradual_steps_with_the_reason(tmp_path, capsys):
-    src = DATA / "io" / "plain" / "bridge_40x48.png"
-    code = main(["run", str(src), "--out", str(tmp_path / "run"), "--scale", "2", "-q",
-                 "--preset", "paper-gradual", "--set", "train.max_iters=3"])
-    assert code != 0
-    assert "'gradual_steps'" in capsys.readouterr().err
-    assert not (tmp_path / "run" / "outputs").exists() or not any(
-        (tmp_path / "run" / "outputs").iterdir())
+@pytest.mark.parametrize("name", ["io/plain/bridge_40x48.png", "io/geotiff/landsat_64x80.tif"])
+def test_run_equals_upscale_with_gradual_steps(tmp_path, name):
+    """zssr run follows the same step list as zssr upscale (pipeline.image_plan): the
+    father pyramid (step 1's output, read back from the run's Zarr store), each step's
+    back-projection iterations and the skipped step 0 give the same output bit for bit."""
+    from pipeline.run import RunSettings, run_batch
+
+    src = DATA / name
+    up = upscale_file(ImageJob(input=src, output=tmp_path / f"up{src.suffix}", scale=2.0,
+                               config=CFG, tile=16))
+    summary = run_batch([src], RunSettings(out_dir=tmp_path / "run", scale=2.0, config=CFG,
+                                           tile=16, scheduler="synchronous"), quiet=True)
+    assert summary.exit_code == 0, summary.failed
+    entry = summary.entries[0]
+    assert [s["scale"] for s in entry["history"]["steps"]] == STEPS
+    assert entry["steps"]["trained"] == 3 and entry["tiles"]["total"] == up.tiles
+    np.testing.assert_array_equal(_pixels(Path(entry["output"])), _pixels(up.output))

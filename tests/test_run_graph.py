@@ -11,6 +11,7 @@ from conftest import DATA, tiny_config
 from io_adapters.detect import open_reader
 from pipeline.errors import UsageError
 from pipeline.graph import Node, Ref, SchedulerInfo, execute, resolve_scheduler
+from pipeline.image_plan import ImageStep
 from pipeline.inputs import InputItem
 from pipeline.job import ImageJob, TrainResult, plan_step
 from pipeline.run_state import ImageState, build_nodes
@@ -86,7 +87,8 @@ def spec(tmp_path: Path) -> ImageSpec:
                    tile=16)
     with open_reader(PNG) as r:
         plan = plan_step(r.meta, job, 2.0)
-    return ImageSpec(key="k-1", name="k", job=job, run_dir=tmp_path, plans=(plan,), frames=1,
+    step = ImageStep(0, plan.scale, plan, job.config, last=True)
+    return ImageSpec(key="k-1", name="k", job=job, run_dir=tmp_path, steps=(step,), frames=1,
                      out_shape=plan.grid.hr_shape)
 
 

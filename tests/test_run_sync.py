@@ -301,7 +301,7 @@ def test_locked_run_dir_and_usage_errors(tmp_path: Path, capsys):
     assert "--tile 4: expected 8 <= tile" in capsys.readouterr().err
     assert run(PNG, "--out", tmp_path / "r", "--scale", "2", "--retries", "-1") == 2
     assert run(PNG, "--out", tmp_path / "r", "--scale", "2", "--set", "scale_steps=[1.5]") == 2
-    assert "the last step 1.5 must equal the scale 2.0" in capsys.readouterr().err
+    assert "the last step 1.5 must equal the requested scale 2.0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run(PNG, "--out", tmp_path / "r", "--scale", "2", "--format", "jpg")
 

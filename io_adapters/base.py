@@ -48,6 +48,7 @@ class GeoInfo:
     offsets: tuple[float, ...] = ()
     units: tuple[str, ...] = ()
     tags: dict[str, str] = field(default_factory=dict)
+    band_tags: tuple[dict[str, str], ...] = ()  # per band (BANDNAME, WAVELENGTH...)
 
 
 @dataclass(frozen=True)

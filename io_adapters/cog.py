@@ -6,7 +6,8 @@ The pipeline writes high-resolution tiles (disjoint windows) and then commits:
    (``TILED=YES``, ``blocksize`` x ``blocksize`` blocks, ``BIGTIFF=IF_SAFER``,
    DEFLATE or ZSTD with predictor 2 for integers and 3 for floats) carrying the
    CRS, transform (or ground control points), nodata, band descriptions, colour
-   interpretation, scales, offsets, units and dataset tags of ``meta``;
+   interpretation, scales, offsets, units, dataset and per-band tags of ``meta``
+   and the ``provenance`` tags (:mod:`io_adapters.provenance`);
 2. ``write(array, window, mask=...)`` stores each tile in it;
 3. ``commit`` rebuilds it with GDAL's COG driver (overviews computed with
    AVERAGE for continuous data, NEAREST for categorical data), then
@@ -58,6 +59,7 @@ from ._common import (
 )
 from .base import AtomicWriterMixin, Metadata, check_output_path
 from .errors import InvalidDataError, WriteError
+from .provenance import Provenance, cog_tags, inherited_tags
 
 __all__ = ["CogWriter"]
 
@@ -82,7 +84,8 @@ class CogWriter(AtomicWriterMixin):
                  overwrite: bool = False, cog: bool = True, compress: Compression = "DEFLATE",
                  blocksize: int = 512,
                  overview_resampling: Literal["average", "nearest", "mode"] | None = None,
-                 num_threads: int | Literal["ALL_CPUS"] = "ALL_CPUS") -> None:
+                 num_threads: int | Literal["ALL_CPUS"] = "ALL_CPUS",
+                 provenance: Provenance | None = None) -> None:
         self.path = check_output_path(Path(path), inputs=inputs, overwrite=overwrite)
         check_pixel_dtype(meta.dtype, path=self.path)
         if meta.frames != 1:
@@ -92,6 +95,7 @@ class CogWriter(AtomicWriterMixin):
             raise ValueError(f"blocksize {blocksize} must be a multiple of 16, at least "
                              f"{128 if cog else 16}{' for a COG' if cog else ''}")
         self.meta = meta
+        self._provenance = provenance
         self._cog = cog
         self._compress = compress.upper()
         self._blocksize = blocksize
@@ -156,8 +160,12 @@ class CogWriter(AtomicWriterMixin):
                 dst.offsets = geo.offsets
             if len(geo.units) == meta.bands:
                 dst.units = geo.units
-            if geo.tags:
-                dst.update_tags(**geo.tags)
+            dst.update_tags(**inherited_tags(geo.tags))
+            for i, tags in enumerate(geo.band_tags[: meta.bands], start=1):
+                if tags and len(geo.band_tags) == meta.bands:
+                    dst.update_tags(i, **tags)
+        if self._provenance is not None:
+            dst.update_tags(**cog_tags(self._provenance))
         gcps = meta.extra.get("gcps")
         if gcps and geo is None:  # georeferenced by control points: written, not dropped
             wkt = meta.extra.get("gcp_crs")

@@ -168,6 +168,7 @@ class GeoTiffReader(PathReaderMixin):
                 offsets=tuple(float(ds.offsets[i]) for i in sel),
                 units=tuple(ds.units[i] or "" for i in sel),
                 tags={str(k): str(v) for k, v in ds.tags().items()},
+                band_tags=_band_tags(ds, sel),
             )
         else:
             extra["colorinterp"] = interp
@@ -283,6 +284,12 @@ def _gdal_warnings(name: str) -> Iterator[list[str]]:
         logger.propagate = propagate
         for msg in handler.found + handler.other:  # the damage also goes into the error
             log.info("GDAL: %s", msg)
+
+
+def _band_tags(ds: rasterio.DatasetReader, sel: list[int]) -> tuple[dict[str, str], ...]:
+    """Per-band tags (BANDNAME, WAVELENGTH...) of the selected bands; () when none has any."""
+    tags = tuple({str(k): str(v) for k, v in ds.tags(i + 1).items()} for i in sel)
+    return tags if any(tags) else ()
 
 
 def _colormap_size(ds: rasterio.DatasetReader) -> int:

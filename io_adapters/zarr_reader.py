@@ -32,6 +32,7 @@ from ._common import (
 )
 from .base import GeoInfo, MedicalInfo, Metadata, PathReaderMixin
 from .errors import CorruptFileError, InputNotFoundError, InvalidDataError, IOAdapterError
+from .provenance import PROVENANCE_ATTRS
 
 __all__ = ["ZarrReader", "DATA", "OURS", "json_number", "from_json_number"]
 
@@ -175,7 +176,8 @@ class ZarrReader(PathReaderMixin):
             extra["alpha_band"] = self._selected.index(alpha)
         extra.update(chunks=tuple(self._array.chunks), dimension_names=self._dims,
                      source_format=ours.get("source_format"),
-                     attrs={k: v for k, v in group_attrs.items() if k not in (OURS, "ome")})
+                     attrs={k: v for k, v in group_attrs.items()
+                            if k not in (OURS, "ome", *PROVENANCE_ATTRS)})
         has_mask = bool(ours.get("has_mask", False)) or nodata is not None
         return Metadata(path=self.path, format="zarr", bands=len(self._selected),
                         rows=shape[-2], cols=shape[-1], dtype=dtype,
@@ -207,7 +209,8 @@ class ZarrReader(PathReaderMixin):
         return GeoInfo(crs_wkt=wkt, transform=(a, b, c, d, e, f),
                        colorinterp=per_band("colorinterp"), scales=per_band("scales"),
                        offsets=per_band("offsets"), units=per_band("units"),
-                       tags=dict(stored.get("tags", {})))
+                       tags=dict(stored.get("tags", {})),
+                       band_tags=tuple(dict(t) for t in per_band("band_tags")))
 
     def read(self, window: Window | None = None, *, frame: int = 0,
              bands: list[int] | None = None) -> np.ndarray:

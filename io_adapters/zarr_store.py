@@ -5,9 +5,12 @@ Layout of ``out.zarr`` (a Zarr v3 group, consolidated metadata on commit)::
     band_data    (band, y, x) or (frame, band, y, x); chunks (1,) bands x tile
                  attrs: grid_mapping="spatial_ref", coordinates="spatial_ref",
                  _FillValue=nodata (CF: xarray masks it to NaN), long_name=band names
-    spatial_ref  0-d; attrs crs_wkt, spatial_ref (WKT), GeoTransform (GDAL order)
+                 scale_factor/add_offset/units when the bands share them (CF)
+    spatial_ref  0-d; attrs from pyproj's CRS.to_cf() (grid_mapping_name...),
+                 crs_wkt, spatial_ref (WKT), GeoTransform (GDAL order)
     x, y         1-D HR pixel-centre coordinates (from the transform; omitted when
-                 it is rotated or sheared, b or d != 0: no 1-D coordinate fits)
+                 it is rotated or sheared, b or d != 0: no 1-D coordinate fits);
+                 CF standard_name/long_name/units/axis from the CRS
     band         1-D band numbers 1..n (like rioxarray)
 
 so ``xarray.open_zarr(path)`` gives the right ``ds.rio.crs`` and
@@ -16,7 +19,9 @@ so ``xarray.open_zarr(path)`` gives the right ``ds.rio.crs`` and
 first pixel's position along the image axes); note that stacks are stored
 (z, c, y, x), whereas OME orders c before z.  Group attr ``zssr`` keeps the
 rest of :class:`Metadata` for :class:`ZarrReader`; caller ``attrs``
-(provenance) are added at the group's top level.
+are added at the group's top level, and so are ``provenance`` (software, version,
+source, scale, kernel, config and its hash), ``Conventions``, ``source`` and
+``history`` (:mod:`io_adapters.provenance`).
 
 Writing: the store is created as ``<name>.zarr.partial`` and renamed on
 ``commit``; ``abort`` deletes it.  Every ``write`` must cover whole chunks
@@ -55,6 +60,7 @@ from ._common import (
 )
 from .base import AtomicWriterMixin, MedicalInfo, Metadata, check_output_path
 from .errors import WriteError
+from .provenance import Provenance, cf_grid_mapping, cf_value_attrs, cf_xy_attrs, zarr_attrs
 from .zarr_reader import DATA, OURS, ZarrReader, json_number
 
 __all__ = ["ZarrWriter", "ZarrReader", "write_region", "scale_zarr_metadata"]
@@ -132,7 +138,8 @@ def _meta_attrs(meta: Metadata) -> dict:
     if meta.geo is not None:
         g = meta.geo
         geo = {"colorinterp": list(g.colorinterp), "scales": list(g.scales),
-               "offsets": list(g.offsets), "units": list(g.units), "tags": dict(g.tags)}
+               "offsets": list(g.offsets), "units": list(g.units), "tags": dict(g.tags),
+               "band_tags": [dict(t) for t in g.band_tags]}
     extra = {k: v for k, v in meta.extra.items() if _json_safe(v) is not None}
     return {"version": 1, "source_format": meta.format, "band_names": list(meta.band_names),
             "nodata": json_number(meta.nodata), "has_mask": meta.has_mask, "geo": geo,
@@ -150,12 +157,13 @@ class ZarrWriter(AtomicWriterMixin):
     def __init__(self, path: str | Path, meta: Metadata, *, chunks: tuple[int, int] = (512, 512),
                  compressor: Compressor = "blosc-zstd", level: int = 3,
                  attrs: dict[str, Any] | None = None, inputs: tuple[Path, ...] = (),
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, provenance: Provenance | None = None) -> None:
         self.path = check_output_path(Path(path), inputs=inputs, overwrite=overwrite)
         dtype = check_pixel_dtype(meta.dtype, path=self.path)
         if len(chunks) != 2 or min(chunks) <= 0:
             raise ValueError(f"chunks {chunks!r} must be a (rows, cols) pair of positive ints")
         self.meta = meta
+        self._provenance = provenance
         self._store = self.path.with_name(self.path.name + ".partial")
         start_io_loop()
         remove_path(self._store)  # a stale partial store from a crashed run (a link: unlinked)
@@ -190,7 +198,8 @@ class ZarrWriter(AtomicWriterMixin):
     def _create(self, shape: tuple[int, ...], chunk_shape: tuple[int, ...], dtype: np.dtype,
                 compressors: list, attrs: dict[str, Any] | None) -> None:
         meta = self.meta
-        group_attrs = {OURS: _meta_attrs(meta)}
+        group_attrs = {OURS: _meta_attrs(meta),
+                       **zarr_attrs(self._provenance, geo=meta.geo is not None)}
         if meta.medical is not None:
             group_attrs.update(_ome_attrs(meta, meta.medical, self._dims, self.path.stem))
         group_attrs.update(attrs or {})
@@ -201,7 +210,8 @@ class ZarrWriter(AtomicWriterMixin):
         if meta.nodata is not None:
             data_attrs["_FillValue"] = _cf_fill_value(meta.nodata, dtype)
         if meta.geo is not None:
-            data_attrs.update(grid_mapping="spatial_ref", coordinates="spatial_ref")
+            data_attrs.update(grid_mapping="spatial_ref", coordinates="spatial_ref",
+                              **cf_value_attrs(meta.geo, meta.bands))
         group.create_array(DATA, shape=shape, chunks=chunk_shape, dtype=dtype,
                            fill_value=0 if meta.nodata is None else meta.nodata,
                            compressors=compressors, dimension_names=self._dims,
@@ -217,16 +227,17 @@ class ZarrWriter(AtomicWriterMixin):
         t = Affine(*geo.transform)
         wkt = geo.crs_wkt or ""
         ref = group.create_array("spatial_ref", shape=(), dtype="int64", dimension_names=(),
-                                 attributes={"crs_wkt": wkt, "spatial_ref": wkt,
+                                 attributes={**cf_grid_mapping(wkt),
                                              "GeoTransform": _gdal_geotransform(geo.transform)})
         ref[...] = 0
         if t.b or t.d:  # rotated or sheared: no 1-D x/y is right; rioxarray writes none either
             return
+        x_attrs, y_attrs = cf_xy_attrs(wkt)  # standard_name, units: CF, by the CRS
         x = group.create_array("x", shape=(meta.cols,), dtype="float64", dimension_names=("x",),
-                               attributes={"axis": "X", "long_name": "x pixel centre"})
+                               attributes=x_attrs)
         x[:] = t.c + (np.arange(meta.cols) + 0.5) * t.a
         y = group.create_array("y", shape=(meta.rows,), dtype="float64", dimension_names=("y",),
-                               attributes={"axis": "Y", "long_name": "y pixel centre"})
+                               attributes=y_attrs)
         y[:] = t.f + (np.arange(meta.rows) + 0.5) * t.e
 
     def write(self, array: np.ndarray, window: Window, *, frame: int = 0,

@@ -37,7 +37,8 @@ def subset_bands(meta: Metadata, idx: tuple[int, ...]) -> Metadata:
         geo = replace(geo, colorinterp=_pick(geo.colorinterp, idx, meta.bands),
                       scales=_pick(geo.scales, idx, meta.bands),
                       offsets=_pick(geo.offsets, idx, meta.bands),
-                      units=_pick(geo.units, idx, meta.bands))
+                      units=_pick(geo.units, idx, meta.bands),
+                      band_tags=_pick(geo.band_tags, idx, meta.bands))
     extra = dict(meta.extra)
     alpha = extra.pop("alpha_band", None)
     if alpha is not None and alpha in idx:

@@ -1,0 +1,73 @@
+"""The provenance of one job's output, built once and handed to its writer.
+
+``with_provenance(job)`` returns the job with ``writer_options["provenance"]`` set
+for the formats that record it (COG/GeoTIFF dataset tags, Zarr group attributes;
+see :mod:`io_adapters.provenance`).  PNG and DICOM outputs get nothing: the PNG
+writer has no tag to hold it and a DICOM output already names its source series
+and the software in its own attributes.
+
+The config hash is the SHA-256 of the resolved config as sorted, compact JSON, the
+same text that is recorded beside it, so ``ZSSR_CONFIG_SHA256`` can be checked
+against ``ZSSR_CONFIG``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geometry import as_scale
+from io_adapters.provenance import Provenance
+from zssr import __version__
+from zssr.config import ZSSRConfig, config_to_dict
+
+from .job import ImageJob
+
+__all__ = ["SOFTWARE", "config_sha256", "kernel_label", "job_provenance", "with_provenance",
+           "RECORDING_SUFFIXES"]
+
+SOFTWARE = "zssr-pipeline"
+RECORDING_SUFFIXES = (".tif", ".tiff", ".zarr")  # writers with a provenance= keyword
+
+
+def config_json(config: ZSSRConfig) -> str:
+    """The resolved config as sorted, compact JSON (what is hashed)."""
+    return json.dumps(config_to_dict(config), sort_keys=True, separators=(",", ":"))
+
+
+def config_sha256(config: ZSSRConfig) -> str:
+    return hashlib.sha256(config_json(config).encode()).hexdigest()
+
+
+def kernel_label(kernel: np.ndarray | None) -> str:
+    """``"bicubic"`` (MATLAB imresize) or ``"<rows>x<cols> sha256:<hex>"`` of the float64
+    kernel, the hash ``zssr run``'s fingerprint uses."""
+    if kernel is None:
+        return "bicubic"
+    k = np.ascontiguousarray(kernel, np.float64)
+    digest = hashlib.sha256(k.tobytes()).hexdigest()
+    return f"{k.shape[0]}x{k.shape[1]} sha256:{digest}"
+
+
+def job_provenance(job: ImageJob, *, source: str | None = None) -> Provenance:
+    """What made ``job``'s output; ``source`` overrides the input's name (a URL, a STAC
+    Item) and must carry no credentials."""
+    return Provenance(software=SOFTWARE, version=__version__,
+                      source=source if source is not None else str(job.input),
+                      scale=str(as_scale(job.scale)), kernel=kernel_label(job.kernel),
+                      config_sha256=config_sha256(job.config),
+                      config=json.loads(config_json(job.config)))
+
+
+def with_provenance(job: ImageJob, *, source: str | None = None) -> ImageJob:
+    """``job`` whose writer records its provenance (COG/TIFF and Zarr outputs)."""
+    if Path(job.output).suffix.lower() not in RECORDING_SUFFIXES:
+        return job
+    options: dict[str, Any] = {**job.writer_options,
+                               "provenance": job_provenance(job, source=source)}
+    return replace(job, writer_options=options)

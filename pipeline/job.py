@@ -207,10 +207,11 @@ def infer_tile(model: torch.nn.Module, source: ReaderCropSource, plan: StepPlan,
     meta = source.reader.meta
     window = tile.read_window
     rs, cs = tile.crop
-    # per-band masks: a pixel invalid in one band keeps its valid values in the others
-    masks = source.reader.read_masks(window, frame=frame)
-    if meta.dtype.kind == "f":  # NaN and +-inf are invalid pixels too
-        masks = masks & np.isfinite(source.reader.read(window, frame=frame))
+    # the tile's one read: pixels and per-band masks (a pixel invalid in one band keeps its
+    # valid values in the others)
+    raw = source.reader.read(window, frame=frame)
+    read_masks = source.reader.read_masks(window, frame=frame)
+    masks = read_masks & np.isfinite(raw) if meta.dtype.kind == "f" else read_masks
     hr_valid = _hr_masks(masks, plan.scale.floats, tuple(tile.hr_read.shape))[:, rs, cs]
     inverse = output_normalizer or normalizer
     if (SKIP_INVALID_TILES and not working and not masks.any()
@@ -220,7 +221,7 @@ def infer_tile(model: torch.nn.Module, source: ReaderCropSource, plan: StepPlan,
         fill = meta.nodata if meta.nodata is not None else (
             np.nan if inverse.dtype.kind == "f" else 0)
         return np.full(hr_valid.shape, fill, dtype=inverse.dtype), hr_valid
-    work, valid = source.read_working(window, frame)
+    work, valid = source.working(raw, read_masks.all(axis=0))
     lo, hi = (torch.from_numpy(v) for v in normalizer.clip_range)
     sr = predict(model, torch.from_numpy(work), scale=plan.scale, infer=infer_cfg,
                  down_kernel=plan.kernel, clip_range=(lo, hi)).cpu().numpy()
@@ -233,7 +234,7 @@ def infer_tile(model: torch.nn.Module, source: ReaderCropSource, plan: StepPlan,
         out = np.where(hr_valid, out, np.float32(np.nan)).astype(out.dtype)  # NaN marks them
     alpha = meta.extra.get("alpha_band")
     if alpha is not None and not working:
-        a = source.reader.read(window, frame=frame)[alpha].astype(np.float32)
+        a = raw[alpha].astype(np.float32)
         a_up = imresize(torch.from_numpy(a[None]), scale=plan.scale.floats,
                         output_shape=tuple(tile.hr_read.shape))[0].numpy()[rs, cs]
         if meta.dtype.kind in "iu":

@@ -114,8 +114,13 @@ class ReaderCropSource:
 
     def read_working(self, window: RioWindow, frame: int) -> tuple[np.ndarray, np.ndarray]:
         """``(pixels (C, h, w) float32 working units, valid (h, w))`` of one frame."""
-        raw = self.reader.read(window, frame=frame)[self.bands]
-        valid = self.reader.read_mask(window, frame=frame)
+        return self.working(self.reader.read(window, frame=frame),
+                            self.reader.read_mask(window, frame=frame))
+
+    def working(self, pixels: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`read_working` of pixels already read (every band of the reader) and their
+        all-bands validity (``read_mask``, or ``read_masks(...).all(axis=0)``)."""
+        raw = pixels[self.bands]
         if raw.dtype.kind == "f":
             valid = valid & np.isfinite(raw).all(axis=0)
             raw = np.where(np.isfinite(raw), raw, 0)

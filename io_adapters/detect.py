@@ -96,6 +96,11 @@ def _zarr(path: Path, head: bytes) -> bool:
     return path.is_dir() and any((path / n).is_file() for n in ("zarr.json", ".zgroup", ".zarray"))
 
 
+def _vrt(path: Path, head: bytes) -> bool:
+    # GDAL's virtual raster (XML); zssr writes one to stack a STAC Item's assets
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<VRTDataset")
+
+
 def _nifti(path: Path, head: bytes) -> bool:
     from .nifti import sniff_nifti
 
@@ -182,6 +187,7 @@ READERS: dict[str, ReaderFormat] = {
     "bmp": ReaderFormat("BMP", _bmp, _open_plain),
     "zarr": ReaderFormat("Zarr folder (zarr.json)", _zarr, _open_zarr),
     "nifti": ReaderFormat("NIfTI (.nii, .nii.gz)", _nifti, _open_nifti),
+    "vrt": ReaderFormat("GDAL VRT", _vrt, _open_geotiff),
 }
 WRITERS: dict[str, WriterFormat] = {
     "geotiff": WriterFormat("COG (georeferenced) or tiled TIFF", (".tif", ".tiff"), _cog_writer),

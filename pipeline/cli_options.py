@@ -22,8 +22,10 @@ def add_image_args(p: argparse.ArgumentParser, *, device_help: str = "cpu, cuda 
     """``--scale --kernel --kernel-sigma --tile --halo --bands --device --deidentify
     --allow-user-steps --max-pixels``."""
     p.add_argument("--scale", type=float, required=True, help="scale factor, e.g. 2 or 1.5")
-    p.add_argument("--kernel", type=Path, default=None,
-                   help="degradation kernel: .npy or MATLAB .mat with variable 'Kernel'")
+    p.add_argument("--kernel", default=None, metavar="FILE|estimate",
+                   help="degradation kernel: .npy or MATLAB .mat with variable 'Kernel', or "
+                   "'estimate': each image's own, estimated from the image (x2/x4; falls back "
+                   "to --kernel-sigma's Gaussian, else bicubic, when the estimate is unusable)")
     p.add_argument("--kernel-sigma", type=float, default=None,
                    help="Gaussian PSF of this sigma (HR pixels) as the degradation kernel")
     p.add_argument("--tile", type=int, default=None,

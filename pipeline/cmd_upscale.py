@@ -14,6 +14,7 @@ from pathlib import Path
 
 from geometry import ScaleError, as_scale
 from io_adapters.base import check_output_path
+from io_adapters.objstore import is_remote, staged_output
 from io_adapters.output_safety import (
     UnsafeOutputError,
     absolute,
@@ -24,8 +25,10 @@ from io_adapters.output_safety import (
 
 from .cli_options import add_config_args, add_image_args
 from .errors import UsageError
+from .inputs import input_location, output_location
 from .job import ImageJob, dicom_writer_options
-from .kernel_io import kernel_from_args
+from .kernel_estimate import describe_choice
+from .kernel_io import kernel_options
 from .progress import ImageProgress
 from .run_config import DEFAULT_TILE, PipelineConfig, resolved_from_args
 from .upscale import upscale_file
@@ -94,8 +97,12 @@ def add_parser(sub, parents) -> None:
     p = sub.add_parser("upscale", parents=parents, help="super-resolve one image",
                        description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", type=Path, help="image file (or a folder of DICOM slices)")
-    p.add_argument("output", type=Path, help="output path; its suffix picks the format")
+    p.add_argument("input", type=input_location,
+                   help="image file (or a folder of DICOM slices), or a GeoTIFF/COG URL "
+                   "(s3://, gs://, az://, https://, /vsi... names), read by windows")
+    p.add_argument("output", type=output_location,
+                   help="output path (or s3://bucket/key: built locally, then uploaded); "
+                   "its suffix picks the format")
     add_image_args(p)
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output that zssr wrote (a file or store of the "
@@ -113,10 +120,8 @@ def pipeline_options(args: argparse.Namespace, pc: PipelineConfig) -> dict:
     if tile < 8 or tile > 8192:
         raise UsageError(f"--tile {tile}: expected 8 <= tile <= 8192 LR pixels")
     bands = parse_bands(args.bands) if args.bands else pc.band_indexes
-    given = args.kernel is not None or args.kernel_sigma is not None
-    sigma = args.kernel_sigma if given else pc.kernel_sigma
-    return {"tile": tile, "bands": bands, "kernel": kernel_from_args(args.kernel, sigma),
-            "chain": pc.chain or None}
+    return {"tile": tile, "bands": bands, "chain": pc.chain or None,
+            **kernel_options(args.kernel, args.kernel_sigma, pc)}
 
 
 def check_paths(args: argparse.Namespace) -> None:
@@ -136,6 +141,14 @@ def check_history(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if is_remote(args.output):  # checked before any work; uploaded only when complete
+        with staged_output(args.output, overwrite=args.overwrite) as local:
+            args.output = local
+            return run_local(args)
+    return run_local(args)
+
+
+def run_local(args: argparse.Namespace) -> int:
     check_paths(args)
     rc = resolved_from_args(args)
     job = ImageJob(input=args.input, output=args.output, scale=scale_option(args.scale),
@@ -155,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{result.output}: x{args.scale:g} in {sum(t.values()):.1f}s (train {t['train']:.1f}s,"
               f" {hist.iterations} it; infer {t['infer']:.1f}s, {result.tiles} tiles; "
               f"write {t['write']:.1f}s)")
+        if result.kernel is not None:
+            print(f"{result.output}: kernel {describe_choice(result.kernel)}")
     if args.history:
         check_history(args)  # again: the folder may have changed during the work
         write_text_atomic(args.history, json.dumps(hist.to_dict(), indent=1))

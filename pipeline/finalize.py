@@ -34,6 +34,7 @@ from zssr.kernels import prepare_kernel
 from zssr.metrics import lr_consistency, psnr, ssim
 
 from .job import clip_to_output, open_input, open_output
+from .kernel_estimate import KernelChoice, describe_choice, kernel_picture
 from .source import declared_range, sr_bands
 from .steps.chain import BoundChain, ChainReader
 from .tasks import ImageSpec, TrainOutcome, apply_threads
@@ -114,7 +115,8 @@ def finalize_image(spec: ImageSpec, outcomes: list[TrainOutcome]) -> dict[str, A
                                  "shape_out": [out_meta.frames, out_meta.bands, out_meta.rows,
                                                out_meta.cols],
                                  "format_in": meta.format}
-        entry.update(_report_material(spec, reader, store))
+        kernel = next((o.kernel for o in outcomes if o.kernel is not None), None)
+        entry.update(_report_material(spec, reader, store, kernel))
     finally:
         reader.close()
     return entry
@@ -198,7 +200,8 @@ def _data_range(meta: Metadata, sample: np.ndarray) -> float:
         else 1.0
 
 
-def _report_material(spec: ImageSpec, reader: Reader, store: ZarrReader) -> dict[str, Any]:
+def _report_material(spec: ImageSpec, reader: Reader, store: ZarrReader,
+                     kernel: KernelChoice | None = None) -> dict[str, Any]:
     meta, scale = reader.meta, spec.job.scale
     frame = meta.frames // 2
     q = math.lcm(*(s.denominator for s in as_scale(scale)))
@@ -217,8 +220,15 @@ def _report_material(spec: ImageSpec, reader: Reader, store: ZarrReader) -> dict
                      "sr": f"report_assets/{spec.key}_sr.png"}
     out["crop"] = {"lr": [crop.row, crop.col, crop.height, crop.width],
                    "hr": [hr.row, hr.col, hr.height, hr.width], "zoom": float(scale)}
+    raw_kernel = spec.job.kernel
+    if kernel is not None:  # --kernel estimate: the kernel chosen for this image
+        raw_kernel = kernel.kernel
+        out["kernel"] = {**kernel.summary(), "description": describe_choice(kernel)}
+        if kernel.kernel is not None:
+            _save_png(kernel_picture(kernel.kernel)[None], assets / f"{spec.key}_kernel.png")
+            out["assets"]["kernel"] = f"report_assets/{spec.key}_kernel.png"
     try:
-        out["lr_consistency_db"] = _consistency(spec, reader, store, frame, q)
+        out["lr_consistency_db"] = _consistency(spec, reader, store, frame, q, raw_kernel)
     except (ValueError, ZeroDivisionError) as exc:
         out["lr_consistency_error"] = str(exc)
     if spec.ground_truth is not None:
@@ -230,14 +240,15 @@ def _report_material(spec: ImageSpec, reader: Reader, store: ZarrReader) -> dict
 
 
 def _consistency(spec: ImageSpec, reader: Reader, store: ZarrReader, frame: int,
-                 q: int) -> float:
+                 q: int, raw_kernel: np.ndarray | None) -> float:
+    """LR-consistency (dB) of a centred window, degraded by the kernel SR assumed."""
     meta, scale = reader.meta, spec.job.scale
     win = _centred(meta.rows, meta.cols, CONSISTENCY_LR, q)
     hr = _hr_region(win, scale, (store.meta.rows, store.meta.cols))
     bands = sr_bands(meta)
     lr = reader.read(win.to_window(), frame=frame)[bands].astype(np.float64)
     sr = store.read(hr.to_window(), frame=frame)[bands].astype(np.float64)
-    kernel = None if spec.job.kernel is None else prepare_kernel(spec.job.kernel, scale)
+    kernel = None if raw_kernel is None else prepare_kernel(raw_kernel, scale)
     return lr_consistency(sr, lr, scale=scale, kernel=kernel, data_range=_data_range(meta, lr))
 
 

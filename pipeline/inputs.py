@@ -38,11 +38,14 @@ from pathlib import Path
 
 from io_adapters.detect import sniff
 from io_adapters.errors import IOAdapterError
+from io_adapters.objstore import is_remote
 from io_adapters.output_safety import is_tool_folder
+from io_adapters.vsi import gdal_path
 
 from .errors import UsageError
 
-__all__ = ["InputItem", "expand_inputs", "output_names", "pair_ground_truth", "IMAGE_SUFFIXES"]
+__all__ = ["InputItem", "expand_inputs", "output_names", "pair_ground_truth", "IMAGE_SUFFIXES",
+           "input_location", "output_location"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,19 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".dcm", ".dicom",
                             ".ima"})
 _GLOB_CHARS = frozenset("*?[")
+
+
+def input_location(text: str) -> Path:
+    """An INPUT argument as a path: ``s3://``, ``gs://``, ``az://`` and ``http(s)://`` URLs
+    become GDAL's ``/vsi…`` names (``pathlib`` would fold their ``//``: ``s3:/b/k``);
+    ``/vsi…`` names and local paths are kept."""
+    return Path(gdal_path(text))
+
+
+def output_location(text: str) -> Path | str:
+    """An OUTPUT argument: an ``s3://`` URL stays a string (built locally, then uploaded:
+    :func:`io_adapters.objstore.staged_output`), anything else is a path."""
+    return text if is_remote(text) else Path(text)
 
 
 @dataclass(frozen=True)

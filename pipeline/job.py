@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,10 +38,12 @@ from zssr.train import TrainEvent, TrainingDivergedError, TrainingHistory, train
 
 from .budget import check_budget
 from .halo import resolve_halo
+from .kernel_estimate import is_estimate
 from .source import ReaderCropSource, SampleStats, sample_stats, sr_bands
 from .steps.chain import BoundChain, ChainReader, ChainSpec, ChainWriter
 
-__all__ = ["ImageJob", "TrainResult", "StepPlan", "plan_step", "train_stage", "infer_tiles",
+__all__ = ["ImageJob", "TrainResult", "StepPlan", "plan_step", "with_kernel", "train_stage",
+           "infer_tiles",
            "UpscaleResult", "preflight_output", "open_input",
            "open_output", "clip_to_output"]
 
@@ -56,7 +59,9 @@ class ImageJob:
     output: Path
     scale: float
     config: ZSSRConfig = field(default_factory=ZSSRConfig)
-    kernel: np.ndarray | None = None  # raw 2-D kernel (HR px); None: MATLAB bicubic
+    kernel: np.ndarray | str | None = None  # raw 2-D kernel (HR px); None: MATLAB bicubic;
+    #: "estimate": the image's own (pipeline.kernel_estimate), else fallback_kernel
+    fallback_kernel: np.ndarray | None = None
     bands: tuple[int, ...] | None = None  # 0-based band selection
     tile: int = 256  # LR tile side
     halo: int | None = None  # None: computed from the config (full dependency radius)
@@ -135,17 +140,30 @@ def preflight_output(job: ImageJob, meta: Metadata, scale: float, *,
 def plan_step(meta: Metadata, job: ImageJob, rel_scale: ScaleLike) -> StepPlan:
     """The tile grid and kernel of one step at ``rel_scale``.  The halo is
     :func:`~pipeline.halo.resolve_halo`'s: the dependency radius for ``job.halo=None``,
-    else the given one, with a warning naming the radius when it is smaller."""
-    cfg = job.config
+    else the given one, with a warning naming the radius when it is smaller.
+
+    With ``job.kernel="estimate"`` (known only once a task has estimated it) the plan is
+    bicubic's; :func:`with_kernel` gives the plan of the kernel then chosen.
+    """
     scale = as_scale(rel_scale)
-    kernel = None if job.kernel is None else prepare_kernel(job.kernel, scale)
-    halo = resolve_halo("auto" if job.halo is None else job.halo, config=cfg, scale=scale,
-                        down_kernel=kernel)
     sy, sx = scale
     tile = max(job.tile, sy.denominator, sx.denominator)
     tile -= tile % math.lcm(sy.denominator, sx.denominator)
-    grid = TileGrid(shape=(meta.rows, meta.cols), tile=tile, halo=halo, scale=scale)
-    return StepPlan(scale, grid, kernel, sr_bands(meta))
+    grid = TileGrid(shape=(meta.rows, meta.cols), tile=tile, halo=0, scale=scale)
+    raw = None if is_estimate(job.kernel) else job.kernel
+    return with_kernel(StepPlan(scale, grid, None, sr_bands(meta)), job, raw)
+
+
+def with_kernel(plan: StepPlan, job: ImageJob, kernel: np.ndarray | None) -> StepPlan:
+    """``plan`` with the raw 2-D ``kernel`` (None: bicubic) and the halo it needs: the
+    same tiles (their cores do not depend on the halo), the kernel and halo of
+    :func:`plan_step` for that kernel."""
+    down = None if kernel is None else prepare_kernel(kernel, plan.scale)
+    halo = resolve_halo("auto" if job.halo is None else job.halo, config=job.config,
+                        scale=plan.scale, down_kernel=down)
+    grid = TileGrid(shape=plan.grid.shape, tile=plan.grid.tile_shape, halo=halo,
+                    scale=plan.scale)
+    return replace(plan, kernel=down, grid=grid)
 
 
 def train_stage(job: ImageJob, reader: Reader, plan: StepPlan, *, step: int = 0,
@@ -321,6 +339,7 @@ class UpscaleResult:
     seconds: dict[str, float]
     tiles: int
     meta: Metadata
+    kernel: Any = None  # pipeline.kernel_estimate.KernelChoice with --kernel estimate
 
 
 def working_meta(meta: Metadata, plan: StepPlan, path: Path) -> Metadata:

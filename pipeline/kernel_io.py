@@ -10,7 +10,7 @@ from zssr.kernels import KernelError, gaussian_kernel, kernel_from_mapping, vali
 
 from .errors import InputError
 
-__all__ = ["load_kernel", "kernel_from_args"]
+__all__ = ["load_kernel", "kernel_from_args", "kernel_options"]
 
 
 def load_kernel(path: str | Path) -> np.ndarray:
@@ -51,3 +51,21 @@ def kernel_from_args(kernel: Path | None, sigma: float | None) -> np.ndarray | N
             raise KernelError(f"--kernel-sigma {sigma}: must be > 0")
         return gaussian_kernel(sigma)
     return None
+
+
+def kernel_options(kernel: Path | str | None, sigma: float | None, pc) -> dict:
+    """``ImageJob``'s ``kernel`` and ``fallback_kernel`` from ``--kernel``/``--kernel-sigma``
+    and the config's pipeline sections ``pc`` (flags win).  ``--kernel estimate`` (or the
+    config's ``kernel: estimate`` when no flag is given) estimates each image's kernel; the
+    fallback for an unusable estimate is the Gaussian of ``--kernel-sigma`` or the config's
+    ``kernel_sigma``, else bicubic (None).  A kernel file named ``estimate`` is ``./estimate``.
+    """
+    if kernel is not None and str(kernel) == "estimate":
+        fallback = sigma if sigma is not None else pc.kernel_sigma
+        return {"kernel": "estimate", "fallback_kernel": kernel_from_args(None, fallback)}
+    given = kernel is not None or sigma is not None
+    if not given and pc.kernel == "estimate":
+        return {"kernel": "estimate", "fallback_kernel": kernel_from_args(None, pc.kernel_sigma)}
+    return {"kernel": kernel_from_args(None if kernel is None else Path(kernel),
+                                       sigma if given else pc.kernel_sigma),
+            "fallback_kernel": None}

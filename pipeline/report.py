@@ -115,6 +115,12 @@ def _image_section(e: dict[str, Any], root: Path) -> str:
             if uri:
                 figs.append(f'<figure><img alt="{esc(label)}" src="{uri}">'
                             f"<figcaption>{esc(label)}</figcaption></figure>")
+        kernel = e.get("kernel", {})
+        uri = _data_uri(root / assets["kernel"]) if "kernel" in assets else None
+        if uri:  # --kernel estimate: the kernel beside the crops, with its widths
+            label = f"estimated kernel: {kernel.get('description', '')}"
+            figs.append(f'<figure><img class="kernel" alt="{esc(label)}" src="{uri}">'
+                        f"<figcaption>{esc(label)}</figcaption></figure>")
         parts.append('<div class="pair">' + "".join(figs) + "</div>")
     if "curves" in assets:
         uri = _data_uri(root / assets["curves"])
@@ -129,7 +135,9 @@ def _image_section(e: dict[str, Any], root: Path) -> str:
              if e.get("history", {}).get("warm_started") else "no"),
             ("tiles total / skipped / inferred", " / ".join(
                 _fmt(tiles.get(k), "d") for k in ("total", "skipped", "inferred"))),
-            ("LR-consistency", _fmt(e.get("lr_consistency_db"), ".2f", " dB")),
+            ("kernel", esc(e["kernel"].get("description", ""))) if "kernel" in e else None,
+            ("LR-consistency", _fmt(e.get("lr_consistency_db"), ".2f", " dB")
+             + (" (with the kernel above)" if "kernel" in e else "")),
             ("PSNR / SSIM", f'{_fmt(e.get("psnr"), ".2f", " dB")} / {_fmt(e.get("ssim"), ".4f")}')
             if "psnr" in e else None]
     if e.get("ground_truth_error"):

@@ -64,7 +64,8 @@ class RunSettings:
     scale: float
     config: ZSSRConfig = field(default_factory=ZSSRConfig)
     config_data: dict[str, Any] = field(default_factory=dict)  # as given (for config.yaml)
-    kernel: np.ndarray | None = None
+    kernel: np.ndarray | str | None = None  # "estimate": each image's own (a Dask task)
+    fallback_kernel: np.ndarray | None = None  # when an estimate is unusable (None: bicubic)
     bands: tuple[int, ...] | None = None
     tile: int = 256
     halo: int | None = None
@@ -84,12 +85,20 @@ class RunSettings:
 
     def fingerprint(self) -> dict[str, Any]:
         """What shapes the result: a change gives a new image key."""
-        kernel = None if self.kernel is None else hashlib.sha256(
-            np.ascontiguousarray(self.kernel, np.float64).tobytes()).hexdigest()
-        return {"version": 1, "config": config_to_dict(self.config), "scale": self.scale,
-                "tile": self.tile, "halo": self.halo,
-                "bands": None if self.bands is None else list(self.bands), "kernel": kernel,
-                "chain": self.chain.to_config() if self.chain else None}
+        out = {"version": 1, "config": config_to_dict(self.config), "scale": self.scale,
+               "tile": self.tile, "halo": self.halo,
+               "bands": None if self.bands is None else list(self.bands),
+               "kernel": _kernel_id(self.kernel),
+               "chain": self.chain.to_config() if self.chain else None}
+        if self.fallback_kernel is not None:  # keys without one stay as before
+            out["fallback_kernel"] = _kernel_id(self.fallback_kernel)
+        return out
+
+
+def _kernel_id(kernel: np.ndarray | str | None) -> str | None:
+    if kernel is None or isinstance(kernel, str):
+        return kernel
+    return hashlib.sha256(np.ascontiguousarray(kernel, np.float64).tobytes()).hexdigest()
 
 
 @dataclass
@@ -138,7 +147,8 @@ def _plan(item: InputItem, name: str, settings: RunSettings, rd: RunDir, gt: Pat
     the output can be written (nothing is computed yet)."""
     key = image_key(name, input_identity(item.path), settings.fingerprint())
     job = ImageJob(input=item.path, output=Path(), scale=settings.scale, config=settings.config,
-                   kernel=settings.kernel, bands=settings.bands, tile=settings.tile,
+                   kernel=settings.kernel, fallback_kernel=settings.fallback_kernel,
+                   bands=settings.bands, tile=settings.tile,
                    halo=settings.halo, device=settings.device, overwrite=settings.overwrite,
                    chain=settings.chain or None, max_pixels=settings.max_pixels)
     with open_input(job) as reader:

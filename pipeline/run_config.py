@@ -1,4 +1,4 @@
-"""Typed pipeline sections of a config: chain, tile, bands, kernel_sigma.
+"""Typed pipeline sections of a config: chain, tile, bands, kernel_sigma, kernel.
 
 Presets and config files hold the engine's sections (typed by
 :class:`zssr.config.ZSSRConfig`) and, beside them, the pipeline's
@@ -38,6 +38,8 @@ class PipelineConfig:
     tile: int | None = None  # LR tile side in pixels; None: --tile or DEFAULT_TILE
     bands: tuple[int, ...] | None = None  # 1-based band numbers read from the file (as --bands)
     kernel_sigma: float | None = None  # Gaussian PSF sigma in HR pixels (as --kernel-sigma)
+    kernel: str | None = None  # "estimate": each image's own kernel (as --kernel estimate);
+    #: kernel_sigma's Gaussian (or bicubic) is then the fallback when an estimate is unusable
 
     @property
     def band_indexes(self) -> tuple[int, ...] | None:
@@ -47,7 +49,7 @@ class PipelineConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"chain": self.chain.to_config(), "tile": self.tile,
                 "bands": None if self.bands is None else list(self.bands),
-                "kernel_sigma": self.kernel_sigma}
+                "kernel_sigma": self.kernel_sigma, "kernel": self.kernel}
 
 
 def _int(key: str, value: Any, lo: int, hi: int) -> int:
@@ -61,7 +63,7 @@ def _int(key: str, value: Any, lo: int, hi: int) -> int:
 def pipeline_config_from_dict(data: dict[str, Any] | None) -> PipelineConfig:
     """Build and validate the pipeline sections (unknown keys are errors naming the key)."""
     data = dict(data or {})
-    allowed = ("chain", "tile", "bands", "kernel_sigma")
+    allowed = ("chain", "tile", "bands", "kernel_sigma", "kernel")
     for key in data:
         if key not in allowed:
             raise ConfigError(f"unknown pipeline config key {key!r}; allowed: "
@@ -82,8 +84,12 @@ def pipeline_config_from_dict(data: dict[str, Any] | None) -> PipelineConfig:
             raise ConfigError(f"config key 'kernel_sigma': invalid value {sigma!r}; expected a "
                               "number in (0, 10] (HR pixels)")
         sigma = float(sigma)
+    kernel = data.get("kernel")
+    if kernel not in (None, "estimate"):
+        raise ConfigError(f"config key 'kernel': invalid value {kernel!r}; expected 'estimate' "
+                          "(the image's own kernel) or null (kernel_sigma's, else bicubic)")
     return PipelineConfig(chain=ChainSpec.from_config(data.get("chain")), tile=tile,
-                          bands=bands, kernel_sigma=sigma)
+                          bands=bands, kernel_sigma=sigma, kernel=kernel)
 
 
 @dataclass(frozen=True)

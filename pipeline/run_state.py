@@ -22,8 +22,9 @@ from zssr.train import TrainingHistory
 from .finalize import finalize_task
 from .graph import Node, Ref
 from .inputs import InputItem
+from .kernel_estimate import describe_choice, is_estimate
 from .rundir import RunDir, atomic_write_text, image_key
-from .tasks import ImageSpec, TrainOutcome, infer_task, train_task
+from .tasks import ImageSpec, TrainOutcome, infer_task, kernel_task, train_task
 
 __all__ = ["ImageState", "build_nodes", "history_summary", "MAX_CURVE_POINTS"]
 
@@ -71,6 +72,7 @@ class ImageState:
     steps_trained: int = 0
     steps_resumed: int = 0
     finalized: dict[str, Any] = field(default_factory=dict)
+    kernel: Any = None  # the KernelChoice of --kernel estimate
 
     def __post_init__(self) -> None:
         if self.spec is not None:
@@ -98,7 +100,11 @@ class ImageState:
         if self.state == "failed":
             return
         spec = self.spec
-        if node.kind == "train":
+        if node.kind == "kernel":
+            self.kernel = result
+            rd.event("kernel chosen", image=self.key, kernel=describe_choice(result),
+                     **result.summary())
+        elif node.kind == "train":
             self.outcomes[node.step] = result
             self.seconds["train"] += result.seconds
             self.steps_resumed += result.resumed
@@ -195,6 +201,10 @@ def build_nodes(state: ImageState, *, batch_size: int, gpu: bool,
     nodes: list[Node] = []
     train_keys: list[str] = []
     prev_infers: list[str] = []
+    kernel = None
+    if is_estimate(spec.job.kernel):  # its own task, before training (saved in the run)
+        kernel = Ref(f"zssr-kernel-{spec.key}-{run}")
+        nodes.append(Node(kernel.key, kernel_task, (spec,), spec.key, "kernel"))
     for step in range(len(spec.plans)):
         units = spec.units(step)
         state.tiles_total += len(units)
@@ -202,7 +212,9 @@ def build_nodes(state: ImageState, *, batch_size: int, gpu: bool,
         tkey = f"zssr-train-{spec.key}-s{step}-{run}"
         prev = Ref(train_keys[-1]) if train_keys else None
         warm = Ref(warm_from) if warm_from is not None and step == 0 else None
-        nodes.append(Node(tkey, train_task, (spec, step, prev, warm, *map(Ref, prev_infers)),
+        nodes.append(Node(tkey, train_task, (spec, step, prev, warm,
+                                             kernel if step == 0 else None,
+                                             *map(Ref, prev_infers)),
                           spec.key, "train", step, gpu=gpu))
         train_keys.append(tkey)
         todo = [u for u in units if u not in state.done_before[step]]

@@ -102,6 +102,10 @@ class RunPaths:
     def weights(self, key: str, step: int) -> Path:
         return self.root / "weights" / f"{key}_s{step}.pt"
 
+    def kernel(self, key: str) -> Path:
+        """``--kernel estimate``: the image's kernel choice (``.npz``: kernel + summary)."""
+        return self.root / "kernels" / f"{key}.npz"
+
     def store(self, key: str, step: int) -> Path:
         return self.root / "work" / key / f"s{step}.zarr"
 
@@ -169,10 +173,10 @@ class RunPaths:
         return out
 
     def clear_work(self, key: str) -> None:
-        """Forget every intermediate of ``key`` (weights, stores, markers, entry)."""
+        """Forget every intermediate of ``key`` (weights, stores, markers, entry, kernel)."""
         for p in (self.root / "work" / key, self.root / "tiles" / key):
             remove_tree(p)  # a link: only the link goes
-        for folder in (self.root / "weights", self.root / "entries"):
+        for folder in (self.root / "weights", self.root / "entries", self.root / "kernels"):
             if os.path.islink(folder):  # never reach through it
                 raise UnsafeOutputError(f"{folder}: is a symbolic link inside the run "
                                         "directory; zssr never writes through links")
@@ -180,6 +184,7 @@ class RunPaths:
             for p in (self.root / "weights").glob(f"{key}_s*.pt"):
                 remove_tree(p)
         remove_tree(self.entry(key))
+        remove_tree(self.kernel(key))
 
 
 # ----------------------------------------------------------------------------- keys

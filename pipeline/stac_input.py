@@ -6,8 +6,9 @@ name either the asset of that key (all its bands) or the band whose ``eo:bands``
 ``common_name`` or ``name`` it is (asset-level ``eo:bands`` first, then the Item's),
 checks that every picked asset lies on one pixel grid (CRS, transform, size) and has
 one data type, and writes a GDAL VRT that stacks the bands in the order named.  The
-VRT references the assets where they are (a local path, or ``/vsicurl/``/``/vsis3/``
-for URLs: GDAL reads windows by range requests), so nothing is copied; the pipeline
+VRT references the assets where they are (a local path, or ``/vsis3/``/``/vsicurl?``
+for URLs, :func:`io_adapters.vsi.gdal_path`: GDAL reads windows by range requests),
+so nothing is copied; the pipeline
 opens it with the GeoTIFF reader like any GDAL raster.  Each VRT band carries its
 description, ``BANDNAME``/``WAVELENGTH`` tags, nodata, scale and offset, taken from the
 Item's ``eo:bands`` and ``raster:bands`` when present, else from the asset file.
@@ -34,16 +35,14 @@ from rasterio.errors import RasterioError
 
 from io_adapters.errors import CorruptFileError, InvalidDataError, UnsupportedFormatError
 from io_adapters.output_safety import write_text_atomic
+from io_adapters.vsi import gdal_path
 
 from .errors import InputError, UsageError
 
 __all__ = ["StackedBand", "StacInput", "read_item", "select_bands", "write_stack_vrt",
-           "resolve_stac_input", "is_stac_item", "gdal_path"]
+           "resolve_stac_input", "is_stac_item"]
 
 log = logging.getLogger(__name__)
-
-_VSI = {"s3": "/vsis3/", "gs": "/vsigs/", "az": "/vsiaz/", "http": "/vsicurl/http",
-        "https": "/vsicurl/https"}
 
 
 @dataclass(frozen=True)
@@ -68,16 +67,6 @@ class StacInput:
     def eo_bands(self) -> list[dict[str, Any]]:
         """The stack's ``eo:bands`` in order (for the output's Item)."""
         return [dict(b.eo) or {"name": f"{b.asset}:{b.band}"} for b in self.bands]
-
-
-def gdal_path(href: str) -> str:
-    """What GDAL opens for ``href``: ``s3://b/k`` -> ``/vsis3/b/k``, ``https://…`` ->
-    ``/vsicurl/https://…``; paths and ``/vsi…`` names unchanged."""
-    scheme, sep, rest = href.partition("://")
-    if not sep or scheme.lower() not in _VSI:
-        return href
-    prefix = _VSI[scheme.lower()]
-    return prefix + sep + rest if prefix.endswith(("http", "https")) else prefix + rest
 
 
 def is_stac_item(path: Path) -> bool:

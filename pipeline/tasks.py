@@ -40,12 +40,21 @@ from zssr.model import build_model
 from zssr.train import TrainEvent
 
 from .image_plan import ImageStep
-from .job import ImageJob, StepPlan, TrainResult, open_input, train_stage, working_stats
+from .job import (
+    ImageJob,
+    StepPlan,
+    TrainResult,
+    open_input,
+    train_stage,
+    with_kernel,
+    working_stats,
+)
 from .job import infer_tiles as _infer_tiles
+from .kernel_estimate import KernelChoice, estimate_file_kernel, load_choice, save_choice
 from .rundir import RunPaths, load_weights, save_weights
 from .source import ReaderCropSource, SampleStats
 
-__all__ = ["ImageSpec", "TrainOutcome", "train_task", "infer_task",
+__all__ = ["ImageSpec", "TrainOutcome", "kernel_task", "train_task", "infer_task", "step_plan",
            "open_step_reader", "emit", "LOCAL_SINKS", "TRAIN_TOPIC", "cached_model"]
 
 log = logging.getLogger(__name__)
@@ -110,6 +119,7 @@ class TrainOutcome:
     resumed: bool = False  # loaded from the run directory instead of trained
     input_stats: SampleStats | None = None  # step 0's: inverts the last gradual step
     extra: dict[str, Any] = field(default_factory=dict)
+    kernel: KernelChoice | None = None  # --kernel estimate: the kernel this image uses
 
 
 def emit(topic: str, msg: dict) -> None:
@@ -158,14 +168,42 @@ def _father_sources(spec: ImageSpec, step: int, stats: SampleStats
             for s in spec.steps[:step] if s.father]
 
 
+def kernel_task(spec: ImageSpec) -> KernelChoice:
+    """``--kernel estimate``: the image's own kernel, kept in the run folder (a resumed run
+    reads it back instead of estimating again)."""
+    apply_threads(spec)
+    path = spec.paths.kernel(spec.key)
+    if path.exists():
+        try:
+            return load_choice(path)
+        except ValueError as exc:  # a damaged file: estimate again
+            log.warning("%s; estimating again", exc)
+    job = spec.job
+    with open_input(job) as reader:
+        choice = estimate_file_kernel(reader, scale=job.scale, config=job.config,
+                                      where=str(job.input), fallback=job.fallback_kernel)
+    spec.paths.make_dir(path.parent)
+    save_choice(path, choice)
+    return choice
+
+
+def step_plan(spec: ImageSpec, step: int, kernel: KernelChoice | None) -> StepPlan:
+    """Step ``step``'s plan, with the estimated kernel (and its halo) when there is one."""
+    plan = spec.plans[step]
+    return plan if kernel is None else with_kernel(plan, spec.job, kernel.kernel)
+
+
 def train_task(spec: ImageSpec, step: int, prev: TrainOutcome | None,
-               warm: TrainOutcome | None, *after: Any) -> TrainOutcome:
+               warm: TrainOutcome | None, kernel: KernelChoice | None = None,
+               *after: Any) -> TrainOutcome:
     """Train step ``step`` (or load its saved weights); ``after``: ordering only.
 
     ``warm``: the first-step outcome of the previous compatible image of the batch
-    (config ``warm_start``); its weights start this image's training.
+    (config ``warm_start``); its weights start this image's training.  ``kernel``: the
+    :func:`kernel_task` result (``--kernel estimate``), passed on to the infer tasks.
     """
     apply_threads(spec)
+    kernel = kernel if kernel is not None else (None if prev is None else prev.kernel)
     wpath = spec.paths.weights(spec.key, step)
     if wpath.exists():
         try:
@@ -175,8 +213,8 @@ def train_task(spec: ImageSpec, step: int, prev: TrainOutcome | None,
         else:
             return TrainOutcome(step, TrainResult(state, hist, stats), _digest(state), seconds,
                                 resumed=True, input_stats=stats if prev is None
-                                else prev.input_stats)
-    plan = spec.plans[step]
+                                else prev.input_stats, kernel=kernel)
+    plan = step_plan(spec, step, kernel)
     stats = None
     if prev is not None:  # scale_steps: the previous output is in working units already
         stats = working_stats(prev.result.stats) if spec.steps[step].rebase \
@@ -204,7 +242,8 @@ def train_task(spec: ImageSpec, step: int, prev: TrainOutcome | None,
     seconds = time.perf_counter() - t0
     save_weights(wpath, result.state, result.stats, result.history, seconds)
     return TrainOutcome(step, result, _digest(result.state), seconds,
-                        input_stats=result.stats if prev is None else prev.input_stats)
+                        input_stats=result.stats if prev is None else prev.input_stats,
+                        kernel=kernel)
 
 
 def cached_model(spec: ImageSpec, plan: StepPlan, trained: TrainOutcome) -> torch.nn.Module:
@@ -255,7 +294,7 @@ def infer_task(spec: ImageSpec, step: int, trained: TrainOutcome,
     """
     apply_threads(spec)
     t0 = time.perf_counter()
-    paths, plan = spec.paths, spec.plans[step]
+    paths, plan = spec.paths, step_plan(spec, step, trained.kernel)
     todo = [u for u in units if not paths.marker(spec.key, step, *u).exists()]
     if not todo:
         return {"step": step, "tiles": 0, "skipped": len(units), "seconds": 0.0}

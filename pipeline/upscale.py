@@ -34,6 +34,7 @@ from .job import (
     write_step,
     writer_options,
 )
+from .kernel_estimate import estimate_file_kernel, is_estimate
 from .locking import OutputLock, abort_partials, clean_stale_partials, step_workdir
 from .source import ReaderCropSource
 from .steps.chain import ChainReader
@@ -75,6 +76,11 @@ def _upscale(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None,
     tmpdir: Path | None = None
     try:
         check_size(meta, job)
+        choice = None
+        if is_estimate(job.kernel):  # the image's own kernel, before the plan (its halo)
+            choice = estimate_file_kernel(reader, scale=job.scale, config=job.config,
+                                          where=str(job.input), fallback=job.fallback_kernel)
+            job = replace(job, kernel=choice.kernel)
         steps = plan_steps(meta, job)
         preflight_output(job, meta, steps[-1].scale, chain=chain)
         tmpdir = step_workdir(job.output) if len(steps) > 1 else None  # found if killed
@@ -121,4 +127,4 @@ def _upscale(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None,
             r.close()
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
-    return UpscaleResult(Path(job.output), history, timings, tiles_done, meta)
+    return UpscaleResult(Path(job.output), history, timings, tiles_done, meta, kernel=choice)

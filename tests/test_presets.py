@@ -34,6 +34,11 @@ CASES = {
     "landsat": (DATA / "io" / "geotiff" / "landsat_64x80.tif", ".tif", 2, []),
     "ct": (DATA / "dicom" / "CT_small.dcm", ".dcm", 2, []),
     "mr": (DATA / "dicom" / "MR_small.dcm", ".dcm", 2, ["--tile", "24"]),
+    "scene": (DATA / "io" / "geotiff" / "landsat_64x80.tif", ".tif", 2, ["--tile", "32"]),
+    "scene-fast": (DATA / "io" / "geotiff" / "landsat_64x80.tif", ".tif", 2, ["--tile", "32"]),
+    # 48 x 64: too small to estimate from, so this runs the fallback (bicubic); the
+    # estimate itself is tested in tests/test_kernel_pipeline.py
+    "blind": (DATA / "io" / "plain" / "butterfly_48x64.png", ".png", 2, []),
 }
 
 
@@ -102,7 +107,7 @@ def test_presets_carry_typed_pipeline_sections():
 
 
 @pytest.mark.parametrize("name", ["gradual-x4", "sentinel2", "landsat", "ct", "mr",
-                                  "fast-gradual"])
+                                  "fast-gradual", "blind", "scene", "scene-fast"])
 def test_new_presets_comment_every_value(name):
     for line in (PRESETS_DIR / f"{name}.yaml").read_text().splitlines():
         body = line.split("#")[0].strip()
@@ -119,6 +124,7 @@ def test_new_presets_comment_every_value(name):
     ({"kernel_sigma": 0}, r"config key 'kernel_sigma': invalid value 0; expected a number"),
     ({"kernel_sigma": "x"}, r"config key 'kernel_sigma': invalid value 'x'"),
     ({"chain": {"pre": ["nope"]}}, r"unknown step 'nope'"),
+    ({"kernel": "guess"}, r"config key 'kernel': invalid value 'guess'; expected 'estimate'"),
 ])
 def test_pipeline_config_errors(data, match):
     with pytest.raises(ConfigError, match=match):

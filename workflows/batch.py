@@ -52,7 +52,7 @@ from io_adapters.output_safety import (
 )
 from pipeline.errors import EXIT, UsageError
 from pipeline.inputs import InputItem, expand_inputs
-from pipeline.kernel_io import kernel_from_args
+from pipeline.kernel_io import kernel_options
 from pipeline.locking import FolderLock
 from pipeline.run import RunSettings, natural_suffix, run_batch
 from pipeline.run_config import DEFAULT_TILE, ResolvedConfig
@@ -245,7 +245,7 @@ def _plan(spec: JobSpec, state: dict[str, Any], chash: str,
 def _settings(spec: JobSpec, rc: ResolvedConfig, todo: list[_Todo]) -> RunSettings:
     pc = rc.pipeline
     return RunSettings(out_dir=spec.output / RUN_DIR, scale=spec.scale, config=rc.engine,
-                       config_data=rc.data, kernel=kernel_from_args(None, pc.kernel_sigma),
+                       config_data=rc.data, **kernel_options(None, None, pc),
                        bands=pc.band_indexes, tile=pc.tile or DEFAULT_TILE,
                        scheduler=spec.scheduler, overwrite=True,
                        ground_truth=_truth_folder(spec, todo), chain=pc.chain or None)

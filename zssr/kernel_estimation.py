@@ -43,6 +43,7 @@ import functools
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -53,7 +54,8 @@ from geometry import ScaleError, ScaleLike, as_scale
 
 from .kernels import KernelError
 
-__all__ = ["KernelEstimationError", "KernelEstimate", "estimate_kernel", "analytic_x4",
+__all__ = ["KernelEstimationError", "KernelEstimate", "estimate_kernel",
+           "estimate_kernel_windows", "candidate_origins", "WindowReader", "analytic_x4",
            "check_kernel_priors", "centre_kernel", "gaussian_from_cov", "bicubic_x2_kernel",
            "bicubic_equivalent_cov"]
 
@@ -124,34 +126,48 @@ def _luma(image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.nd
     return y, valid
 
 
-def _window_origins(valid: np.ndarray, *, count: int, rng: np.random.Generator
-                    ) -> list[tuple[int, int]]:
-    """Origins of fully valid WINDOW x WINDOW windows: the half-overlapping grid, or a
-    seeded sample of ``count`` when there are more (bounded cost on large scenes)."""
-    h, w = valid.shape
+def candidate_origins(shape: tuple[int, int], *, count: int, seed: int
+                      ) -> list[tuple[int, int]]:
+    """Origins of the WINDOW x WINDOW windows to try, in order: the half-overlapping grid
+    over an image of ``shape``, or a seeded sample of ``4 * count`` of it when the grid
+    holds more than ``count`` (bounded cost on large scenes)."""
+    h, w = shape
     rows = np.arange(0, h - WINDOW + 1, WINDOW // 2)
     cols = np.arange(0, w - WINDOW + 1, WINDOW // 2)
     grid = [(int(r), int(c)) for r in rows for c in cols]
     if len(grid) > count:
+        rng = np.random.default_rng(seed)
         grid = [grid[i] for i in np.sort(rng.choice(len(grid), 4 * count, replace=True))]
+    return grid
+
+
+#: ``read(row, col) -> (luma (WINDOW, WINDOW), valid (WINDOW, WINDOW))`` of one window.
+WindowReader = Callable[[int, int], tuple[np.ndarray, np.ndarray]]
+
+
+def _valid_windows(read: WindowReader, shape: tuple[int, int], *, count: int, seed: int
+                   ) -> list[np.ndarray]:
+    """The luma of up to ``count`` fully valid windows, from :func:`candidate_origins`."""
     seen, out = set(), []
-    for r, c in grid:
-        if (r, c) not in seen and valid[r:r + WINDOW, c:c + WINDOW].all():
+    for r, c in candidate_origins(shape, count=count, seed=seed):
+        if (r, c) in seen:
+            continue
+        y, valid = read(r, c)
+        if valid.all():
             seen.add((r, c))
-            out.append((r, c))
-        if len(out) == count:
-            break
+            out.append(y)
+            if len(out) == count:
+                break
     return out
 
 
-def _power_spectrum(y: np.ndarray, origins: list[tuple[int, int]]) -> np.ndarray:
+def _power_spectrum(windows: list[np.ndarray]) -> np.ndarray:
     """Welch estimate: mean ``|FFT|^2`` of the Hann-windowed, mean-removed windows."""
     hann = np.outer(np.hanning(WINDOW), np.hanning(WINDOW))
     acc = np.zeros((WINDOW, WINDOW))
-    for r, c in origins:
-        p = y[r:r + WINDOW, c:c + WINDOW]
+    for p in windows:
         acc += np.abs(np.fft.fft2((p - p.mean()) * hann)) ** 2
-    return acc / len(origins)
+    return acc / len(windows)
 
 
 def _design(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -289,30 +305,54 @@ def estimate_kernel(image: np.ndarray, *, scale: ScaleLike, mask: np.ndarray | N
     with no kernel; an estimate that fails :func:`check_kernel_priors` returns ``ok=False``
     with the reason and the kernel. ``snap_bicubic=0`` never snaps to bicubic.
     """
+    _factor(scale)
+    y, valid = _luma(image, mask)
+    level = max(1e-12, float(np.abs(y[valid]).max())) if valid.any() else 1e-12
+
+    def read(r: int, c: int) -> tuple[np.ndarray, np.ndarray]:
+        return y[r:r + WINDOW, c:c + WINDOW], valid[r:r + WINDOW, c:c + WINDOW]
+
+    return estimate_kernel_windows(read, y.shape, scale=scale, level=level, size=size,
+                                   seed=seed, max_windows=max_windows,
+                                   alpha_weight=alpha_weight, snap_bicubic=snap_bicubic,
+                                   min_windows=min_windows, min_std=min_std)
+
+
+def estimate_kernel_windows(read: WindowReader, shape: tuple[int, int], *, scale: ScaleLike,
+                            level: float | None = None, size: int = 13, seed: int = 0,
+                            max_windows: int = 256, alpha_weight: float = 0.3,
+                            snap_bicubic: float = 1.0, min_windows: int = 1,
+                            min_std: float = 1e-3) -> KernelEstimate:
+    """:func:`estimate_kernel` of an image of ``shape`` that is never in memory whole (a
+    scene read by windows): ``read(row, col)`` returns one WINDOW x WINDOW window's luma
+    (band mean in working units) and validity; at most ``4 * max_windows`` windows are
+    read.  ``level`` (the image's largest absolute luma, for the flatness test) defaults
+    to the largest over the windows read.
+    """
     s = _factor(scale)
     if size < 5 or size % 2 == 0 or size > 31:
         raise KernelEstimationError(f"kernel size must be an odd integer in [5, 31], got {size}")
     t0 = time.perf_counter()
-    y, valid = _luma(image, mask)
 
     def fail(reason: str, **extra: object) -> KernelEstimate:
-        log.warning("kernel estimation: %s", reason)
+        log.info("kernel estimation: %s", reason)  # the caller warns, naming the file
         return KernelEstimate(None, s, False, reason, "none", seconds=time.perf_counter() - t0,
                               **extra)  # type: ignore[arg-type]
 
-    origins = _window_origins(valid, count=max_windows, rng=np.random.default_rng(seed))
-    if len(origins) < min_windows:
-        return fail(f"too small: {y.shape[0]}x{y.shape[1]} px holds {len(origins)} fully valid "
-                    f"{WINDOW}x{WINDOW} windows, need {min_windows}", windows=len(origins))
-    stds = np.array([y[r:r + WINDOW, c:c + WINDOW].std() for r, c in origins])
-    level = max(1e-12, float(np.abs(y[valid]).max()))
+    windows = _valid_windows(read, shape, count=max_windows, seed=seed)
+    if len(windows) < min_windows:
+        return fail(f"too small: {shape[0]}x{shape[1]} px holds {len(windows)} fully valid "
+                    f"{WINDOW}x{WINDOW} windows, need {min_windows}", windows=len(windows))
+    stds = np.array([w.std() for w in windows])
+    if level is None:
+        level = max(1e-12, max(float(np.abs(w).max()) for w in windows))
     if float(np.median(stds)) <= min_std * level:
         return fail(f"too flat: median window std {np.median(stds):.3g} <= {min_std} x "
                     f"the value level {level:.3g}; nothing to estimate from",
-                    windows=len(origins))
-    cov, alpha = _fit_cov(_power_spectrum(y, origins), alpha_weight=alpha_weight)
+                    windows=len(windows))
+    cov, alpha = _fit_cov(_power_spectrum(windows), alpha_weight=alpha_weight)
     eig = np.linalg.eigvalsh(cov)
-    extra = {"covariance": cov, "alpha": alpha, "windows": len(origins)}
+    extra = {"covariance": cov, "alpha": alpha, "windows": len(windows)}
     if eig[0] < -0.3:
         return fail(f"the spectrum does not fall like a blurred natural image's "
                     f"(fitted blur eigenvalues {eig[0]:.2f}, {eig[1]:.2f} HR px^2)", **extra)
@@ -326,6 +366,6 @@ def estimate_kernel(image: np.ndarray, *, scale: ScaleLike, mask: np.ndarray | N
         reason = check_kernel_priors(k2)
     out = k2 if s == 2 else analytic_x4(k2)
     if reason:
-        log.warning("kernel estimation: the estimate fails the priors (%s)", reason)
+        log.info("kernel estimation: the estimate fails the priors (%s)", reason)
     return KernelEstimate(out, s, not reason, reason, model,  # type: ignore[arg-type]
                           seconds=time.perf_counter() - t0, **extra)  # type: ignore[arg-type]

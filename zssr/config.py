@@ -151,13 +151,22 @@ class InferConfig:
     ensemble: bool = True  # 8-way geometric self-ensemble with per-pixel median
     back_projection_iters: int = 10
     batch_members: bool = True  # run the ensemble members as one batch
-    # network precision: bf16 autocast halves memory traffic on GPUs (and is slow on most
-    # CPUs); back-projection, median and clipping always run in fp32
+    # network precision: bf16 autocast halves memory traffic on GPUs; on CPUs with AMX /
+    # AVX-512 BF16 the network runs ~4x faster (BENCHMARKS.md section 13), on others it is
+    # slow; back-projection, median and clipping always run in fp32
     precision: Literal["fp32", "bf16"] = "fp32"
+    # a chosen subset of the ensemble's dihedral members (k: rot90^k, then a flip if
+    # k >= 4), median over them; empty: all of them (8, or 4 for an anisotropic scale)
+    ensemble_members: tuple[int, ...] = ()
 
     def validate(self) -> None:
         _check(0 <= self.back_projection_iters <= 100, "infer.back_projection_iters",
                self.back_projection_iters, "an integer in [0, 100]")
+        chosen = list(self.ensemble_members)
+        _check(all(0 <= k <= 7 for k in chosen) and len(set(chosen)) == len(chosen),
+               "infer.ensemble_members", chosen, "distinct members in [0, 7] (empty: all)")
+        _check(self.ensemble or not chosen, "infer.ensemble_members", chosen,
+               "empty when infer.ensemble is false (one member, the identity)")
 
 
 NormPolicy = Literal["dtype", "percentile", "minmax", "none"]

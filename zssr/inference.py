@@ -19,13 +19,13 @@ import torch
 
 from geometry import ScaleLike, TileGrid, as_scale, output_shape
 
-from .config import InferConfig
+from .config import ConfigError, InferConfig
 from .resize import imresize
 from .sampling import dihedral, undo_dihedral
 from .train import Degradation
 
-__all__ = ["predict", "back_project", "ensemble_members", "median", "forward_blocked",
-           "BLOCK_BYTES"]
+__all__ = ["predict", "back_project", "ensemble_members", "chosen_members", "median",
+           "forward_blocked", "BLOCK_BYTES"]
 
 # On the CPU the network runs over blocks of at most BLOCK_BYTES per layer output
 # (64 channels: about 256 x 256 pixels).  glibc mmaps a large tensor afresh for every
@@ -44,6 +44,19 @@ def ensemble_members(ensemble: bool, scale: ScaleLike) -> list[int]:
     if sy != sx:
         return [0, 2, 4, 6]  # rotations by 90 degrees would swap the axes' scales
     return list(range(8))
+
+
+def chosen_members(members: list[int], chosen: tuple[int, ...]) -> list[int]:
+    """The ``chosen`` subset of ``members`` (all of them when ``chosen`` is empty), in
+    the group's order; a member outside ``members`` (an axis-swapping one under an
+    anisotropic scale) is a :class:`~zssr.config.ConfigError`."""
+    if not chosen:
+        return members
+    extra = [k for k in chosen if k not in members]
+    if extra:
+        raise ConfigError(f"config key 'infer.ensemble_members': member {extra[0]} is not "
+                          f"available at this scale; allowed: {members}")
+    return [k for k in members if k in chosen]
 
 
 def _integral_pad(n: int, s: Fraction) -> int:
@@ -178,7 +191,7 @@ def predict(model: torch.nn.Module, lr: torch.Tensor, *, scale: ScaleLike,
     sc = as_scale(scale)
     deg = Degradation(sc, None if down_kernel is None else down_kernel.to(device))
     final_hw = output_shape(tuple(lr.shape[-2:]), sc)
-    ks = ensemble_members(infer.ensemble, sc)
+    ks = chosen_members(ensemble_members(infer.ensemble, sc), infer.ensemble_members)
     if len(ks) > 1:
         # A flipped member sees the HR grid from the other edge; unless rows * s is an
         # integer that grid is shifted by rows - ceil(rows * s) / s LR px.  Mirror-pad the

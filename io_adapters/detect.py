@@ -36,6 +36,7 @@ from .errors import (
     InvalidDataError,
     UnsupportedFormatError,
 )
+from .vsi import gdal_path, is_vsi
 
 __all__ = [
     "ReaderFormat", "WriterFormat", "READERS", "WRITERS", "SCALERS", "open_reader",
@@ -279,6 +280,8 @@ def _head(path: Path) -> bytes:
 def sniff(path: str | Path) -> str:
     """Name of the format of ``path`` (a key of :data:`READERS`), judged by content."""
     path = Path(path)
+    if is_vsi(path):  # a remote object or an archive member: GDAL knows what it is
+        return "geotiff"
     head = _head(path)
     dicom = load_dicom_plugin()
     if head[128:132] == b"DICM":  # checked first: a DICOM preamble may look like a TIFF
@@ -325,7 +328,7 @@ def open_reader(path: str | Path, *, bands: list[int] | None = None,
     Only the header is read; a declared size over ``max_pixels`` is refused before any
     pixel is (:func:`check_declared_size`).
     """
-    path = Path(path)
+    path = Path(gdal_path(path))  # s3://, gs://, az://, http(s):// -> GDAL's /vsi names
     reader = READERS[sniff(path)].open(path, bands=bands)
     try:
         check_declared_size(reader.meta, max_pixels=max_pixels)

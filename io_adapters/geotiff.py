@@ -60,12 +60,16 @@ from .errors import (
     InvalidDataError,
     UnsupportedFormatError,
 )
+from .vsi import is_vsi, remote_error
 
 __all__ = ["GeoTiffReader", "CogWriter", "scale_geo_metadata", "TIFF_MAGICS"]
 
 log = logging.getLogger(__name__)
 
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
+# by URL: no listing of the object's "folder" to look for sidecar files (.aux.xml, .ovr);
+# a LIST of a large prefix costs more than the window read itself
+_REMOTE_OPEN = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
 _SHORT_NAMES = {"red": "R", "green": "G", "blue": "B", "alpha": "A", "gray": "L"}
 
 
@@ -85,7 +89,7 @@ class GeoTiffReader(PathReaderMixin):
         self._local = threading.local()
         self._handles: list[rasterio.DatasetReader] = []
         self._handles_lock = threading.Lock()
-        if not self.path.exists():
+        if not is_vsi(self.path) and not self.path.exists():
             raise InputNotFoundError(f"{self.path}: no such file")
         ds = self._dataset()
         dtype = check_pixel_dtype(ds.dtypes[0], path=self.path)
@@ -120,10 +124,13 @@ class GeoTiffReader(PathReaderMixin):
 
     def _open(self) -> rasterio.DatasetReader:
         try:
-            with _gdal_warnings(self.path.name) as damage, warnings.catch_warnings():
+            with _gdal_warnings(self.path.name) as damage, warnings.catch_warnings(), \
+                    rasterio.Env(**(_REMOTE_OPEN if is_vsi(self.path) else {})):
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 ds = rasterio.open(self.path)
         except (RasterioError, CPLE_BaseError) as exc:
+            if is_vsi(self.path):  # by URL: missing, denied, unreachable or damaged
+                raise remote_error(self.path, _one_line(exc)) from None
             with open(self.path, "rb") as fh:
                 is_tiff = fh.read(4) in TIFF_MAGICS
             if is_tiff:

@@ -31,11 +31,12 @@ from rasterio.warp import transform
 
 from io_adapters.detect import open_reader
 from io_adapters.errors import CorruptFileError, InvalidDataError, UnsupportedFormatError
+from io_adapters.vsi import display_url, gdal_path
 from pipeline.errors import InputError, UsageError
 from pipeline.job import ImageJob
 from pipeline.provenance import job_provenance
 from pipeline.stac import PROCESSING_SCHEMA, item_path, write_output_item, write_run_collection
-from pipeline.stac_input import gdal_path, is_stac_item, resolve_stac_input
+from pipeline.stac_input import is_stac_item, resolve_stac_input
 from pipeline.upscale import upscale_file
 from zssr.config import config_from_dict
 
@@ -150,7 +151,9 @@ def test_stac_input_errors_name_the_item(scene: Path, tmp_path: Path) -> None:
 
 def test_gdal_paths() -> None:
     assert gdal_path("s3://bucket/a/b.tif") == "/vsis3/bucket/a/b.tif"
-    assert gdal_path("https://h/x.tif") == "/vsicurl/https://h/x.tif"
+    assert gdal_path("https://h/x.tif?a=1") == "/vsicurl?url=https%3A%2F%2Fh%2Fx.tif%3Fa%3D1"
+    assert display_url(Path(gdal_path("https://h/x.tif?a=1"))) == "https://h/x.tif?a=1"
+    assert display_url(Path(gdal_path("s3://b/k/x.tif"))) == "s3://b/k/x.tif"
     assert gdal_path("/vsizip/s2.zip/a.tif") == "/vsizip/s2.zip/a.tif"
     assert gdal_path("local/a.tif") == "local/a.tif"
 

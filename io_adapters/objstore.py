@@ -1,0 +1,193 @@
+"""Outputs on S3-compatible object storage: built locally, uploaded so the key appears
+only when complete.
+
+``with staged_output("s3://bucket/out.tif", overwrite=False) as local: ...`` checks
+the target before any work (:func:`check_remote_output`: the bucket exists and is
+reachable, an existing object is replaced only with ``overwrite`` and only when zssr
+wrote it), yields a path in a private temporary folder for the writer, and on success
+uploads the file with a multipart upload (:func:`upload_atomic`).  S3 makes an object
+visible only at ``CompleteMultipartUpload``, so a failed or interrupted upload leaves no
+object; every failure path (an error, a 5xx that outlives the retries, Ctrl-C, SIGTERM
+raised as an exception) aborts the upload, so no pending multipart upload stays either.
+A SIGKILL cannot abort anything: the next upload to the same key aborts the pending
+uploads of that key before it starts.  The temporary folder is always removed.
+
+Objects zssr wrote carry the user metadata ``zssr-output: 1``; ``--overwrite`` replaces
+only those.  Folder outputs (Zarr stores, DICOM series) are refused here.
+
+The client is boto3's: endpoint from ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``),
+credentials from the usual environment variables, profiles and instance roles.  Error
+messages are our own one line, naming the URL and the class of failure (exit 7), never
+a credential.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from .errors import WriteError
+from .vsi import scrub
+
+__all__ = ["is_remote", "parse_s3_url", "check_remote_output", "upload_atomic",
+           "staged_output", "abort_pending", "MARKER", "PART_SIZE"]
+
+log = logging.getLogger(__name__)
+
+MARKER = {"zssr-output": "1"}
+PART_SIZE = 8 * 1024 * 1024  # S3's minimum is 5 MiB for every part but the last
+_FOLDER_SUFFIXES = (".zarr", "")
+
+
+def is_remote(text: str | Path) -> bool:
+    """An ``s3://`` URL (the object stores zssr writes to)."""
+    return str(text).lower().startswith("s3://")
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> ``(bucket, key)``; a usage error names the URL otherwise."""
+    rest = url[len("s3://"):] if is_remote(url) else ""
+    bucket, _, key = rest.partition("/")
+    if not bucket or not key or key.endswith("/"):
+        raise WriteError(f"{url}: expected s3://bucket/key naming one object")
+    return bucket, key
+
+
+def _client() -> Any:
+    return boto3.client("s3", config=Config(retries={"max_attempts": 3, "mode": "standard"},
+                                            connect_timeout=10, read_timeout=60))
+
+
+def _error(url: str, exc: BaseException, doing: str) -> WriteError:
+    """Our one line for a boto error while ``doing``."""
+    if isinstance(exc, EndpointConnectionError):
+        return WriteError(f"{url}: the endpoint cannot be reached while {doing}")
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("NoSuchBucket",) or (doing == "checking the bucket" and status == 404):
+            return WriteError(f"{url}: the bucket does not exist")
+        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                    "ExpiredToken", "Forbidden") or status == 403:
+            return WriteError(f"{url}: access denied while {doing} (check the credentials "
+                              "and the bucket's permissions)")
+        return WriteError(f"{url}: {doing} failed: {scrub(code or str(status))}")
+    text = scrub(" ".join(str(exc).split()))[:200]
+    return WriteError(f"{url}: {doing} failed: {type(exc).__name__}: {text}")
+
+
+def check_remote_output(url: str, *, overwrite: bool, client: Any = None) -> None:
+    """Before any work: the bucket is there and reachable; an existing object needs
+    ``overwrite`` and must be one zssr wrote; folder outputs are refused."""
+    bucket, key = parse_s3_url(url)
+    if Path(key).suffix.lower() in _FOLDER_SUFFIXES:
+        raise WriteError(f"{url}: folder outputs (a Zarr store, a DICOM series) cannot go to "
+                         "object storage yet; write a .tif, .png or .dcm file, or a local "
+                         "folder")
+    client = client or _client()
+    try:
+        client.head_bucket(Bucket=bucket)
+    except (ClientError, BotoCoreError) as exc:
+        raise _error(url, exc, "checking the bucket") from None
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+            return
+        raise _error(url, exc, "checking the object") from None
+    except BotoCoreError as exc:
+        raise _error(url, exc, "checking the object") from None
+    if not overwrite:
+        raise WriteError(f"{url}: output exists; pass --overwrite to replace it")
+    if head.get("Metadata", {}).get("zssr-output") != "1":
+        raise WriteError(f"{url}: an object zssr did not write; refusing to replace it "
+                         "whatever --overwrite says")
+
+
+def abort_pending(client: Any, bucket: str, key: str) -> int:
+    """Abort the pending multipart uploads of exactly ``key`` (what a killed upload left);
+    returns how many."""
+    n = 0
+    pages = client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket,
+                                                                    Prefix=key)
+    for page in pages:
+        for upload in page.get("Uploads", []):
+            if upload["Key"] == key:
+                client.abort_multipart_upload(Bucket=bucket, Key=key,
+                                              UploadId=upload["UploadId"])
+                n += 1
+    if n:
+        log.info("s3://%s/%s: aborted %d pending upload(s) left by an earlier run",
+                 bucket, key, n)
+    return n
+
+
+def upload_atomic(local: Path, url: str, *, part_size: int = PART_SIZE,
+                  client: Any = None) -> None:
+    """Upload ``local`` to ``url`` as one multipart upload (see the module docstring)."""
+    bucket, key = parse_s3_url(url)
+    client = client or _client()
+    media = mimetypes.guess_type(key)[0] or "application/octet-stream"
+    try:
+        abort_pending(client, bucket, key)
+        upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=MARKER,
+                                                   ContentType=media)["UploadId"]
+    except (ClientError, BotoCoreError) as exc:
+        raise _error(url, exc, "starting the upload") from None
+    try:
+        parts = []
+        with open(local, "rb") as fh:
+            number = 1
+            while True:
+                chunk = fh.read(part_size)
+                if not chunk and parts:
+                    break
+                etag = client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id,
+                                          PartNumber=number, Body=chunk)["ETag"]
+                parts.append({"ETag": etag, "PartNumber": number})
+                number += 1
+                if len(chunk) < part_size:
+                    break
+        client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
+                                         MultipartUpload={"Parts": parts})
+    except BaseException as exc:  # an error, Ctrl-C or SIGTERM: no object, no pending upload
+        _abort(client, bucket, key, upload_id)
+        if isinstance(exc, ClientError | BotoCoreError):
+            raise _error(url, exc, "uploading") from None
+        raise
+    log.debug("uploaded %s", url)
+
+
+def _abort(client: Any, bucket: str, key: str, upload_id: str) -> None:
+    try:
+        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    except (ClientError, BotoCoreError) as exc:  # the next upload of this key retries it
+        log.warning("s3://%s/%s: could not abort the failed upload (%s); the next upload "
+                    "of this key aborts it", bucket, key, type(exc).__name__)
+
+
+@contextmanager
+def staged_output(url: str, *, overwrite: bool) -> Iterator[Path]:
+    """A local path to write ``url``'s object to; uploaded on success (see the module)."""
+    check_remote_output(url, overwrite=overwrite)
+    _, key = parse_s3_url(url)
+    folder = Path(tempfile.mkdtemp(prefix=".zssr-upload-"))
+    try:
+        local = folder / os.path.basename(key)
+        yield local
+        if not local.is_file():
+            raise WriteError(f"{url}: nothing was written to upload")
+        upload_atomic(local, url)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

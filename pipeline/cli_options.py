@@ -18,10 +18,13 @@ from .budget import parse_max_pixels
 from .run_config import resolve_run_config
 
 
-def add_image_args(p: argparse.ArgumentParser, *, device_help: str = "cpu, cuda or cuda:N") -> None:
+def add_image_args(p: argparse.ArgumentParser, *, device_help: str = "cpu, cuda or cuda:N",
+                   scale_required: bool = True) -> None:
     """``--scale --kernel --kernel-sigma --tile --halo --bands --device --deidentify
-    --allow-user-steps --max-pixels``."""
-    p.add_argument("--scale", type=float, required=True, help="scale factor, e.g. 2 or 1.5")
+    --allow-user-steps --max-pixels``.  ``scale_required=False``: the subcommand checks
+    ``--scale`` itself (``zssr upscale --through-plane`` takes ``--scale-z`` instead)."""
+    p.add_argument("--scale", type=float, required=scale_required, default=None,
+                   help="scale factor, e.g. 2 or 1.5")
     p.add_argument("--kernel", default=None, metavar="FILE|estimate",
                    help="degradation kernel: .npy or MATLAB .mat with variable 'Kernel', or "
                    "'estimate': each image's own, estimated from the image (x2/x4; falls back "

@@ -24,6 +24,7 @@ from io_adapters.output_safety import (
 )
 
 from .cli_options import add_config_args, add_image_args
+from .cloud_cli import add_cloud_args, record, stac_source, write_item
 from .errors import UsageError
 from .inputs import input_location, output_location
 from .job import ImageJob, dicom_writer_options
@@ -32,6 +33,7 @@ from .kernel_io import kernel_options
 from .progress import ImageProgress
 from .run_config import DEFAULT_TILE, PipelineConfig, resolved_from_args
 from .upscale import upscale_file
+from .volume import VolumeJob, upscale_through_plane
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +105,24 @@ def add_parser(sub, parents) -> None:
     p.add_argument("output", type=output_location,
                    help="output path (or s3://bucket/key: built locally, then uploaded); "
                    "its suffix picks the format")
-    add_image_args(p)
+    add_image_args(p, scale_required=False)
+    p.add_argument("--through-plane", action="store_true",
+                   help="a thick-slice volume (NIfTI, DICOM series or multi-frame) made thin: "
+                   "SR along the slice axis (SMORE-style) with --scale-z or --slice-spacing")
+    p.add_argument("--scale-z", type=float, default=None, metavar="F",
+                   help="--through-plane: slices F times closer (e.g. 4 or 2.5)")
+    p.add_argument("--slice-spacing", type=float, default=None, metavar="MM",
+                   help="--through-plane: the new slice spacing in mm")
+    p.add_argument("--slice-profile", type=float, default=None, metavar="R",
+                   help="--through-plane: slice profile FWHM / slice spacing (default: the "
+                   "file's slice thickness / spacing, 1 when unknown)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output that zssr wrote (a file or store of the "
                    "output's format; never a folder holding anything else, never an input)")
     p.add_argument("--history", type=Path, default=None,
                    help="write the training history (loss, learning rate) as JSON here "
                    "(replaces only an earlier JSON file; never an input or the output)")
+    add_cloud_args(p)
     add_config_args(p)
     p.set_defaults(func=run)
 
@@ -141,27 +154,35 @@ def check_history(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if is_remote(args.output):  # checked before any work; uploaded only when complete
-        with staged_output(args.output, overwrite=args.overwrite) as local:
-            args.output = local
-            return run_local(args)
-    return run_local(args)
+    with stac_source(args) as args.stac_input:  # a STAC Item's --assets, stacked in a VRT
+        if is_remote(args.output):  # checked before any work; uploaded only when complete
+            with staged_output(args.output, overwrite=args.overwrite) as local:
+                args.output = local
+                return run_local(args)
+        return run_local(args)
 
 
 def run_local(args: argparse.Namespace) -> int:
     check_paths(args)
+    if args.through_plane:
+        return run_through_plane(args)
+    if args.scale is None or args.scale_z is not None or args.slice_spacing is not None:
+        raise UsageError("--scale is required for in-plane SR; --scale-z and --slice-spacing "
+                         "go with --through-plane")
     rc = resolved_from_args(args)
     job = ImageJob(input=args.input, output=args.output, scale=scale_option(args.scale),
                    config=rc.engine, halo=parse_halo(args.halo),
                    device=parse_device(args.device), overwrite=args.overwrite,
                    writer_options=dicom_writer_options(args.output, args.deidentify),
                    max_pixels=args.max_pixels, **pipeline_options(args, rc.pipeline))
+    job = record(job, args)  # provenance tags / attributes in COG, TIFF and Zarr outputs
     progress = ImageProgress(args.input.name, enabled=not args.quiet)
     try:
         result = upscale_file(job, on_event=progress.on_event, on_tile=progress.on_tile,
                               on_stage=progress.on_stage)
     finally:
         progress.close()
+    write_item(job, args, args.stac_input)  # --stac-item, or a STAC Item input
     hist = result.history
     if not args.quiet:
         t = result.seconds
@@ -173,4 +194,23 @@ def run_local(args: argparse.Namespace) -> int:
     if args.history:
         check_history(args)  # again: the folder may have changed during the work
         write_text_atomic(args.history, json.dumps(hist.to_dict(), indent=1))
+    return 0
+
+
+def run_through_plane(args: argparse.Namespace) -> int:
+    """``--through-plane``: :func:`pipeline.volume.upscale_through_plane`."""
+    if (args.scale_z is None) == (args.slice_spacing is None) or args.scale is not None:
+        raise UsageError("--through-plane takes one of --scale-z F and --slice-spacing MM "
+                         "(not --scale)")
+    rc = resolved_from_args(args)
+    result = upscale_through_plane(VolumeJob(
+        input=args.input, output=args.output, config=rc.engine, scale_z=args.scale_z,
+        slice_spacing=args.slice_spacing, profile=args.slice_profile,
+        device=parse_device(args.device), overwrite=args.overwrite,
+        max_pixels=args.max_pixels))
+    if not args.quiet:
+        h = result.history
+        print(f"{result.output}: {result.slices[0]} -> {result.slices[1]} slices "
+              f"(x{result.factor:.4g} through-plane) in {result.seconds:.1f}s (train "
+              f"{h.train_seconds:.1f}s, {h.iterations} it; infer {h.infer_seconds:.1f}s)")
     return 0

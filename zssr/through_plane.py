@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -54,8 +55,8 @@ from .sampling import FatherSampler, Window, mirror_window, rescale_window
 from .train import LearningRatePolicy, masked_l1
 
 __all__ = ["ThroughPlaneError", "ThroughPlaneHistory", "slice_axis", "output_slices",
-           "profile_matrix", "cubic_matrix", "degrade_rows", "upsample_rows",
-           "super_resolve_through_plane"]
+           "profile_matrix", "cubic_matrix", "degrade_rows", "upsample_rows", "plane_sr",
+           "infer_slabs", "super_resolve_through_plane"]
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ def _train(model: torch.nn.Module, volume: np.ndarray, *, factor: float, fwhm: f
 
 
 @torch.inference_mode()
-def _sr_planes(model: torch.nn.Module, planes: torch.Tensor, *, factor: float, fwhm: float,
+def plane_sr(model: torch.nn.Module, planes: torch.Tensor, *, factor: float, fwhm: float,
                n_out: int, cfg: ZSSRConfig, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
     """``(B, z, w)`` LR planes (slices along rows) -> ``(B, n_out, w)``: cubic up, the net
     (members: as is and mirrored along w; mirrored along z too when the new grid is
@@ -305,11 +306,27 @@ def super_resolve_through_plane(
         out = np.empty((n_out, ny, nx), dtype=vol.dtype)
     elif out.shape != (n_out, ny, nx):
         raise ValueError(f"out has shape {out.shape}, expected {(n_out, ny, nx)}")
-    lr = torch.from_numpy(work)
+    for y0, y1, block in infer_slabs(model, work, factor=factor, fwhm=fwhm, cfg=cfg, lo=lo,
+                                     hi=hi, slab=slab, device=device):
+        out[:, y0:y1, :] = norm.inverse(block.reshape(1, n_out, -1)).reshape(block.shape)
+    history.infer_seconds = time.perf_counter() - t0
+    return out, history
+
+
+def infer_slabs(model: torch.nn.Module, work: np.ndarray, *, factor: float, fwhm: float,
+                cfg: ZSSRConfig, lo: torch.Tensor, hi: torch.Tensor, slab: int = 64,
+                device: str | torch.device = "cpu") -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(y0, y1, block)`` for slabs of rows ``y0..y1`` of the result of ``work``
+    ``(z, y, x)`` (working units): ``block`` ``(n_out, y1 - y0, x)`` is the mean of the
+    x-z planes' and the y-z planes' results there."""
+    device = torch.device(device)
+    lr = torch.from_numpy(np.ascontiguousarray(work, dtype=np.float32))
+    ny, nx = lr.shape[1:]
+    n_out = output_slices(lr.shape[0], factor)
     step = max(1, int(slab))
     for y0 in range(0, ny, step):  # one slab of output rows y0..y1 at a time
         y1 = min(ny, y0 + step)
-        xz = _sr_planes(model, lr[:, y0:y1, :].permute(1, 0, 2).to(device), factor=factor,
+        xz = plane_sr(model, lr[:, y0:y1, :].permute(1, 0, 2).to(device), factor=factor,
                         fwhm=fwhm, n_out=n_out, cfg=cfg, lo=lo, hi=hi)  # (b, n_out, x)
         acc = xz.permute(1, 0, 2).cpu().numpy().copy()  # (n_out, b, x)
         for x0 in range(0, nx, step):  # y-z planes, cut to the slab's rows
@@ -317,9 +334,7 @@ def super_resolve_through_plane(
             yz = _yz_rows(model, lr, x0, x1, y0, y1, factor=factor, fwhm=fwhm, n_out=n_out,
                           cfg=cfg, lo=lo, hi=hi, device=device)
             acc[:, :, x0:x1] = (acc[:, :, x0:x1] + yz) / 2
-        out[:, y0:y1, :] = norm.inverse(acc.reshape(1, n_out, -1)).reshape(acc.shape)
-    history.infer_seconds = time.perf_counter() - t0
-    return out, history
+        yield y0, y1, acc
 
 
 def _yz_rows(model: torch.nn.Module, lr: torch.Tensor, x0: int, x1: int, y0: int, y1: int, *,
@@ -333,5 +348,5 @@ def _yz_rows(model: torch.nn.Module, lr: torch.Tensor, x0: int, x1: int, y0: int
     r = model.cfg.receptive_radius
     ya, yb = max(0, y0 - r), min(lr.shape[1], y1 + r)
     planes = lr[:, ya:yb, x0:x1].permute(2, 0, 1).to(device)  # (b, z, y)
-    yz = _sr_planes(model, planes, **kw)[:, :, y0 - ya:y1 - ya]  # (b, n_out, y)
+    yz = plane_sr(model, planes, **kw)[:, :, y0 - ya:y1 - ya]  # (b, n_out, y)
     return yz.permute(1, 2, 0).cpu().numpy()

@@ -11,6 +11,7 @@ import pytest
 from _dicom_fixtures import DICOM, SERIES_NAMES, add_slice, copy_series, enhanced_with_groups
 from pydicom.pixels import convert_color_space
 
+import io_adapters._dicom_header as dicom_header
 import io_adapters.dicom as dicom_mod
 from io_adapters.base import Reader, Window
 from io_adapters.dicom import (
@@ -295,7 +296,7 @@ def test_missing_decoder_plugin(monkeypatch):
         is_available = False
         missing_dependencies = ["pylibjpeg-rle - requires pylibjpeg-rle"]
 
-    monkeypatch.setattr(dicom_mod, "get_decoder", lambda uid: Unavailable())
+    monkeypatch.setattr(dicom_header, "get_decoder", lambda uid: Unavailable())  # at open
     with pytest.raises(UnsupportedFormatError, match="no decoder installed for RLE.*pylibjpeg"):
         DicomReader(DICOM / "MR_small_RLE.dcm")
 

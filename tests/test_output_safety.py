@@ -21,7 +21,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from io_adapters import output_safety
+from io_adapters import safe_files
 from pipeline.cli import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "corpus"))
@@ -297,7 +297,7 @@ def test_output_link_is_refused_and_its_target_untouched(tmp_path, capsys, senti
 def test_temporary_names_taken_by_links_are_never_followed(tmp_path, capsys, sentinel,
                                                            monkeypatch):
     target, folder, untouched = sentinel
-    monkeypatch.setattr(output_safety, "token", lambda: "0badc0de")  # predictable temporaries
+    monkeypatch.setattr(safe_files, "token", lambda: "0badc0de")  # predictable temporaries
     src = _png(tmp_path / "in" / "a.png")
     out = tmp_path / "out"
     out.mkdir()
@@ -331,7 +331,7 @@ def test_writers_never_follow_a_link_at_a_temporary_name(tmp_path, sentinel, mon
     from io_adapters.zarr_store import ZarrWriter
 
     target, folder, untouched = sentinel
-    monkeypatch.setattr(output_safety, "token", lambda: "0badc0de")
+    monkeypatch.setattr(safe_files, "token", lambda: "0badc0de")
     with open_reader(_png(tmp_path / "a.png")) as reader:
         meta, pixels = reader.meta, reader.read()
     dicom = DicomReader(SERIES / "IM_a.dcm")

@@ -117,12 +117,12 @@ class _Timeout(Exception):
 @contextlib.contextmanager
 def _case_environment(case: AdvCase, timeout: float):
     """The token patch (predictable temporaries), no user-step opt-in, a time limit."""
-    from io_adapters import output_safety
+    from io_adapters import safe_files
 
-    real_token = output_safety.token
+    real_token = safe_files.token
     allow = os.environ.pop("ZSSR_ALLOW_USER_STEPS", None)
     if case.token is not None:
-        output_safety.token = lambda: case.token
+        safe_files.token = lambda: case.token
 
     def on_alarm(signum, frame):
         raise _Timeout(f"{case.name}: ran past {timeout} s")
@@ -134,7 +134,7 @@ def _case_environment(case: AdvCase, timeout: float):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-        output_safety.token = real_token
+        safe_files.token = real_token
         if allow is not None:
             os.environ["ZSSR_ALLOW_USER_STEPS"] = allow
 

@@ -5,7 +5,8 @@ only when complete.
 the target before any work (:func:`check_remote_output`: the bucket exists and is
 reachable, an existing object is replaced only with ``overwrite`` and only when zssr
 wrote it), yields a path in a private temporary folder for the writer, and on success
-uploads the file with a multipart upload (:func:`upload_atomic`).  S3 makes an object
+uploads the file with a multipart upload (:func:`upload_atomic`), then its sidecars
+written beside it (``<name>.stac-item.json``).  S3 makes an object
 visible only at ``CompleteMultipartUpload``, so a failed or interrupted upload leaves no
 object; every failure path (an error, a 5xx that outlives the retries, Ctrl-C, SIGTERM
 raised as an exception) aborts the upload, so no pending multipart upload stays either.
@@ -189,5 +190,8 @@ def staged_output(url: str, *, overwrite: bool) -> Iterator[Path]:
         if not local.is_file():
             raise WriteError(f"{url}: nothing was written to upload")
         upload_atomic(local, url)
+        for side in sorted(folder.iterdir()):  # <name>.stac-item.json and the like
+            if side.name.startswith(local.name + ".") and side.is_file():
+                upload_atomic(side, url + side.name[len(local.name):])
     finally:
         shutil.rmtree(folder, ignore_errors=True)

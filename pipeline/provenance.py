@@ -44,9 +44,12 @@ def config_sha256(config: ZSSRConfig) -> str:
     return hashlib.sha256(config_json(config).encode()).hexdigest()
 
 
-def kernel_label(kernel: np.ndarray | None) -> str:
+def kernel_label(kernel: np.ndarray | str | None, fallback: np.ndarray | None = None) -> str:
     """``"bicubic"`` (MATLAB imresize) or ``"<rows>x<cols> sha256:<hex>"`` of the float64
-    kernel, the hash ``zssr run``'s fingerprint uses."""
+    kernel, the hash ``zssr run``'s fingerprint uses; ``"estimate"`` (the image's own,
+    chosen while the job runs) is recorded as such, with its fallback."""
+    if isinstance(kernel, str):
+        return f"{kernel} (per image; fallback {kernel_label(fallback)})"
     if kernel is None:
         return "bicubic"
     k = np.ascontiguousarray(kernel, np.float64)
@@ -59,7 +62,8 @@ def job_provenance(job: ImageJob, *, source: str | None = None) -> Provenance:
     Item) and must carry no credentials."""
     return Provenance(software=SOFTWARE, version=__version__,
                       source=source if source is not None else str(job.input),
-                      scale=str(as_scale(job.scale)), kernel=kernel_label(job.kernel),
+                      scale=str(as_scale(job.scale)),
+                      kernel=kernel_label(job.kernel, job.fallback_kernel),
                       config_sha256=config_sha256(job.config),
                       config=json.loads(config_json(job.config)))
 

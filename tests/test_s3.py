@@ -15,7 +15,9 @@ multipart upload, a slowed part, a 403 for one key).
 * Uploads: a server failing one part, SIGTERM during the upload (a subprocess) leave no
   object and no pending multipart upload; SIGKILL leaves a pending upload, which the
   next upload of the key aborts; every rerun completes.
-* ``zssr upscale s3://… s3://…`` gives the same bytes as the same run on local disk.
+* ``zssr upscale s3://… s3://… --stac-item`` gives the pixels, profile and tags of the
+  same run on local disk (only ``ZSSR_SOURCE`` differs: it names the URL), and its Item
+  is uploaded beside the object.
 """
 
 from __future__ import annotations
@@ -315,9 +317,23 @@ def test_upscale_s3_to_s3_equals_local(s3, tmp_path: Path) -> None:
     local_out = tmp_path / "local.tif"
     assert main(["upscale", str(LANDSAT), str(local_out), "--scale", "2", *TINY]) == 0
     url = f"s3://{BUCKET}/e2e/out.tif"
-    assert main(["upscale", f"s3://{BUCKET}/e2e/in.tif", url, "--scale", "2", *TINY]) == 0
-    remote = s3.direct.get_object(Bucket=BUCKET, Key="e2e/out.tif")["Body"].read()
-    assert remote == local_out.read_bytes()
+    assert main(["upscale", f"s3://{BUCKET}/e2e/in.tif", url, "--scale", "2", "--stac-item",
+                 *TINY]) == 0
+    fetched = tmp_path / "fetched.tif"
+    fetched.write_bytes(s3.direct.get_object(Bucket=BUCKET, Key="e2e/out.tif")["Body"].read())
+    with rasterio.open(fetched) as got, rasterio.open(local_out) as ref:
+        np.testing.assert_array_equal(got.read(), ref.read())
+        np.testing.assert_array_equal(got.read_masks(), ref.read_masks())
+        assert got.profile == ref.profile and got.descriptions == ref.descriptions
+        tags, ref_tags = got.tags(), ref.tags()
+    assert tags.pop("ZSSR_SOURCE") == f"s3://{BUCKET}/e2e/in.tif"  # the URL, not /vsis3/
+    assert ref_tags.pop("ZSSR_SOURCE") == str(LANDSAT)
+    assert tags == ref_tags  # config, its hash, scale, kernel, software: the same
+    item = json.loads(s3.direct.get_object(Bucket=BUCKET, Key="e2e/out.tif.stac-item.json")[
+        "Body"].read())
+    assert [link["href"] for link in item["links"] if link["rel"] == "derived_from"] == [
+        f"s3://{BUCKET}/e2e/in.tif"]
+    assert item["assets"]["data"]["href"] == "out.tif"
     assert _pending(s3, "e2e/out.tif") == []
     assert main(["upscale", f"s3://{BUCKET}/e2e/in.tif", url, "--scale", "2", *TINY]) == 7
     check_remote_output(url, overwrite=True)  # ours: --overwrite may replace it

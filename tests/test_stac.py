@@ -6,7 +6,8 @@
   equal rasterio's own read of each asset file, and band names, wavelengths, nodata and
   scales travel.  Unknown names, assets on different grids, a missing Item and a
   Collection in place of an Item are refused with one line naming the Item.
-* Output: the Item written beside an SR output passes pystac's validation (core,
+* Output: ``zssr upscale ITEM.json OUT --assets red,green,blue``; the Item written
+  beside the SR output passes pystac's validation (core,
   projection v2.0.0, raster v1.1.0, eo v1.1.0, processing v1.1.0), its bbox equals the
   output's corners transformed to WGS 84 by rasterio.warp (an independent path), and it
   links the source Item as ``derived_from``; the run's Collection validates and links it.
@@ -32,13 +33,11 @@ from rasterio.warp import transform
 from io_adapters.detect import open_reader
 from io_adapters.errors import CorruptFileError, InvalidDataError, UnsupportedFormatError
 from io_adapters.vsi import display_url, gdal_path
+from pipeline.cli import main
 from pipeline.errors import InputError, UsageError
-from pipeline.job import ImageJob
-from pipeline.provenance import job_provenance
-from pipeline.stac import PROCESSING_SCHEMA, item_path, write_output_item, write_run_collection
+from pipeline.stac import PROCESSING_SCHEMA, item_path, write_run_collection
 from pipeline.stac_input import is_stac_item, resolve_stac_input
-from pipeline.upscale import upscale_file
-from zssr.config import config_from_dict
+from zssr import __version__
 
 LANDSAT = Path(__file__).parent / "data" / "io" / "geotiff" / "landsat_64x80.tif"
 SCHEMAS = Path(__file__).parent / "data" / "stac_schemas"
@@ -49,9 +48,8 @@ BUNDLED = {f"https://stac-extensions.github.io/{name}/{version}/schema.json":
 # Landsat 8 OLI bands 2-5 (USGS Landsat 8 data users handbook, band centres in um)
 OLI = (("blue", 0.482), ("green", 0.561), ("red", 0.655), ("nir08", 0.865))
 SCALE, OFFSET = 2.75e-05, -0.2
-TINY = config_from_dict({"train": {"max_iters": 2, "crop_size": 16},
-                         "net": {"depth": 3, "width": 4},
-                         "infer": {"back_projection_iters": 0}})
+TINY = ["--set", "train.max_iters=2", "--set", "net.depth=3", "--set", "net.width=4",
+        "--set", "infer.back_projection_iters=0", "--set", "train.crop_size=16", "-q"]
 
 
 class OfflineStacIO(DefaultStacIO):
@@ -149,6 +147,17 @@ def test_stac_input_errors_name_the_item(scene: Path, tmp_path: Path) -> None:
         resolve_stac_input(bad, ["red"], workdir=tmp_path)
 
 
+def test_cli_needs_assets_for_an_item(scene: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "x.tif"
+    assert main(["upscale", str(scene), str(out), "--scale", "2", *TINY]) == 2
+    assert main(["upscale", str(LANDSAT), str(out), "--assets", "red", "--scale", "2",
+                 *TINY]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].endswith("item.json: a STAC Item input needs --assets (asset keys or "
+                           "eo:bands common names, e.g. --assets red,green,blue)")
+    assert "landsat_64x80.tif is not a STAC Item" in err[1] and not out.exists()
+
+
 def test_gdal_paths() -> None:
     assert gdal_path("s3://bucket/a/b.tif") == "/vsis3/bucket/a/b.tif"
     assert gdal_path("https://h/x.tif?a=1") == "/vsicurl?url=https%3A%2F%2Fh%2Fx.tif%3Fa%3D1"
@@ -160,27 +169,27 @@ def test_gdal_paths() -> None:
 
 def test_output_item_and_collection_validate_offline(scene: Path, tmp_path: Path,
                                                      offline_validator) -> None:
-    stac = resolve_stac_input(scene, ["red", "green", "blue"], workdir=tmp_path)
-    out = tmp_path / "sr.tif"
-    job = ImageJob(input=stac.vrt, output=out, scale=2.0, config=TINY, tile=32)
-    upscale_file(job)
-    path = write_output_item(out, provenance=job_provenance(job, source=str(scene)),
-                             source_href=str(scene), source_item=stac.item,
-                             eo_bands=stac.eo_bands)
-    assert path == item_path(out) == tmp_path / "sr.tif.stac-item.json"
+    out = tmp_path / "sr.tif"  # zssr upscale ITEM.json OUT --assets: the CLI wiring
+    assert main(["upscale", str(scene), str(out), "--assets", "red,green,blue", "--scale", "2",
+                 *TINY]) == 0
+    path = item_path(out)
+    assert path == tmp_path / "sr.tif.stac-item.json"
+    source = pystac.Item.from_file(str(scene))
     item = pystac.Item.from_file(str(path))
     assert item.validate()  # core + the four extensions, all from the bundled schemas
     props, asset = item.properties, item.assets["data"]
     assert props["proj:code"] == "EPSG:32620" and props["proj:shape"] == [128, 160]
-    assert props["processing:software"] == {"zssr-pipeline": job_provenance(job).version}
-    assert props["platform"] == "landsat-8" and item.datetime == stac.item.datetime
+    assert props["processing:software"] == {"zssr-pipeline": __version__}
+    assert props["platform"] == "landsat-8" and item.datetime == source.datetime
     assert PROCESSING_SCHEMA in item.stac_extensions
     assert [b["common_name"] for b in asset.extra_fields["eo:bands"]] == ["red", "green",
                                                                           "blue"]
     assert [b["scale"] for b in asset.extra_fields["raster:bands"]] == [SCALE] * 3
     assert asset.extra_fields["raster:bands"][0]["nodata"] == 0
-    assert item.get_single_link("derived_from").href == str(scene)
-    with rasterio.open(out) as ds:  # bbox: rasterio.warp on the output's own corners
+    assert item.get_single_link("derived_from").href == str(scene.resolve())
+    with rasterio.open(out) as ds:
+        assert ds.tags()["ZSSR_SOURCE"] == str(scene.resolve())
+        assert ds.descriptions == ("SR_B4", "SR_B3", "SR_B2")  # bbox: rasterio.warp on the output's own corners
         left, bottom, right, top = ds.bounds
         lons, lats = transform(ds.crs, "EPSG:4326", [left, right, right, left],
                                [top, top, bottom, bottom])

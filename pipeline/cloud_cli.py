@@ -1,0 +1,82 @@
+"""``zssr upscale``'s STAC and provenance options: ``--assets`` and ``--stac-item``.
+
+* INPUT may be a STAC Item (a local JSON file) with ``--assets red,green,blue`` (asset
+  keys or ``eo:bands`` common names / names, stacked in that order;
+  :mod:`pipeline.stac_input`): the bands are stacked in a GDAL VRT in a private
+  temporary folder, removed when the command ends, and the job reads the VRT.
+* Every COG/TIFF/Zarr output records its provenance (:mod:`pipeline.provenance`); the
+  source named there is the Item, or the input's URL (never a ``/vsi`` name).
+* ``--stac-item`` (implied by a STAC input) writes ``<output>.stac-item.json`` beside the
+  output (:mod:`pipeline.stac`), linked ``derived_from`` the Item or the input file; for
+  an ``s3://`` output it is uploaded beside the object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from io_adapters.vsi import display_url
+
+from .errors import UsageError
+from .job import ImageJob
+from .provenance import job_provenance, with_provenance
+from .stac import write_output_item
+from .stac_input import StacInput, is_stac_item, resolve_stac_input
+
+__all__ = ["add_cloud_args", "stac_source", "source_name", "record", "write_item"]
+
+
+def add_cloud_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--assets", default=None, metavar="NAMES",
+                   help="INPUT is a STAC Item (JSON): stack these assets or eo:bands common "
+                   "names, in this order (e.g. red,green,blue or B04,B03,B02)")
+    p.add_argument("--stac-item", action="store_true",
+                   help="write a STAC Item <output>.stac-item.json beside the output "
+                   "(always done for a STAC Item input)")
+
+
+@contextmanager
+def stac_source(args: argparse.Namespace) -> Iterator[StacInput | None]:
+    """With a STAC Item INPUT: ``args.input`` becomes the VRT stacking ``--assets`` for as
+    long as the block runs; yields the :class:`StacInput` (None for other inputs)."""
+    item = is_stac_item(args.input)
+    if not item and args.assets is None:
+        yield None
+        return
+    if not item:
+        raise UsageError(f"--assets: {args.input} is not a STAC Item (a JSON Feature with "
+                         "stac_version); give the Item's JSON file")
+    if not args.assets:
+        raise UsageError(f"{args.input}: a STAC Item input needs --assets (asset keys or "
+                         "eo:bands common names, e.g. --assets red,green,blue)")
+    names = [n.strip() for n in args.assets.split(",") if n.strip()]
+    with tempfile.TemporaryDirectory(prefix="zssr-stac-") as tmp:
+        stac = resolve_stac_input(args.input, names, workdir=Path(tmp))
+        args.stac_href = str(Path(args.input).resolve())
+        args.input = stac.vrt
+        yield stac
+
+
+def source_name(args: argparse.Namespace) -> str:
+    """The input as provenance names it: the STAC Item, a URL, or the path."""
+    href = getattr(args, "stac_href", None)
+    return href if href is not None else display_url(args.input)
+
+
+def record(job: ImageJob, args: argparse.Namespace) -> ImageJob:
+    """``job`` whose writer records its provenance."""
+    return with_provenance(job, source=source_name(args))
+
+
+def write_item(job: ImageJob, args: argparse.Namespace, stac: StacInput | None) -> Path | None:
+    """The output's STAC Item, when asked for (or the input is an Item)."""
+    if stac is None and not args.stac_item:
+        return None
+    return write_output_item(Path(job.output), provenance=job_provenance(
+        job, source=source_name(args)), source_href=source_name(args),
+        source_item=stac.item if stac is not None else None,
+        eo_bands=stac.eo_bands if stac is not None else None, inputs=(Path(job.input),))

@@ -81,6 +81,16 @@ def _fmt(value: Any, spec: str = ".2f", unit: str = "") -> str:
     return f"{value:{spec}}{unit}"
 
 
+def infer_s_per_mp(entry: dict[str, Any]) -> float | None:
+    """Inference seconds per output megapixel of the tiles this run inferred (tiles
+    finished by an earlier run took no time here); None when unknown."""
+    mp, tiles = entry.get("output_mp"), entry.get("tiles", {})
+    seconds = entry.get("seconds", {}).get("infer")
+    if not mp or not tiles.get("total") or not tiles.get("inferred") or seconds is None:
+        return None
+    return seconds / (mp * tiles["inferred"] / tiles["total"])
+
+
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1200px}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;
@@ -129,6 +139,7 @@ def _image_section(e: dict[str, Any], root: Path) -> str:
     sec, tiles = e.get("seconds", {}), e.get("tiles", {})
     rows = [("train / infer / write (s)", " / ".join(_fmt(sec.get(k), ".1f") for k in
                                                      ("train", "infer", "write"))),
+            ("inference s per output MP", _fmt(infer_s_per_mp(e), ".2f")),
             ("iterations", _fmt(e.get("history", {}).get("iterations"), "d")),
             ("stop reason", esc(str(e.get("history", {}).get("stop_reason", "")))),
             ("warm-started", "yes (from the previous compatible image)"

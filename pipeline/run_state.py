@@ -164,6 +164,7 @@ class ImageState:
                              "state": self.state}
         if spec is not None:
             e.update(output=str(spec.job.output), scale=spec.job.scale,
+                     output_mp=spec.out_shape[0] * spec.out_shape[1] * spec.frames / 1e6,
                      seconds=dict(self.seconds),
                      tiles={"total": self.tiles_total, "skipped": self.tiles_skipped,
                             "inferred": self.tiles_inferred},

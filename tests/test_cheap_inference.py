@@ -7,6 +7,8 @@ out, the network called directly, ``numpy.median`` over them) and compared with
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -134,3 +136,16 @@ def test_tiled_equals_whole_with_the_scene_presets(net, preset, tile):
     np.testing.assert_allclose(stitch(predictor, image, grid), whole, rtol=0, atol=1e-5)
     short = TileGrid(shape=(64, 56), tile=tile, halo=halo // 4, scale=2)
     assert np.abs(stitch(predictor, image, short) - whole).max() > 1e-5
+
+
+def test_report_shows_inference_seconds_per_output_megapixel():
+    from pipeline.report import _image_section, infer_s_per_mp
+
+    entry = {"key": "k", "name": "scene", "state": "finalized", "output_mp": 2.0,
+             "seconds": {"train": 5.0, "infer": 30.0, "write": 1.0},
+             "tiles": {"total": 8, "skipped": 0, "inferred": 6}}  # 2 tiles from an earlier run
+    assert infer_s_per_mp(entry) == 30.0 / (2.0 * 6 / 8)
+    assert "<th>inference s per output MP</th><td>20.00</td>" in _image_section(entry, Path("."))
+    for missing in ({"output_mp": None}, {"tiles": {"total": 8, "inferred": 0}},
+                    {"seconds": {}}):
+        assert infer_s_per_mp({**entry, **missing}) is None

@@ -15,13 +15,13 @@ merged data (defaults <- preset <- file <- ``--set``); command-line flags
 from __future__ import annotations
 
 import argparse
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from configs import resolve_config, split_sections
 from zssr.config import ConfigError, ZSSRConfig, config_to_dict
+from zssr.typed import build
 
 from .steps.chain import ChainSpec
 from .steps.policy import allow_user_steps
@@ -38,8 +38,24 @@ class PipelineConfig:
     tile: int | None = None  # LR tile side in pixels; None: --tile or DEFAULT_TILE
     bands: tuple[int, ...] | None = None  # 1-based band numbers read from the file (as --bands)
     kernel_sigma: float | None = None  # Gaussian PSF sigma in HR pixels (as --kernel-sigma)
-    kernel: str | None = None  # "estimate": each image's own kernel (as --kernel estimate);
+    kernel: Literal["estimate"] | None = None  # each image's own kernel (--kernel estimate);
     #: kernel_sigma's Gaussian (or bicubic) is then the fallback when an estimate is unusable
+
+    def validate(self) -> None:
+        if self.tile is not None and not 8 <= self.tile <= 8192:
+            raise ConfigError(f"config key 'tile': invalid value {self.tile}; expected an "
+                              "integer in [8, 8192]")
+        if self.bands is not None:
+            if not self.bands:
+                raise ConfigError("config key 'bands': invalid value []; expected a list of "
+                                  "1-based band numbers, e.g. [1, 2, 3]")
+            bad = [b for b in self.bands if not 1 <= b <= 65535]
+            if bad:
+                raise ConfigError(f"config key 'bands': invalid value {bad[0]}; expected "
+                                  "1-based band numbers in [1, 65535]")
+        if self.kernel_sigma is not None and not 0 < self.kernel_sigma <= 10:
+            raise ConfigError(f"config key 'kernel_sigma': invalid value {self.kernel_sigma:g}; "
+                              "expected a number in (0, 10] (HR pixels)")
 
     @property
     def band_indexes(self) -> tuple[int, ...] | None:
@@ -52,44 +68,20 @@ class PipelineConfig:
                 "kernel_sigma": self.kernel_sigma, "kernel": self.kernel}
 
 
-def _int(key: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) \
-            or not lo <= value <= hi:
-        raise ConfigError(f"config key {key!r}: invalid value {value!r}; expected an integer "
-                          f"in [{lo}, {hi}]")
-    return int(value)
+PIPELINE_KEYS = ("chain", "tile", "bands", "kernel_sigma", "kernel")
 
 
 def pipeline_config_from_dict(data: dict[str, Any] | None) -> PipelineConfig:
-    """Build and validate the pipeline sections (unknown keys are errors naming the key)."""
+    """Build and validate the pipeline sections with the one typed loader
+    (:func:`zssr.typed.build`; unknown keys are errors naming the key)."""
     data = dict(data or {})
-    allowed = ("chain", "tile", "bands", "kernel_sigma", "kernel")
-    for key in data:
-        if key not in allowed:
-            raise ConfigError(f"unknown pipeline config key {key!r}; allowed: "
-                              + ", ".join(allowed))
-    tile = data.get("tile")
-    if tile is not None:
-        tile = _int("tile", tile, 8, 8192)
-    bands = data.get("bands")
-    if bands is not None:
-        if not isinstance(bands, list) or not bands:
-            raise ConfigError(f"config key 'bands': invalid value {bands!r}; expected a list of "
-                              "1-based band numbers, e.g. [1, 2, 3]")
-        bands = tuple(_int("bands", b, 1, 65535) for b in bands)
-    sigma = data.get("kernel_sigma")
-    if sigma is not None:
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) \
-                or not math.isfinite(sigma) or not 0 < sigma <= 10:
-            raise ConfigError(f"config key 'kernel_sigma': invalid value {sigma!r}; expected a "
-                              "number in (0, 10] (HR pixels)")
-        sigma = float(sigma)
-    kernel = data.get("kernel")
-    if kernel not in (None, "estimate"):
-        raise ConfigError(f"config key 'kernel': invalid value {kernel!r}; expected 'estimate' "
-                          "(the image's own kernel) or null (kernel_sigma's, else bicubic)")
-    return PipelineConfig(chain=ChainSpec.from_config(data.get("chain")), tile=tile,
-                          bands=bands, kernel_sigma=sigma, kernel=kernel)
+    chain = ChainSpec.from_config(data.pop("chain", None))
+    cfg = build(PipelineConfig, data, where=lambda key: f"config key {key!r}",
+                unknown=lambda key, _: f"unknown pipeline config key {key!r}; allowed: "
+                + ", ".join(PIPELINE_KEYS))
+    cfg = replace(cfg, chain=chain)
+    cfg.validate()
+    return cfg
 
 
 @dataclass(frozen=True)

@@ -118,13 +118,14 @@ def test_new_presets_comment_every_value(name):
 @pytest.mark.parametrize("data, match", [
     ({"tiles": 3}, r"unknown pipeline config key 'tiles'; allowed: chain, tile, bands"),
     ({"tile": 4}, r"config key 'tile': invalid value 4; expected an integer in \[8, 8192\]"),
-    ({"tile": 12.5}, r"config key 'tile': invalid value 12.5"),
-    ({"bands": 2}, r"config key 'bands': invalid value 2; expected a list of 1-based"),
+    ({"tile": 12.5}, r"config key 'tile': expected an integer, got 12.5"),
+    ({"bands": 2}, r"config key 'bands': expected a list, got 2"),
+    ({"bands": []}, r"config key 'bands': invalid value \[\]; expected a list of 1-based"),
     ({"bands": [0]}, r"config key 'bands': invalid value 0"),
     ({"kernel_sigma": 0}, r"config key 'kernel_sigma': invalid value 0; expected a number"),
-    ({"kernel_sigma": "x"}, r"config key 'kernel_sigma': invalid value 'x'"),
+    ({"kernel_sigma": "x"}, r"config key 'kernel_sigma': expected a number, got 'x'"),
     ({"chain": {"pre": ["nope"]}}, r"unknown step 'nope'"),
-    ({"kernel": "guess"}, r"config key 'kernel': invalid value 'guess'; expected 'estimate'"),
+    ({"kernel": "guess"}, r"config key 'kernel': invalid value 'guess'; allowed: estimate"),
 ])
 def test_pipeline_config_errors(data, match):
     with pytest.raises(ConfigError, match=match):

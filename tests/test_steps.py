@@ -135,8 +135,10 @@ def test_denoise_radius_and_mask_aware_gaussian():
 @pytest.mark.parametrize("entry, match", [
     ({"clip": {"lo": 1}}, r"step 'clip': unknown parameter 'lo'; parameters: min, max"),
     ({"clip": {"min": 5, "max": 1}}, r"parameter 'max' = 1.0 is invalid; expected a number > min"),
-    ({"clip": {"min": "a"}}, r"parameter 'min': expected a finite number"),
-    ({"denoise": {"method": "tv"}}, r"parameter 'method' = 'tv'; allowed: gaussian, median"),
+    ({"clip": {"min": "a"}}, r"parameter 'min': expected a number, got 'a'"),
+    ({"clip": {"min": float("inf")}}, r"parameter 'min': expected a finite number"),
+    ({"denoise": {"method": "tv"}}, r"parameter 'method': invalid value 'tv'; allowed: gaussian, "
+                                    r"median"),
     ({"denoise": {"size": 4}}, r"parameter 'size' = 4 is invalid; expected an odd integer"),
     ({"denoise": {"size": 2.5}}, r"parameter 'size': expected an integer"),
     ({"denoise": {"sigma": 0}}, r"parameter 'sigma' = 0.0 is invalid"),

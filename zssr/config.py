@@ -16,8 +16,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal
 
+from .typed import build
 from .yamldata import ConfigError, parse_yaml
 
 __all__ = [
@@ -235,72 +236,13 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"config key {key!r}: invalid value {value!r}; expected {allowed}")
 
 
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Convert a YAML/CLI value to the field's declared type, or raise ConfigError."""
-    origin = get_origin(hint)
-    if origin is Literal:
-        choices = get_args(hint)
-        if value not in choices:
-            raise ConfigError(f"config key {key!r}: invalid value {value!r}; "
-                              f"allowed: {', '.join(map(str, choices))}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
-        args = get_args(hint)
-        item = args[0]
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(key, v, item) for v in value)
-        if len(value) != len(args):
-            raise ConfigError(f"config key {key!r}: expected {len(args)} values, got {value!r}")
-        return tuple(_coerce(key, v, a) for v, a in zip(value, args, strict=True))
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"config key {key!r}: expected true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"config key {key!r}: expected an integer, got {value!r} "
-                              "(.inf and .nan are not allowed)")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-            raise ConfigError(f"config key {key!r}: expected an integer, got {value!r}")
-        return int(value)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key {key!r}: expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"config key {key!r}: expected a finite number, got {value!r}")
-        return float(value)
-    raise TypeError(f"unsupported config type {hint!r} for {key!r}")  # programming error
-
-
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        full = f"{prefix}{key}"
-        if key not in names:
-            raise ConfigError(f"unknown config key {full!r}; allowed keys: "
-                              + ", ".join(f"{prefix}{n}" for n in names))
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key {full!r}: expected a mapping of "
-                                  f"{', '.join(f.name for f in dataclasses.fields(hint))}")
-            kwargs[key] = _build(hint, value, f"{full}.")
-        else:
-            kwargs[key] = _coerce(full, value, hint)
-    return cls(**kwargs)
-
-
 def config_from_dict(data: dict[str, Any] | None) -> ZSSRConfig:
     """Build and validate a :class:`ZSSRConfig` from nested plain data."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"config must be a mapping, got {type(data).__name__}")
-    cfg = _build(ZSSRConfig, data, "")
+    cfg = build(ZSSRConfig, data, where=lambda key: f"config key {key!r}")
     cfg.validate()
     return cfg
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import re
 import types
 import typing
@@ -35,6 +34,7 @@ from importlib import metadata as importlib_metadata
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from zssr.config import ConfigError
+from zssr.typed import build
 
 from .base import Step, UserStep, _load_function
 from .builtin import BUILTIN_STEPS
@@ -143,59 +143,13 @@ def step_from_config(entry: Any) -> Step:
 
 
 def build_params(cls: type[Step], params: dict[str, Any]) -> Step:
-    """Validate ``params`` against the dataclass fields of ``cls`` and build the step."""
-    hints = get_type_hints(cls)
-    fields = [f for f in dataclasses.fields(cls) if not f.name.startswith("_")]  # type: ignore
-    names = [f.name for f in fields]
-    kwargs = {}
-    for key, value in params.items():
-        if key not in names:
-            raise ConfigError(f"step {cls.name!r}: unknown parameter {key!r}; parameters: "
-                              + (", ".join(names) or "none"))
-        kwargs[key] = _coerce(cls.name, key, value, hints[key])
-    step = cls(**kwargs)
+    """Validate ``params`` against the dataclass fields of ``cls`` (the project's one typed
+    loader, :func:`zssr.typed.build`) and build the step."""
+    step = build(cls, params, where=lambda key: f"step {cls.name!r}: parameter {key!r}",
+                 unknown=lambda key, names: f"step {cls.name!r}: unknown parameter {key!r}; "
+                 "parameters: " + (", ".join(names) or "none"))
     step.validate()
     return step
-
-
-def _coerce(step: str, key: str, value: Any, hint: Any) -> Any:
-    origin, args = get_origin(hint), get_args(hint)
-    where = f"step {step!r}: parameter {key!r}"
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(step, key, value, inner[0])
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where} = {value!r}; allowed: {', '.join(map(str, args))}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(step, key, v, args[0]) for v in value)
-        if len(value) != len(args):
-            raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
-        return tuple(_coerce(step, key, v, a) for v, a in zip(value, args, strict=True))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return int(value)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value):
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported parameter type {hint!r} for {where}")  # programming error
 
 
 def _type_name(hint: Any) -> str:

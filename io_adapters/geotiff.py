@@ -60,7 +60,7 @@ from .errors import (
     InvalidDataError,
     UnsupportedFormatError,
 )
-from .vsi import is_vsi, remote_error
+from .vsi import gdal_messages, is_vsi, remote_error, scrub
 
 __all__ = ["GeoTiffReader", "CogWriter", "scale_geo_metadata", "TIFF_MAGICS"]
 
@@ -206,6 +206,12 @@ class GeoTiffReader(PathReaderMixin):
                               dtype=self.meta.dtype, fill=self.fill_value)
 
     def _gdal_read(self, indexes: list[int], **kwargs) -> np.ndarray:
+        if is_vsi(self.path):
+            with gdal_messages() as said:
+                try:
+                    return self._dataset().read(indexes, out_dtype=self.meta.dtype, **kwargs)
+                except RasterioError as exc:  # vanished, access revoked, endpoint gone
+                    raise remote_error(self.path, " ".join([_one_line(exc), *said])) from None
         try:
             return self._dataset().read(indexes, out_dtype=self.meta.dtype, **kwargs)
         except RasterioError as exc:
@@ -290,7 +296,7 @@ def _gdal_warnings(name: str) -> Iterator[list[str]]:
         logger.setLevel(level)
         logger.propagate = propagate
         for msg in handler.found + handler.other:  # the damage also goes into the error
-            log.info("GDAL: %s", msg)
+            log.info("GDAL: %s", scrub(msg))
 
 
 def _band_tags(ds: rasterio.DatasetReader, sel: list[int]) -> tuple[dict[str, str], ...]:

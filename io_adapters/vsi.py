@@ -17,14 +17,18 @@ Credentials come from GDAL's usual sources (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_A
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, unquote
 
 from .errors import CorruptFileError, InputNotFoundError, IOAdapterError
 
-__all__ = ["gdal_path", "is_vsi", "display_url", "remote_error", "scrub", "CREDENTIAL_VARS"]
+__all__ = ["gdal_path", "is_vsi", "display_url", "remote_error", "scrub", "CREDENTIAL_VARS",
+           "gdal_messages"]
 
 _PREFIX = {"s3": "/vsis3/", "gs": "/vsigs/", "az": "/vsiaz/"}
 CREDENTIAL_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID",
@@ -95,5 +99,35 @@ def remote_error(path: str | Path, message: str) -> IOAdapterError:
         return InputNotFoundError(f"{url}: the endpoint cannot be reached")
     if any(w in low for w in _NOT_FOUND):
         return InputNotFoundError(f"{url}: no such object")
+    if "got 0 bytes" in low:  # a range request past the end: deleted or replaced meanwhile
+        return InputNotFoundError(f"{url}: the object vanished or changed while it was read")
     return CorruptFileError(f"{url}: cannot be read as a raster: "
                             f"{scrub(' '.join(message.split()))[:200]}")
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def gdal_messages() -> Iterator[list[str]]:
+    """The messages GDAL signals inside the block (rasterio logs each at debug level on
+    ``rasterio._err`` before raising only the last): a remote read that fails says why
+    (``got 0 bytes``: the object shrank or vanished) only there.  Not propagated."""
+    logger = logging.getLogger("rasterio._err")
+    handler = _Collect()
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate

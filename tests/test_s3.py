@@ -237,7 +237,19 @@ def test_remote_input_errors_name_the_url(s3, tmp_path: Path, capsys) -> None:
         os.environ["AWS_S3_ENDPOINT"] = endpoint
 
 
-def test_output_checks_before_any_work(s3, tmp_path: Path) -> None:
+def test_vanished_object_is_named(s3, tmp_path: Path) -> None:
+    cog = _cog(tmp_path / "v.tif", side=512)
+    s3.client.upload_file(str(cog), BUCKET, "vanish/v.tif")
+    reader = GeoTiffReader(Path(f"/vsis3/{BUCKET}/vanish/v.tif"))
+    reader.read(Window(0, 0, 256, 256))
+    s3.client.delete_object(Bucket=BUCKET, Key="vanish/v.tif")
+    with pytest.raises(InputNotFoundError, match=rf"^s3://{BUCKET}/vanish/v\.tif: the object "
+                                                 r"vanished or changed while it was read$"):
+        reader.read(Window(256, 256, 256, 256))  # a block not read yet
+    reader.close()
+
+
+def test_output_checks_before_any_work(s3, tmp_path: Path, capsys) -> None:
     with pytest.raises(WriteError, match=r"s3://nobucket-x/a\.tif: the bucket does not exist"):
         check_remote_output("s3://nobucket-x/a.tif", overwrite=False)
     s3.client.put_object(Bucket=BUCKET, Key="chk/theirs.tif", Body=b"not ours")
@@ -247,6 +259,23 @@ def test_output_checks_before_any_work(s3, tmp_path: Path) -> None:
         check_remote_output(f"s3://{BUCKET}/chk/theirs.tif", overwrite=True)
     with pytest.raises(WriteError, match=r"out\.zarr: folder outputs .* cannot go to object"):
         check_remote_output(f"s3://{BUCKET}/chk/out.zarr", overwrite=False)
+    s3.faults.append(lambda method, path: "403" if method == "HEAD" else None)
+    try:
+        with pytest.raises(WriteError, match=r"chk/a\.tif: access denied while checking the "
+                                             r"bucket"):
+            check_remote_output(f"s3://{BUCKET}/chk/a.tif", overwrite=False)
+    finally:
+        s3.faults.clear()
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    os.environ["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"  # nothing listens
+    try:
+        assert main(["upscale", str(LANDSAT), f"s3://{BUCKET}/chk/a.tif", "--scale", "2",
+                     *TINY]) == 7
+    finally:
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"zssr upscale: error: s3://{BUCKET}/chk/a.tif: the endpoint cannot be "
+                   "reached while checking the bucket"]
 
 
 def test_failed_part_leaves_no_object_and_no_pending_upload(s3, tmp_path: Path) -> None:

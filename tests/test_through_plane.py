@@ -187,3 +187,26 @@ def test_cli_through_plane_dicom_series_to_nifti(tmp_path) -> None:
         lps = p0 + i * dc * row + j * dr * col + k / 2.5 * (p1 - p0)
         np.testing.assert_allclose((img.affine @ [i, j, k, 1])[:3], lps * [-1, -1, 1],
                                    atol=1e-4)
+
+
+@pytest.mark.parametrize(("spacing", "positions", "thickness", "message"), [
+    ((0.8, 0.8), [(0, 0, 0), (0, 0, 0), (0, 0, 0)], 3.0, "share a position"),
+    ((0.8, 0.8), [(0, 0, 0), (0, 0, 3), (0, 0, 9)], 3.0, "not evenly spaced"),
+    ((0.8, 0.8), [], 0.0, "no slice spacing"),
+    ((0.8, 0.8), [], None, "no slice spacing"),
+    (None, [], 3.0, "no pixel spacing"),
+    ((0.0, 0.8), [], 3.0, "no pixel spacing"),
+])
+def test_volume_geometry_refuses_missing_or_bad_spacing(tmp_path, spacing, positions,
+                                                       thickness, message) -> None:
+    from io_adapters.base import MedicalInfo, Metadata
+    from io_adapters.errors import InvalidDataError
+    from pipeline.volume import volume_geometry
+
+    med = MedicalInfo(modality="CT", photometric="MONOCHROME2", pixel_spacing=spacing,
+                      slice_thickness=thickness, orientation=None,
+                      positions=tuple(map(tuple, positions)))
+    meta = Metadata(path=tmp_path / "ct", format="dicom", bands=1, rows=16, cols=16,
+                    dtype=np.dtype("int16"), frames=3, medical=med)
+    with pytest.raises(InvalidDataError, match=f"ct: .*{message}"):
+        volume_geometry(meta)

@@ -7,7 +7,7 @@ nodata value (or 0).  Windows are :class:`rasterio.windows.Window` objects
 (``col_off, row_off, width, height``) in full-resolution pixel coordinates.
 
 Band indexes are 0-based everywhere in this package (``bands=[0, 2]``,
-``extra["alpha_band"]``), like the array axis they index.
+``meta.alpha_band``), like the array axis they index.
 
 Stacks (a multi-frame DICOM, a folder of slices) have ``frames > 1``; each
 frame is a 2-D image with ``bands`` samples per pixel and is read with
@@ -82,6 +82,7 @@ class Metadata:
     geo: GeoInfo | None = None
     medical: MedicalInfo | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    alpha_band: int | None = None  # index of an alpha band (kept a band; 0 = transparent)
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -102,7 +102,7 @@ class CogWriter(AtomicWriterMixin):
         self._resampling = overview_resampling or (
             "nearest" if meta.extra.get("categorical") else "average")
         self._threads = str(num_threads)
-        self._alpha = meta.extra.get("alpha_band")
+        self._alpha = meta.alpha_band
         self._internal_mask = meta.nodata is None and meta.has_mask and self._alpha is None
         self._lock = threading.Lock()
         self._tmpdir = new_temp_dir(self.path, "tiles")  # private: GDAL's opens follow links

@@ -158,8 +158,7 @@ class GeoTiffReader(PathReaderMixin):
         extra: dict = {"driver": ds.driver, "block_shapes": ds.block_shapes[0],
                        "overviews": ds.overviews(self._indexes[0]),
                        "compression": ds.compression.name if ds.compression else None}
-        if "alpha" in interp:
-            extra["alpha_band"] = interp.index("alpha")
+        alpha_band = interp.index("alpha") if "alpha" in interp else None
         gcps, gcp_crs = ds.gcps
         if gcps:  # ground control points instead of a transform: kept, scaled with the image
             extra["gcps"] = tuple((g.row, g.col, g.x, g.y, g.z, g.id, g.info) for g in gcps)
@@ -181,7 +180,7 @@ class GeoTiffReader(PathReaderMixin):
             extra["colorinterp"] = interp
         return Metadata(path=self.path, format="geotiff", bands=len(sel), rows=ds.height,
                         cols=ds.width, dtype=dtype, nodata=ds.nodata, has_mask=has_mask,
-                        band_names=names, geo=geo, extra=extra)
+                        band_names=names, geo=geo, extra=extra, alpha_band=alpha_band)
 
     @property
     def fill_value(self) -> float:

@@ -6,7 +6,7 @@ it (boundless, 0 outside).  Pixel values are the file's own:
 
 * gray -> 1 band ``("L",)``, gray+alpha -> ``("L", "A")``, RGB ->
   ``("R", "G", "B")``, RGBA -> ``("R", "G", "B", "A")``; the alpha channel
-  stays a band and ``meta.extra["alpha_band"]`` gives its index, and
+  stays a band and ``meta.alpha_band`` gives its index, and
   ``read_mask`` is False where alpha is 0;
 * palette images become RGB (RGBA when the palette has transparency); CMYK
   and YCbCr JPEGs become RGB;
@@ -178,11 +178,10 @@ class PlainReader(PathReaderMixin):
         if mode in ("P", "PA"):
             log.info("%s: palette image expanded to %s for super-resolution", self.path,
                      "".join(names))
-        if "A" in names:
-            extra["alpha_band"] = names.index("A")
         self.meta = Metadata(path=self.path, format="plain", bands=len(names), rows=rows,
                              cols=cols, dtype=np.dtype(dtype), has_mask="A" in names,
-                             band_names=names, extra=extra)
+                             band_names=names, extra=extra,
+                             alpha_band=names.index("A") if "A" in names else None)
 
     def _pillow_header(self) -> tuple[str, str, int, int, str, tuple[str, ...]]:
         try:
@@ -274,7 +273,7 @@ class PlainReader(PathReaderMixin):
         """True inside the image where alpha (if any) is not 0; False outside."""
         check_frame(frame, 1, path=self.path)
         window = as_window(window, rows=self.meta.rows, cols=self.meta.cols)
-        alpha = self.meta.extra.get("alpha_band")
+        alpha = self.meta.alpha_band
         if alpha is None:
             return inside_mask(window, rows=self.meta.rows, cols=self.meta.cols)
         return self.read(window, bands=[alpha])[0] != 0
@@ -336,7 +335,7 @@ class PngWriter(AtomicWriterMixin):
         window, array = check_region(array, window, meta=self.meta, path=self.path)
         array = cast_to_dtype(array, self._canvas.dtype)
         array = apply_valid_mask(array, mask, nodata=None,
-                                 alpha_band=self.meta.extra.get("alpha_band"))
+                                 alpha_band=self.meta.alpha_band)
         r, c = int(window.row_off), int(window.col_off)
         self._canvas[:, r:r + array.shape[1], c:c + array.shape[2]] = array
 

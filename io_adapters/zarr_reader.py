@@ -171,9 +171,8 @@ class ZarrReader(PathReaderMixin):
         names = tuple(ours.get("band_names", ()))
         names = tuple(names[i] for i in self._selected) if len(names) == total else ()
         extra = dict(ours.get("extra", {}))
-        alpha = extra.pop("alpha_band", None)
-        if alpha in self._selected:
-            extra["alpha_band"] = self._selected.index(alpha)
+        alpha = ours.get("alpha_band", extra.pop("alpha_band", None))  # (older stores: in extra)
+        alpha_band = self._selected.index(alpha) if alpha in self._selected else None
         extra.update(chunks=tuple(self._array.chunks), dimension_names=self._dims,
                      source_format=ours.get("source_format"),
                      attrs={k: v for k, v in group_attrs.items()
@@ -184,7 +183,8 @@ class ZarrReader(PathReaderMixin):
                         frames=shape[0] if len(shape) == 4 else 1, nodata=nodata,
                         has_mask=has_mask, band_names=names,
                         geo=self._geo(ours.get("geo") or {}),
-                        medical=_medical(ours.get("medical")), extra=extra)
+                        medical=_medical(ours.get("medical")), extra=extra,
+                        alpha_band=alpha_band)
 
     def _geo(self, stored: dict) -> GeoInfo | None:
         name = self._array.attrs.get("grid_mapping")
@@ -243,7 +243,7 @@ class ZarrReader(PathReaderMixin):
             valid &= ~np.isnan(data)
         if nodata is not None and not np.isnan(nodata):
             valid &= data != nodata
-        alpha = self.meta.extra.get("alpha_band")
+        alpha = self.meta.alpha_band
         if alpha is not None:
             valid &= data[alpha] != 0
         return valid

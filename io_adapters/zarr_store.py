@@ -144,7 +144,7 @@ def _meta_attrs(meta: Metadata) -> dict:
     return {"version": 1, "source_format": meta.format, "band_names": list(meta.band_names),
             "nodata": json_number(meta.nodata), "has_mask": meta.has_mask, "geo": geo,
             "medical": _json_safe(asdict(meta.medical)) if meta.medical else None,
-            "extra": extra}
+            "alpha_band": meta.alpha_band, "extra": extra}
 
 
 class ZarrWriter(AtomicWriterMixin):
@@ -371,7 +371,7 @@ def _write(target: Any, meta: Metadata, array: np.ndarray, window: Window, *, fr
                          "write whole chunks so no two writers share one")
     array = cast_to_dtype(array, np.dtype(meta.dtype))
     array = apply_valid_mask(array, mask, nodata=meta.nodata,
-                             alpha_band=meta.extra.get("alpha_band"))
+                             alpha_band=meta.alpha_band)
     region = (slice(None), slice(r0, r1), slice(c0, c1))
     if len(target.shape) == 4:
         region = (frame, *region)

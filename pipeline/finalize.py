@@ -49,7 +49,7 @@ CONSISTENCY_LR = 256  # side of the LR-consistency window, LR pixels
 
 def needs_mask(meta: Metadata) -> bool:
     """Whether invalid pixels exist for this output (nodata, a mask or an alpha band)."""
-    return meta.nodata is not None or meta.has_mask or meta.extra.get("alpha_band") is not None
+    return meta.nodata is not None or meta.has_mask or meta.alpha_band is not None
 
 
 def copy_store(spec: ImageSpec, store: ZarrReader, out_meta: Metadata, *,

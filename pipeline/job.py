@@ -233,7 +233,7 @@ def infer_tile(model: torch.nn.Module, source: ReaderCropSource, plan: StepPlan,
     hr_valid = _hr_masks(masks, plan.scale.floats, tuple(tile.hr_read.shape))[:, rs, cs]
     inverse = output_normalizer or normalizer
     if (SKIP_INVALID_TILES and not working and not masks.any()
-            and meta.extra.get("alpha_band") is None and len(plan.bands) == masks.shape[0]):
+            and meta.alpha_band is None and len(plan.bands) == masks.shape[0]):
         # nodata over the whole read window (a scene's collar): every output pixel of the
         # core is nodata whatever the network says, so it is not run (exact)
         fill = meta.nodata if meta.nodata is not None else (
@@ -250,7 +250,7 @@ def infer_tile(model: torch.nn.Module, source: ReaderCropSource, plan: StepPlan,
     if meta.dtype.kind == "f" and out.dtype.kind == "f" and meta.nodata is None \
             and out.shape == hr_valid.shape:
         out = np.where(hr_valid, out, np.float32(np.nan)).astype(out.dtype)  # NaN marks them
-    alpha = meta.extra.get("alpha_band")
+    alpha = meta.alpha_band
     if alpha is not None and not working:
         a = raw[alpha].astype(np.float32)
         a_up = imresize(torch.from_numpy(a[None]), scale=plan.scale.floats,
@@ -346,7 +346,8 @@ def working_meta(meta: Metadata, plan: StepPlan, path: Path) -> Metadata:
     """Metadata of an intermediate gradual-SR result (float32 working units, no nodata)."""
     scaled = scale_metadata(meta, plan.scale)
     return replace(scaled, path=path, format="zarr", bands=len(plan.bands), dtype=np.dtype(
-        "float32"), nodata=None, has_mask=False, band_names=(), extra={})
+        "float32"), nodata=None, has_mask=False, band_names=(), extra={},
+        alpha_band=None)
 
 
 def open_working_writer(path: Path, meta: Metadata, plan: StepPlan) -> Writer:

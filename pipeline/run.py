@@ -181,7 +181,8 @@ def _plan(item: InputItem, name: str, settings: RunSettings, rd: RunDir, gt: Pat
 
 def _mask_meta(meta: Metadata) -> Metadata:
     return replace(meta, bands=1, dtype=np.dtype("uint8"), nodata=None, has_mask=False,
-                   band_names=(), geo=None, medical=None, extra={}, format="zarr")
+                   band_names=(), geo=None, medical=None, extra={}, alpha_band=None,
+                   format="zarr")
 
 
 def _ensure_stores(state: ImageState, rd: RunDir) -> None:
@@ -197,7 +198,7 @@ def _ensure_stores(state: ImageState, rd: RunDir) -> None:
         rd.make_dir(path.parent)
         meta, chunks = state.store_metas[step], plan.grid.hr_chunk_shape
         if step == spec.last and meta.has_mask and meta.nodata is None \
-                and meta.extra.get("alpha_band") is None:
+                and meta.alpha_band is None:
             ZarrWriter(rd.mask_store(spec.key, step), _mask_meta(meta), chunks=chunks,
                        overwrite=True).commit()
         ZarrWriter(path, meta, chunks=chunks, overwrite=True).commit()

@@ -29,7 +29,7 @@ SAMPLE_SIZE = 256  # side of each sample window (pixels)
 
 def sr_bands(meta) -> list[int]:
     """Band indexes that go through ZSSR (an alpha band is upsampled separately)."""
-    alpha = meta.extra.get("alpha_band")
+    alpha = meta.alpha_band
     return [b for b in range(meta.bands) if b != alpha]
 
 

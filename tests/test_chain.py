@@ -132,7 +132,7 @@ def test_chain_refuses_dtype_change_with_alpha_band():
         ChainReader(open_reader(RGBA), ChainSpec.from_config({"pre": ["normalize"]}))
     with ChainReader(open_reader(RGBA), ChainSpec.from_config(
             {"pre": [{"select_bands": {"bands": [1, 2, 3]}}, "normalize"]})) as reader:
-        assert reader.meta.bands == 3 and "alpha_band" not in reader.meta.extra
+        assert reader.meta.bands == 3 and reader.meta.alpha_band is None
 
 
 def test_tiled_upscale_with_denoise_chain_matches_one_tile(tmp_path):

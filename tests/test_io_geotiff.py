@@ -256,17 +256,17 @@ def test_mask_sets_nodata_and_nudges_valid_nodata_values(tmp_path: Path) -> None
 def test_internal_mask_alpha_and_plain_tiff(tmp_path: Path) -> None:
     meta = Metadata(path=Path("a.png"), format="plain", bands=4, rows=20, cols=30,
                     dtype=np.dtype("uint16"), has_mask=True, band_names=("R", "G", "B", "A"),
-                    extra={"alpha_band": 3})
+                    alpha_band=3)
     data = np.full((4, 20, 30), 1000, np.uint16)
     valid = np.ones((20, 30), bool)
     valid[5:9, 10:20] = False
     with CogWriter(tmp_path / "rgba.tif", meta, cog=False) as writer:
         writer.write(data, Window(0, 0, 30, 20), mask=valid)
     back = GeoTiffReader(tmp_path / "rgba.tif")
-    assert back.meta.geo is None and back.meta.extra["alpha_band"] == 3
+    assert back.meta.geo is None and back.meta.alpha_band == 3
     assert back.meta.band_names == ("R", "G", "B", "A")
     np.testing.assert_array_equal(back.read_mask(), valid)
-    gray = replace(meta, bands=1, band_names=("L",), extra={})
+    gray = replace(meta, bands=1, band_names=("L",), alpha_band=None)
     with CogWriter(tmp_path / "m.tif", gray) as writer:
         writer.write(data[:1, :, :15], Window(0, 0, 15, 20), mask=valid[:, :15])
         writer.write(data[:1, :, 15:], Window(15, 0, 15, 20))

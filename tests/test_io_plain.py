@@ -54,7 +54,7 @@ def test_reads_8bit_pixels_and_metadata(path: Path, names, shape) -> None:
 
 def test_alpha_is_a_band_and_the_mask() -> None:
     reader = PlainReader(RGBA)
-    assert reader.meta.extra["alpha_band"] == 3 and reader.meta.has_mask
+    assert reader.meta.alpha_band == 3 and reader.meta.has_mask
     mask = reader.read_mask()
     np.testing.assert_array_equal(mask, reader.read()[3] != 0)
     assert not mask[:, :8].any() and mask[:, 8:].all()
@@ -155,9 +155,9 @@ def test_header_oserror_is_corrupt(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _meta(bands: int, dtype: str, rows: int = 37, cols: int = 53, **kw) -> Metadata:
     names = {1: ("L",), 2: ("L", "A"), 3: ("R", "G", "B"), 4: ("R", "G", "B", "A")}[bands]
-    extra = {"alpha_band": bands - 1} if bands in (2, 4) else {}
+    alpha = bands - 1 if bands in (2, 4) else None
     return Metadata(path=Path("src.png"), format="plain", bands=bands, rows=rows, cols=cols,
-                    dtype=np.dtype(dtype), band_names=names, extra=extra, **kw)
+                    dtype=np.dtype(dtype), band_names=names, alpha_band=alpha, **kw)
 
 
 def _write_tiles(writer, data: np.ndarray, tile: int = 16) -> None:

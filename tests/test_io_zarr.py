@@ -166,7 +166,7 @@ def test_stack_frames_and_medical_attrs(tmp_path: Path) -> None:
 def test_float_nan_nodata_and_alpha(tmp_path: Path) -> None:
     meta = Metadata(path=Path("f"), format="plain", bands=2, rows=4, cols=4,
                     dtype=np.dtype("float32"), nodata=float("nan"), band_names=("L", "A"),
-                    extra={"alpha_band": 1})
+                    alpha_band=1)
     data = np.ones((2, 4, 4), np.float32)
     data[1, 0, 0] = 0  # transparent
     mask = np.ones((4, 4), bool)
@@ -174,11 +174,11 @@ def test_float_nan_nodata_and_alpha(tmp_path: Path) -> None:
     with ZarrWriter(tmp_path / "f.zarr", meta, chunks=(4, 4)) as writer:
         writer.write(data, Window(0, 0, 4, 4), mask=mask)
     back = ZarrReader(tmp_path / "f.zarr")
-    assert np.isnan(back.meta.nodata) and back.meta.extra["alpha_band"] == 1
+    assert np.isnan(back.meta.nodata) and back.meta.alpha_band == 1
     valid = back.read_mask()
     assert not valid[0, 0] and not valid[3, 3] and valid.sum() == 14
     assert np.isnan(back.read(Window(3, 3, 2, 2))).all()
-    assert ZarrReader(tmp_path / "f.zarr", bands=[0]).meta.extra.get("alpha_band") is None
+    assert ZarrReader(tmp_path / "f.zarr", bands=[0]).meta.alpha_band is None
 
 
 def test_overwrite_abort_and_exceptions(tmp_path: Path) -> None:

@@ -40,13 +40,12 @@ def subset_bands(meta: Metadata, idx: tuple[int, ...]) -> Metadata:
                       units=_pick(geo.units, idx, meta.bands),
                       band_tags=_pick(geo.band_tags, idx, meta.bands))
     extra = dict(meta.extra)
-    alpha = extra.pop("alpha_band", None)
-    if alpha is not None and alpha in idx:
-        extra["alpha_band"] = idx.index(alpha)
+    alpha = meta.alpha_band
+    alpha_band = idx.index(alpha) if alpha is not None and alpha in idx else None
     if isinstance(extra.get("colorinterp"), tuple):
         extra["colorinterp"] = _pick(extra["colorinterp"], idx, meta.bands)
     return replace(meta, bands=len(idx), band_names=_pick(meta.band_names, idx, meta.bands),
-                   geo=geo, extra=extra)
+                   geo=geo, extra=extra, alpha_band=alpha_band)
 
 
 def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:

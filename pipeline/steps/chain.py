@@ -190,7 +190,7 @@ class ChainReader:
         self.meta: Metadata = self.chain.meta
         self._cache: tuple[tuple, np.ndarray, np.ndarray] | None = None
         self._lock = threading.Lock()
-        alpha = self.meta.extra.get("alpha_band")
+        alpha = self.meta.alpha_band
         if alpha is not None and self.meta.dtype != reader.meta.dtype:
             from io_adapters.errors import InvalidDataError
 

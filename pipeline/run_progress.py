@@ -34,6 +34,10 @@ class RunObserver:
     def tiles(self, image: str, n: int) -> None:
         """``n`` more tiles of ``image`` are written."""
 
+    def tile_megapixels(self, image: str, megapixels: float) -> None:
+        """The tiles that follow (the next :meth:`stage`) write ``megapixels`` output MP each
+        on average."""
+
     def image_done(self, image: str, state: str) -> None:
         """``image`` is ``"finalized"`` or ``"failed"``."""
 
@@ -50,6 +54,7 @@ class TqdmRunProgress(RunObserver):
         self._names: dict[str, str] = {}
         self._overall: tqdm | None = None
         self._bars: dict[str, tqdm] = {}
+        self._tile_mp: dict[str, float] = {}
 
     def start(self, *, names: dict[str, str], total: int, skipped: int, failed: int,
               dashboard: str | None) -> None:
@@ -92,11 +97,18 @@ class TqdmRunProgress(RunObserver):
             bar = self._bar(image, f"tiles {step}".rstrip(), total, "tile")
             bar.update(done)
 
+    def tile_megapixels(self, image: str, megapixels: float) -> None:
+        with self._lock:
+            self._tile_mp[image] = megapixels
+
     def tiles(self, image: str, n: int) -> None:
         with self._lock:
             bar = self._bars.get(image)
             if bar is not None and bar.unit == "tile":
-                bar.update(n)
+                bar.update(n)  # tqdm's ETA: from the tile rate, not the image count
+                rate, mp = bar.format_dict.get("rate"), self._tile_mp.get(image)
+                if rate and mp:
+                    bar.set_postfix({"s/MP": f"{1 / (rate * mp):.1f}"}, refresh=False)
 
     def image_done(self, image: str, state: str) -> None:
         if not self.enabled:

@@ -111,8 +111,12 @@ class ImageState:
             self.steps_trained += not result.resumed
             rd.record(self.key, "trained", step=node.step, resumed=result.resumed,
                       iterations=result.result.history.iterations, seconds=result.seconds)
-            observer.stage(self.key, f"s{node.step}" if spec.last else "", len(spec.units(
-                node.step)), done=len(self.done_before[node.step]))
+            units = len(spec.units(node.step))
+            if units:  # output MP per tile, for seconds per output MP in the tile bar
+                rows, cols = spec.plans[node.step].grid.hr_shape
+                observer.tile_megapixels(self.key, rows * cols * spec.frames / 1e6 / units)
+            observer.stage(self.key, f"s{node.step}" if spec.last else "", units,
+                           done=len(self.done_before[node.step]))
             if self.pending[node.step] == 0 and node.step == spec.last:
                 rd.record(self.key, "inferred", tiles=self.tiles_inferred)
         elif node.kind == "infer":

@@ -149,3 +149,24 @@ def test_report_shows_inference_seconds_per_output_megapixel():
     for missing in ({"output_mp": None}, {"tiles": {"total": 8, "inferred": 0}},
                     {"seconds": {}}):
         assert infer_s_per_mp({**entry, **missing}) is None
+
+
+def test_tile_bar_shows_seconds_per_output_megapixel():
+    import time
+
+    from pipeline.run_progress import TqdmRunProgress
+
+    progress = TqdmRunProgress(enabled=True)
+    progress.start(names={"a": "scene", "b": "other"}, total=2, skipped=0, failed=0,
+                   dashboard=None)
+    progress.tile_megapixels("a", 0.25)
+    for image in ("a", "b"):  # b: no tile size known, so no s/MP
+        progress.stage(image, "", 4)
+    time.sleep(0.15)  # past tqdm's mininterval: the rate is measured
+    for image in ("a", "b"):
+        progress.tiles(image, 2)
+    bar = progress._bars["a"]
+    rate = bar.format_dict["rate"]  # tiles per second
+    assert rate and bar.postfix == f"s/MP={1 / (rate * 0.25):.1f}"
+    assert not progress._bars["b"].postfix
+    progress.close()

@@ -198,9 +198,13 @@ def main() -> None:
     ap.add_argument("--settings", default=",".join(SETTINGS))
     ap.add_argument("--set", action="append", default=[], help="override of the training "
                     "config (e.g. train.max_iters=50, for a quick look)")
+    ap.add_argument("--replot", action="store_true", help="only redraw --plot from --json")
     ap.add_argument("--json", type=Path, required=True)
     ap.add_argument("--plot", type=Path)
     args = ap.parse_args()
+    if args.replot:
+        plot(json.loads(args.json.read_text())["summary"], args.plot)
+        return
     torch.set_num_threads(args.threads)
     names = args.settings.split(",")
     base, _ = resolve_config(preset="fast", overrides=["norm.policy=percentile", *args.set])
@@ -316,13 +320,17 @@ def plot(summary: dict[str, dict], path: Path) -> None:
     for n, s in summary.items():
         if n == "paper":
             continue
-        ax.scatter(s["s_per_mp"], s["gain_db"], color="C3" if n == "fast" else "C0")
+        preset = {"fast": "fast", "m2-bf16": "scene", "m1-bf16": "scene-fast"}.get(n)
+        ax.scatter(s["s_per_mp"], s["gain_db"], marker="x" if "int8" in n else "o",
+                   color="C3" if preset else ("C7" if "int8" in n else "C0"))
+        n = f"{n} = {preset}" if preset and preset != n else n
         ax.annotate(n, (s["s_per_mp"], s["gain_db"]), fontsize=8, xytext=(4, 2),
                     textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("inference seconds per output megapixel (1 thread, log)")
     ax.set_ylabel("PSNR gain over bicubic (dB, median of crops)")
-    ax.set_title("ZSSR x2 on real scenes (Wald's protocol): quality vs inference cost")
+    ax.set_title("ZSSR x2 on real scenes (Wald's protocol): quality vs inference cost\n"
+                 "red: presets; x: int8 (bench only)", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

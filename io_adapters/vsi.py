@@ -28,7 +28,7 @@ from urllib.parse import quote, unquote
 from .errors import CorruptFileError, InputNotFoundError, IOAdapterError
 
 __all__ = ["gdal_path", "is_vsi", "display_url", "remote_error", "scrub", "CREDENTIAL_VARS",
-           "gdal_messages"]
+           "gdal_messages", "CredentialFilter"]
 
 _PREFIX = {"s3": "/vsis3/", "gs": "/vsigs/", "az": "/vsiaz/"}
 CREDENTIAL_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID",
@@ -75,6 +75,18 @@ def scrub(text: str) -> str:
         if value and len(value) >= 4:
             text = text.replace(value, "***")
     return text
+
+
+class CredentialFilter(logging.Filter):
+    """A handler filter: any record whose text holds a credential value (botocore's debug
+    lines carry the access key id in the Authorization header) has it replaced by ``***``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        clean = scrub(text)
+        if clean != text:
+            record.msg, record.args = clean, ()
+        return True
 
 
 _NOT_FOUND = ("does not exist", "nosuchkey", "nosuchbucket", "404", "not found")

@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from importlib import metadata as importlib_metadata
 from types import ModuleType
 
+from io_adapters.vsi import CredentialFilter
+
 from . import cmd_eval, cmd_run, cmd_steps, cmd_upscale
 from .allocator import keep_freed_memory
 from .errors import Terminated, exit_code, one_line
@@ -67,6 +69,9 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     logging.captureWarnings(True)  # library warnings are log lines too (hidden by -q)
+    for handler in logging.getLogger().handlers:  # no credential in any log line (-vv too)
+        if not any(isinstance(f, CredentialFilter) for f in handler.filters):
+            handler.addFilter(CredentialFilter())
     if not verbose:  # pydicom logs decoder failures with a traceback; our error says it
         for handler in logging.getLogger().handlers:
             if not any(isinstance(f, _QuietLibraries) for f in handler.filters):

@@ -11,7 +11,8 @@ multipart upload, a slowed part, a 403 for one key).
   twice the compressed bytes of the block(s) it covers (``block_size`` from the TIFF's
   own tile byte counts); the figures go to ``bench/results/s3_window_read.json``.
 * A missing bucket, a missing object, denied access and an unreachable endpoint give one
-  line naming the URL, exit 3 for ``zssr upscale``; the secret key never appears.
+  line naming the URL, exit 3 for ``zssr upscale`` (7 for an output); neither the secret
+  nor the access key id appears, in errors or in debug logs (botocore's signed requests).
 * Uploads: a server failing one part, SIGTERM during the upload (a subprocess) leave no
   object and no pending multipart upload; SIGKILL leaves a pending upload, which the
   next upload of the key aborts; every rerun completes.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import re
 import signal
@@ -249,7 +251,7 @@ def test_vanished_object_is_named(s3, tmp_path: Path) -> None:
     reader.close()
 
 
-def test_output_checks_before_any_work(s3, tmp_path: Path, capsys) -> None:
+def test_output_checks_before_any_work(s3, tmp_path: Path, capsys, caplog) -> None:
     with pytest.raises(WriteError, match=r"s3://nobucket-x/a\.tif: the bucket does not exist"):
         check_remote_output("s3://nobucket-x/a.tif", overwrite=False)
     s3.client.put_object(Bucket=BUCKET, Key="chk/theirs.tif", Body=b"not ours")
@@ -276,6 +278,14 @@ def test_output_checks_before_any_work(s3, tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"zssr upscale: error: s3://{BUCKET}/chk/a.tif: the endpoint cannot be "
                    "reached while checking the bucket"]
+    caplog.set_level(logging.DEBUG)  # botocore logs its signed requests at debug level
+    assert main(["upscale", str(LANDSAT), "s3://nobucket-y/a.tif", "--scale", "2", "-vv",
+                 *TINY[:-1]]) == 7
+    err = capsys.readouterr().err
+    assert "s3://nobucket-y/a.tif: the bucket does not exist" in err
+    assert "Authorization" in caplog.text and "Credential=***" in caplog.text
+    for text in (err, caplog.text):
+        assert SECRET not in text and "zssrtestkey" not in text
 
 
 def test_failed_part_leaves_no_object_and_no_pending_upload(s3, tmp_path: Path) -> None:

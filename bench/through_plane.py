@@ -77,18 +77,19 @@ def main() -> None:
         n = output_slices(lr.shape[0], f)
         ref = hr[:n]
         base = scores(cubic(lr, f, n), ref)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         sr, hist = super_resolve_through_plane(lr, factor=f, config=cfg, seed=args.seed)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         got = scores(sr, ref)
         row = {"factor": f, "lr_shape": list(lr.shape), "sr_shape": list(sr.shape),
                "cubic": base, "zssr": got, "gain_db": got["psnr"] - base["psnr"],
-               "wall_s": wall, "train_s": hist.train_seconds, "infer_s": hist.infer_seconds,
+               "wall_s": wall, "cpu_s": cpu, "load_avg_1min_after": os.getloadavg()[0],
+               "train_s": hist.train_seconds, "infer_s": hist.infer_seconds,
                "iterations": hist.iterations}
         rows.append(row)
         print(f"x{f:g}: LR {lr.shape} -> {sr.shape}; cubic {base['psnr']:.2f} dB / "
               f"{base['ssim']:.4f}; zssr {got['psnr']:.2f} dB / {got['ssim']:.4f} "
-              f"({row['gain_db']:+.2f} dB); {wall:.0f} s (train {hist.train_seconds:.0f} s, "
+              f"({row['gain_db']:+.2f} dB); {wall:.0f} s, {cpu:.0f} CPU-s (train {hist.train_seconds:.0f} s, "
               f"{hist.iterations} it; infer {hist.infer_seconds:.0f} s)", flush=True)
     if args.json:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,

@@ -38,11 +38,11 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from .errors import WriteError
+from .errors import InputNotFoundError, WriteError
 from .vsi import scrub
 
 __all__ = ["is_remote", "parse_s3_url", "check_remote_output", "upload_atomic",
-           "staged_output", "abort_pending", "MARKER", "PART_SIZE"]
+           "staged_output", "abort_pending", "read_text", "MARKER", "PART_SIZE"]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,24 @@ def check_remote_output(url: str, *, overwrite: bool, client: Any = None) -> Non
     if head.get("Metadata", {}).get("zssr-output") != "1":
         raise WriteError(f"{url}: an object zssr did not write; refusing to replace it "
                          "whatever --overwrite says")
+
+
+def read_text(url: str, *, limit: int = 16 * 1024 * 1024) -> str:
+    """The text of a small object (a STAC Item); one-line input errors (exit 3)."""
+    bucket, key = parse_s3_url(url)
+    try:
+        body = _client().get_object(Bucket=bucket, Key=key)["Body"]
+        data = body.read(limit + 1)
+    except (ClientError, BotoCoreError) as exc:
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        what = {"NoSuchKey": "no such object", "NoSuchBucket": "the bucket does not exist",
+                "AccessDenied": "access denied"}.get(code)
+        if isinstance(exc, EndpointConnectionError):
+            what = "the endpoint cannot be reached"
+        raise InputNotFoundError(f"{url}: {what or 'cannot be read'}") from None
+    if len(data) > limit:
+        raise InputNotFoundError(f"{url}: larger than {limit} bytes; not a STAC Item")
+    return data.decode("utf-8", errors="replace")
 
 
 def abort_pending(client: Any, bucket: str, key: str) -> int:

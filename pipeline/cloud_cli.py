@@ -1,6 +1,6 @@
 """``zssr upscale``'s STAC and provenance options: ``--assets`` and ``--stac-item``.
 
-* INPUT may be a STAC Item (a local JSON file) with ``--assets red,green,blue`` (asset
+* INPUT may be a STAC Item (a JSON file, or an ``s3://``/``https://`` URL) with ``--assets red,green,blue`` (asset
   keys or ``eo:bands`` common names / names, stacked in that order;
   :mod:`pipeline.stac_input`): the bands are stacked in a GDAL VRT in a private
   temporary folder, removed when the command ends, and the job reads the VRT.
@@ -43,7 +43,9 @@ def add_cloud_args(p: argparse.ArgumentParser) -> None:
 def stac_source(args: argparse.Namespace) -> Iterator[StacInput | None]:
     """With a STAC Item INPUT: ``args.input`` becomes the VRT stacking ``--assets`` for as
     long as the block runs; yields the :class:`StacInput` (None for other inputs)."""
-    item = is_stac_item(args.input)
+    url = display_url(args.input)  # s3://…/item.json, https://…: the Item by URL
+    remote = url != str(args.input)
+    item = url.lower().endswith(".json") if remote else is_stac_item(args.input)
     if not item and args.assets is None:
         yield None
         return
@@ -55,8 +57,8 @@ def stac_source(args: argparse.Namespace) -> Iterator[StacInput | None]:
                          "eo:bands common names, e.g. --assets red,green,blue)")
     names = [n.strip() for n in args.assets.split(",") if n.strip()]
     with tempfile.TemporaryDirectory(prefix="zssr-stac-") as tmp:
-        stac = resolve_stac_input(args.input, names, workdir=Path(tmp))
-        args.stac_href = str(Path(args.input).resolve())
+        stac = resolve_stac_input(url if remote else args.input, names, workdir=Path(tmp))
+        args.stac_href = url if remote else str(Path(args.input).resolve())
         args.input = stac.vrt
         yield stac
 

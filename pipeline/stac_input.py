@@ -34,6 +34,7 @@ import rasterio
 from rasterio.errors import RasterioError
 
 from io_adapters.errors import CorruptFileError, InvalidDataError, UnsupportedFormatError
+from io_adapters.objstore import is_remote, read_text
 from io_adapters.output_safety import write_text_atomic
 from io_adapters.vsi import gdal_path
 
@@ -82,12 +83,16 @@ def is_stac_item(path: Path) -> bool:
 
 
 def read_item(href: str | Path) -> pystac.Item:
-    """The Item at ``href`` (a path or an http(s) URL); one-line errors naming it."""
+    """The Item at ``href`` (a path, an ``s3://`` or http(s) URL); one-line errors naming
+    it.  ``s3://`` is read with boto3 (pystac's own reader knows files and http only)."""
     text = str(href)
     if "://" not in text and not Path(text).is_file():
         raise InputError(f"{text}: no such STAC Item file")
     try:
-        item = pystac.read_file(text)
+        if is_remote(text):
+            item = pystac.read_dict(json.loads(read_text(text)), href=text)
+        else:
+            item = pystac.read_file(text)
     except (ValueError, KeyError) as exc:  # not JSON, or JSON that is not STAC
         raise CorruptFileError(f"{text}: not a readable STAC Item: {exc}") from None
     except OSError as exc:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import boto3
 import numpy as np
+import pystac
 import pytest
 import rasterio
 from rasterio.windows import Window
@@ -90,7 +91,8 @@ class Relay(BaseHTTPRequestHandler):
         for k, v in resp.getheaders():
             if k.lower() not in ("connection", "transfer-encoding", "content-length"):
                 self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
+        length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+        self.send_header("Content-Length", length or str(len(data)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
@@ -237,6 +239,45 @@ def test_remote_input_errors_name_the_url(s3, tmp_path: Path, capsys) -> None:
             GeoTiffReader(Path(f"/vsis3/{BUCKET}/err/ok2.tif"))
     finally:
         os.environ["AWS_S3_ENDPOINT"] = endpoint
+
+
+def test_stac_item_on_s3_is_an_input(s3, tmp_path: Path) -> None:
+    """An Item on S3 whose assets (relative hrefs) are COGs beside it: stacked by common
+    name, read by /vsis3/ windows; the output's Item points back at the Item's URL."""
+    with rasterio.open(LANDSAT) as src:
+        profile, data = src.profile, src.read()
+    profile.update(count=1)
+    item = pystac.Item(id="on-s3", geometry=None, bbox=None, properties={},
+                       datetime=pystac.utils.str_to_datetime("2020-10-31T14:32:10Z"))
+    for i, common in ((2, "red"), (3, "nir08")):
+        name = f"B{i + 2}.tif"
+        with rasterio.open(tmp_path / name, "w", **profile) as dst:
+            dst.write(data[i:i + 1])
+        s3.client.upload_file(str(tmp_path / name), BUCKET, f"stac/{name}")
+        asset = pystac.Asset(href=name, media_type=pystac.MediaType.GEOTIFF)
+        asset.extra_fields["eo:bands"] = [{"name": f"B{i + 2}", "common_name": common}]
+        item.add_asset(f"B{i + 2}", asset)
+    s3.client.put_object(Bucket=BUCKET, Key="stac/item.json",
+                         Body=json.dumps(item.to_dict(include_self_link=False)).encode())
+    url, out = f"s3://{BUCKET}/stac/item.json", tmp_path / "sr.tif"
+    # straight to the server: GDAL opens a VRT's sources inside calls that hold the GIL
+    # (rasterio's overviews()), which would starve the relay's threads in this process
+    direct = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3.upstream}",
+              "AWS_S3_ENDPOINT": f"127.0.0.1:{s3.upstream}"}
+    saved = {k: os.environ[k] for k in direct}
+    os.environ.update(direct)
+    try:
+        assert main(["upscale", url, str(out), "--assets", "nir08,red", "--scale", "2",
+                     *TINY]) == 0
+        assert main(["upscale", f"s3://{BUCKET}/stac/none.json", str(tmp_path / "x.tif"),
+                     "--assets", "red", "--scale", "2", *TINY]) == 3
+    finally:
+        os.environ.update(saved)
+    with rasterio.open(out) as ds:
+        assert ds.descriptions == ("B5", "B4") and ds.tags()["ZSSR_SOURCE"] == url
+    written = json.loads((tmp_path / "sr.tif.stac-item.json").read_text())
+    assert [link["href"] for link in written["links"] if link["rel"] == "derived_from"] == [
+        url]
 
 
 def test_vanished_object_is_named(s3, tmp_path: Path) -> None:

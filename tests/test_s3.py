@@ -369,7 +369,7 @@ def test_killed_upload(s3, tmp_path: Path, sig: int) -> None:
     def slow_second_part(method: str, path: str):
         if method == "PUT" and "partNumber=2" in path and key in path:
             started.set()
-            return 1.5
+            return 1.0
         return None
 
     s3.faults.append(slow_second_part)
@@ -384,7 +384,7 @@ def test_killed_upload(s3, tmp_path: Path, sig: int) -> None:
     finally:
         s3.faults.clear()
     assert proc.returncode == (143 if sig == signal.SIGTERM else -signal.SIGKILL), err
-    time.sleep(1.7)  # the slowed part reaches the server after the kill
+    time.sleep(1.2)  # the slowed part reaches the server after the kill
     assert not _exists(s3, key)
     assert len(_pending(s3, key)) == (0 if sig == signal.SIGTERM else 1)
     upload_atomic(local, f"s3://{BUCKET}/{key}", part_size=5 * MIB)

@@ -30,6 +30,13 @@ class TorchThreads(WorkerPlugin):
 
         keep_freed_memory()
         set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_MB)  # our worker process: flat memory
+        import logging
+
+        from io_adapters.vsi import CredentialFilter
+
+        for handler in logging.getLogger().handlers:  # no credential in a worker's log either
+            if not any(isinstance(f, CredentialFilter) for f in handler.filters):
+                handler.addFilter(CredentialFilter())
         if self.threads:
             torch.set_num_threads(self.threads)
         if self.gpu and torch.cuda.is_available() and torch.cuda.device_count() > 1:

@@ -44,6 +44,7 @@ from .job import (
     preflight_output,
     working_meta,
 )
+from .provenance import with_provenance
 from .run_state import ImageState, build_nodes
 from .rundir import JsonLinesHandler, RunDir, image_key, input_identity
 from .steps.chain import ChainReader, ChainSpec
@@ -158,8 +159,8 @@ def _plan(item: InputItem, name: str, settings: RunSettings, rd: RunDir, gt: Pat
         output = rd.check_output(  # the output rule: inside outputs/, never an input
             rd.outputs / f"{name}_x{settings.scale:g}{_output_suffix(source, settings)}",
             inputs=(item.path,))
-        job = replace(job, output=output, writer_options=dicom_writer_options(
-            output, settings.deidentify))
+        job = with_provenance(replace(job, output=output, writer_options=dicom_writer_options(
+            output, settings.deidentify)))  # the output's provenance tags, as zssr upscale
         check_size(meta, job)
         steps = plan_steps(meta, job)
         metas: list[Metadata | None] = []  # of each step's store (None: not computed)

@@ -202,6 +202,11 @@ def run_through_plane(args: argparse.Namespace) -> int:
     if (args.scale_z is None) == (args.slice_spacing is None) or args.scale is not None:
         raise UsageError("--through-plane takes one of --scale-z F and --slice-spacing MM "
                          "(not --scale)")
+    unused = [flag for flag, value in (("--kernel", args.kernel), ("--kernel-sigma",
+              args.kernel_sigma), ("--tile", args.tile), ("--bands", args.bands),
+              ("--history", args.history), ("--deidentify", args.deidentify)) if value]
+    if unused:  # refused, never silently ignored
+        raise UsageError(f"{' '.join(unused)}: not used by --through-plane yet; drop it")
     rc = resolved_from_args(args)
     result = upscale_through_plane(VolumeJob(
         input=args.input, output=args.output, config=rc.engine, scale_z=args.scale_z,

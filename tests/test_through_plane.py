@@ -149,6 +149,7 @@ def test_cli_through_plane_nifti(tmp_path) -> None:
     ((18, 16, 4), (0.9, 0.8, 0.5), ["--scale-z", "2"], "not the thickest axis"),
     ((18, 16, 4), (0.9, 0.8, 3.0), ["--slice-spacing", "4"], "factor > 1"),
     ((18, 16, 4), (0.9, 0.8, 3.0), ["--scale-z", "2", "--scale", "2"], "not --scale"),
+    ((18, 16, 4), (0.9, 0.8, 3.0), ["--scale-z", "2", "--kernel-sigma", "1"], "not used by"),
 ])
 def test_cli_through_plane_bad_input_is_one_line(tmp_path, capsys, shape, zooms, args,
                                                  message) -> None:
@@ -159,7 +160,7 @@ def test_cli_through_plane_bad_input_is_one_line(tmp_path, capsys, shape, zooms,
     rc = main(["upscale", str(src), str(tmp_path / "o.nii"), "--through-plane", *args])
     err = capsys.readouterr().err.strip()
     assert rc in (2, 6) and message in err and len(err.splitlines()) == 1
-    assert "--scale" in args or str(src) in err
+    assert "--scale" in args or "--kernel-sigma" in args or str(src) in err
     assert not (tmp_path / "o.nii").exists()
 
 

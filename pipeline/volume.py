@@ -153,7 +153,7 @@ def _run(job: VolumeJob, t0: float) -> VolumeResult:
                                    "axis; through-plane SR works along the slice axis only")
         if meta.bands != 1:
             raise InvalidDataError(f"{job.input}: {meta.bands} bands; through-plane SR takes "
-                                   "one band (select it with --bands)")
+                                   "single-band volumes only")
         factor = _factor(job, dz)
         profile = job.profile if job.profile is not None else thickness / dz
         full = Window(0, 0, meta.cols, meta.rows)

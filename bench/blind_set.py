@@ -1,4 +1,4 @@
-"""A DIV2KRK-style blind-SR set at x2, built from ``../shared/data`` by a seeded recipe.
+"""A DIV2KRK-style blind-SR set at x2 or x4, built from ``../shared/data`` by a seeded recipe.
 
 Each item is an 8-bit HR crop, its own random kernel and the LR made with it:
 
@@ -14,7 +14,13 @@ Each item is an 8-bit HR crop, its own random kernel and the LR made with it:
   correlated with it (half-sample symmetric boundary, scipy 'reflect') and every 2nd
   pixel kept; then rounded to ``uint8`` like DIV2KRK's PNGs.
 
-``python bench/blind_set.py OUT_DIR`` writes ``NAME_hr.png``, ``NAME_lr.png`` and
+**x4** (``scale=4``, issue 16): 31x31 kernels, covariance eigenvalues ``U(2.4, 20)`` HR
+px^2 (the x2 range times 4), the same angle and tap noise; the LR keeps every 4th pixel.
+The HR crop is ``2 * crop`` (default 512) so that the LR holds several 64x64 windows
+(the estimator's); items whose LR would have a side under 64 (T91's t4/t5, comic, and the
+386x379 Landsat stack) are left out, so the x4 set is Set14 only.
+
+``python bench/blind_set.py OUT_DIR [--scale 4]`` writes ``NAME_hr.png``, ``NAME_lr.png`` and
 ``NAME_kernel.npy`` per item plus ``set.json`` (the recipe and each kernel's draw).
 """
 
@@ -42,22 +48,24 @@ LANDSAT_BANDS = {"landsat_b4": 2, "landsat_b5": 3}  # band index in the B2..B5 s
 LANDSAT_NPZ = Path(__file__).resolve().parent / "landsat8_stack_386x379.npz"
 KERNEL_SIZE = 11
 EIG_RANGE = (0.6, 5.0)
+KERNEL_SIZES = {2: 11, 4: 31}
+EIG_RANGES = {2: EIG_RANGE, 4: (4 * EIG_RANGE[0], 4 * EIG_RANGE[1])}
 NOISE_RANGE = (0.75, 1.25)
 
 
 @dataclass(frozen=True)
 class BlindItem:
     name: str
-    hr: np.ndarray  # (C, H, W) uint8, H and W even
-    lr: np.ndarray  # (C, H/2, W/2) uint8
-    kernel: np.ndarray  # (11, 11) float64, sums to 1
+    hr: np.ndarray  # (C, H, W) uint8, H and W multiples of the scale
+    lr: np.ndarray  # (C, H/s, W/s) uint8
+    kernel: np.ndarray  # (11, 11) at x2, (31, 31) at x4; float64, sums to 1
     draw: dict  # eigenvalues, angle, crop origin
 
 
-def random_kernel(rng: np.random.Generator, *, size: int = KERNEL_SIZE
-                  ) -> tuple[np.ndarray, dict]:
+def random_kernel(rng: np.random.Generator, *, size: int = KERNEL_SIZE,
+                  eig_range: tuple[float, float] = EIG_RANGE) -> tuple[np.ndarray, dict]:
     """An issue-16 kernel: anisotropic Gaussian with noisy taps, normalised; and its draw."""
-    lam = rng.uniform(*EIG_RANGE, size=2)
+    lam = rng.uniform(*eig_range, size=2)
     theta = float(rng.uniform(0.0, math.pi))
     rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
     cov = rot @ np.diag(lam) @ rot.T
@@ -105,27 +113,38 @@ def _valid_origin(name: str, shape: tuple[int, int], crop: int,
     raise RuntimeError(f"{name}: no fully valid {crop}x{crop} window found")
 
 
-def names() -> list[str]:
-    """Item order: interleaved so that the first few items mix sources."""
+def names(scale: int = 2) -> list[str]:
+    """Item order: interleaved so that the first few items mix sources. At x4 only the
+    Set14 images whose 512-px crop gives an LR of at least 64 px a side (no comic)."""
+    if scale == 4:
+        return ["baboon", "lenna", "zebra", "barbara", "bridge", "man", "monarch", "pepper",
+                "ppt3", "flowers", "coastguard", "foreman", "face"]
     return ["baboon", "t4", "landsat_b4", "comic", "lenna", "zebra", "barbara", "t5",
             "landsat_b5", "bridge", "coastguard", "face", "flowers", "foreman", "man",
             "monarch", "pepper", "ppt3"]
 
 
-def build_set(*, count: int | None = None, seed: int = 16, crop: int = 256) -> list[BlindItem]:
-    """The first ``count`` items (all by default); item ``i`` uses ``seed + i``."""
+def build_set(*, count: int | None = None, seed: int = 16, crop: int = 256,
+              scale: int = 2) -> list[BlindItem]:
+    """The first ``count`` items (all by default); item ``i`` uses ``seed + i``. At
+    ``scale=4`` the HR crop is ``2 * crop`` (LR ``crop / 2``), kernels as :data:`KERNEL_SIZES`
+    and :data:`EIG_RANGES` say."""
+    if scale not in KERNEL_SIZES:
+        raise ValueError(f"scale must be 2 or 4, got {scale}")
     items = []
     landsat_crop = min(crop, 128)  # the 386x379 stack has no larger fully valid window
-    for i, name in enumerate(names()[:count]):
+    if scale == 4:
+        crop = 2 * crop
+    for i, name in enumerate(names(scale)[:count]):
         rng = np.random.default_rng(seed + i)
         img = _load(name)
         c = landsat_crop if name in LANDSAT_BANDS else crop
         y0, x0 = _valid_origin(name, img.shape[1:], c, rng)
         hr = img[:, y0:y0 + c, x0:x0 + c]
-        hr = hr[:, : hr.shape[1] // 2 * 2, : hr.shape[2] // 2 * 2]
-        k, draw = random_kernel(rng)
+        hr = hr[:, : hr.shape[1] // scale * scale, : hr.shape[2] // scale * scale]
+        k, draw = random_kernel(rng, size=KERNEL_SIZES[scale], eig_range=EIG_RANGES[scale])
         draw["crop_origin"] = [y0, x0]
-        items.append(BlindItem(name, np.ascontiguousarray(hr), degrade(hr, k), k, draw))
+        items.append(BlindItem(name, np.ascontiguousarray(hr), degrade(hr, k, scale), k, draw))
     return items
 
 
@@ -135,11 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, default=None)
     ap.add_argument("--seed", type=int, default=16)
     ap.add_argument("--crop", type=int, default=256)
+    ap.add_argument("--scale", type=int, default=2, choices=sorted(KERNEL_SIZES))
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"seed": args.seed, "crop": args.crop, "kernel_size": KERNEL_SIZE,
-            "eigenvalues_hr_px2": EIG_RANGE, "noise": NOISE_RANGE, "items": []}
-    for item in build_set(count=args.count, seed=args.seed, crop=args.crop):
+    meta = {"seed": args.seed, "crop": args.crop, "scale": args.scale,
+            "kernel_size": KERNEL_SIZES[args.scale],
+            "eigenvalues_hr_px2": EIG_RANGES[args.scale], "noise": NOISE_RANGE, "items": []}
+    for item in build_set(count=args.count, seed=args.seed, crop=args.crop, scale=args.scale):
         for tag, arr in (("hr", item.hr), ("lr", item.lr)):
             img = arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
             Image.fromarray(img).save(args.out / f"{item.name}_{tag}.png")

@@ -65,7 +65,8 @@ class Spec:
 
 # Priority order: a run of all modules does them in this order.
 SPECS: dict[str, Spec] = {
-    "zssr/inference.py": Spec(tests=("tests/test_engine.py", "tests/test_mut_inference.py")),
+    "zssr/inference.py": Spec(tests=("tests/test_engine.py", "tests/test_mut_inference.py",
+                                     "tests/test_cheap_inference.py")),
     # not tests/test_tiles_props.py: its Hypothesis properties take ~30 s per mutant
     "geometry/tiles.py": Spec(tests=("tests/test_tiles.py", "tests/test_mut_tiles.py")),
     "geometry/scale.py": Spec(tests=("tests/test_mut_tiles.py", "tests/test_mut_scale.py",

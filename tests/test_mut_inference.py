@@ -382,3 +382,25 @@ def test_predict_passes_the_precision_on(batch):
         for p in ("fp32", "bf16")}
     assert not torch.equal(out["bf16"], out["fp32"])  # bf16 rounding reached the network
     torch.testing.assert_close(out["bf16"], out["fp32"], rtol=0, atol=0.05)
+
+
+# ----------------------------------------------------------------------------- chosen members
+
+
+def test_chosen_members_keeps_the_groups_order_and_only_the_chosen():
+    from zssr.inference import chosen_members
+
+    assert chosen_members(list(range(8)), ()) == list(range(8))
+    assert chosen_members(list(range(8)), (5, 0)) == [0, 5]  # the group's order, not the choice's
+    assert chosen_members([0, 2, 4, 6], (6, 2)) == [2, 6]
+
+
+def test_chosen_members_names_the_first_unavailable_member():
+    from zssr.config import ConfigError
+    from zssr.inference import chosen_members
+
+    with pytest.raises(ConfigError, match=r"^config key 'infer.ensemble_members': member 3 is "
+                       r"not available at this scale; allowed: \[0, 2, 4, 6\]$"):
+        chosen_members([0, 2, 4, 6], (0, 3, 5))
+    with pytest.raises(ConfigError, match="member 1 is not"):
+        chosen_members([0, 2, 4, 6], (1,))

@@ -168,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.func(args) or 0)
     except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - the CLI boundary
         code = exit_code(exc)
+        if isinstance(exc, KeyboardInterrupt):
+            # a stop mid-write leaves zarr's async chunk tasks pending; asyncio reports each
+            # at exit ("Task was destroyed but it is pending!"): noise after our one line
+            logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         if args.verbose or code == 10:
             traceback.print_exc()
         msg = one_line(str(exc)) if str(exc) else type(exc).__name__

@@ -27,8 +27,8 @@ import http.client
 import json
 import logging
 import os
-import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -113,16 +113,24 @@ class Relay(BaseHTTPRequestHandler):
 def s3():
     """A moto S3 server subprocess on loopback, a relay in front of it, and the client
     environment (GDAL and boto3) pointing at the relay."""
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-p0",
-                             "-H", "127.0.0.1"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    port, deadline = None, time.monotonic() + 30
-    while port is None and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        found = re.search(r"Running on http://127\.0\.0\.1:(\d+)", line)
-        port = int(found.group(1)) if found else None
-    assert port, "moto_server did not start"
-    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+    # a free port chosen here and polled with a deadline: nothing here can block forever
+    # (reading the server's "Running on" line once did, under load, in a full run)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-p",
+                             str(port), "-H", "127.0.0.1"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline, up = time.monotonic() + 60, False
+    while not up and time.monotonic() < deadline and proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            up = True
+        except OSError:
+            time.sleep(0.1)
+    if not up:
+        proc.kill()
+    assert up, f"moto_server did not start on port {port} (exit {proc.poll()})"
     relay = ThreadingHTTPServer(("127.0.0.1", 0), Relay)
     relay.upstream, relay.faults, relay.lock = port, [], threading.Lock()
     relay.bytes_out, relay.requests = 0, []
@@ -131,7 +139,9 @@ def s3():
            "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{relay.server_port}",
            "AWS_S3_ENDPOINT": f"127.0.0.1:{relay.server_port}", "AWS_HTTPS": "NO",
-           "AWS_VIRTUAL_HOSTING": "FALSE"}
+           "AWS_VIRTUAL_HOSTING": "FALSE",
+           # a stuck request fails the test instead of hanging the suite
+           "GDAL_HTTP_TIMEOUT": "60", "GDAL_HTTP_CONNECTTIMEOUT": "10"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     client = boto3.client("s3")

@@ -13,7 +13,6 @@ import pytest
 from conftest import DATA
 
 from io_adapters.detect import open_reader
-from pipeline.cli import main
 from pipeline.job import ImageJob
 from pipeline.upscale import upscale_file
 from zssr.config import config_from_dict

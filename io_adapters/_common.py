@@ -102,6 +102,22 @@ def check_frame(frame: int, frames: int, *, path: Path) -> int:
     return int(frame)
 
 
+class NoNodataMasks:
+    """``read_mask``/``read_masks`` of a format with no nodata (DICOM, NIfTI): every pixel
+    inside the raster is valid, outside it none (a reader with ``meta`` and ``path``)."""
+
+    def read_mask(self, window: Window | None = None, *, frame: int = 0) -> np.ndarray:
+        """True inside the image, False outside."""
+        check_frame(frame, self.meta.frames, path=self.path)
+        window = as_window(window, rows=self.meta.rows, cols=self.meta.cols)
+        return inside_mask(window, rows=self.meta.rows, cols=self.meta.cols)
+
+    def read_masks(self, window: Window | None = None, *, frame: int = 0) -> np.ndarray:
+        """Per-band validity ``(bands, rows, cols)``: :meth:`read_mask` for every band."""
+        mask = self.read_mask(window, frame=frame)
+        return np.broadcast_to(mask, (self.meta.bands, *mask.shape)).copy()
+
+
 def check_pixel_dtype(dtype: np.dtype | str, *, path: Path) -> np.dtype:
     """Refuse pixel types that cannot be super-resolved (complex, bool, strings)."""
     dt = np.dtype(dtype)

@@ -35,7 +35,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
 from pydicom.uid import RLELossless
 
-from ._common import as_window, check_frame, inside_mask, select_bands
+from ._common import NoNodataMasks, check_frame, select_bands
 from ._dicom_frames import (
     DicomFrame,
     frames_of,
@@ -71,7 +71,7 @@ def open_dicom(path: str | Path) -> DicomReader:
     return DicomReader(path)
 
 
-class DicomReader:
+class DicomReader(NoNodataMasks):
     """Reader of a DICOM file or folder series (see the module docstring)."""
 
     def __init__(self, path: str | Path, *, cache_frames: int = 4) -> None:
@@ -237,17 +237,6 @@ class DicomReader:
         if window is None:
             return np.array(data)
         return _boundless(data, window)
-
-    def read_mask(self, window: Window | None = None, *, frame: int = 0) -> np.ndarray:
-        """True inside the image (DICOM has no nodata), False outside."""
-        check_frame(frame, self.meta.frames, path=self.path)
-        window = as_window(window, rows=self.meta.rows, cols=self.meta.cols)
-        return inside_mask(window, rows=self.meta.rows, cols=self.meta.cols)
-
-    def read_masks(self, window: Window | None = None, *, frame: int = 0) -> np.ndarray:
-        """Per-band validity ``(bands, rows, cols)``: :meth:`read_mask` for every band."""
-        mask = self.read_mask(window, frame=frame)
-        return np.broadcast_to(mask, (self.meta.bands, *mask.shape)).copy()
 
     def header(self, frame: int = 0) -> Dataset:
         """Header (no pixel data) of the file that holds ``frame``."""

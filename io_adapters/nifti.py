@@ -48,13 +48,13 @@ from rasterio.windows import Window
 from geometry import ScaleLike, as_scale, output_shape
 
 from ._common import (
+    NoNodataMasks,
     as_window,
     boundless_read,
     cast_to_dtype,
     check_frame,
     check_pixel_dtype,
     check_region,
-    inside_mask,
     new_temp_dir,
     remove_path,
     replace_into,
@@ -105,7 +105,7 @@ def _medical(affine: np.ndarray, slices: int, slope: float, inter: float,
                        rescale_slope=slope, rescale_intercept=inter, sources=sources)
 
 
-class NiftiReader(PathReaderMixin):
+class NiftiReader(NoNodataMasks, PathReaderMixin):
     """Reader for a NIfTI volume; see the module docstring for the axes."""
 
     def __init__(self, path: str | Path, *, bands: list[int] | None = None) -> None:
@@ -188,16 +188,6 @@ class NiftiReader(PathReaderMixin):
         return boundless_read(lambda w: self._slab(frame, w)[picks], window,
                               rows=self.meta.rows, cols=self.meta.cols, bands=len(picks),
                               dtype=self.meta.dtype, fill=0)
-
-    def read_mask(self, window: Window | None = None, *, frame: int = 0) -> np.ndarray:
-        """True inside the volume (NIfTI has no nodata), False outside."""
-        check_frame(frame, self.meta.frames, path=self.path)
-        window = as_window(window, rows=self.meta.rows, cols=self.meta.cols)
-        return inside_mask(window, rows=self.meta.rows, cols=self.meta.cols)
-
-    def read_masks(self, window: Window | None = None, *, frame: int = 0) -> np.ndarray:
-        valid = self.read_mask(window, frame=frame)
-        return np.broadcast_to(valid, (self.meta.bands, *valid.shape)).copy()
 
     def close(self) -> None:
         self._cache = None

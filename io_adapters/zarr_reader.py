@@ -3,8 +3,11 @@
 The image array is ``band_data`` when present, otherwise the group's only
 array with 2 or more dimensions (or the store itself when it is an array).
 Its dimensions (Zarr v3 ``dimension_names``, or v2 ``_ARRAY_DIMENSIONS``)
-must end with the row and column axes: ``(y, x)``, ``(band, y, x)`` or
-``(frame, band, y, x)``.  Georeferencing comes from the CF grid mapping
+must end with the row and column axes: ``(y, x)``, ``(band, y, x)``,
+``(frame, band, y, x)`` (our geo layout and medical stores before OME order) or the
+OME-Zarr order ``(c, y, x)``, ``(c, z, y, x)`` of medical outputs; a leading axis
+is a band axis when named ``band``/``c``, a frame axis when named ``frame``/``z``/``t``
+(:func:`axis_roles`); unnamed ones are read as ``(frame, band)``.  Georeferencing comes from the CF grid mapping
 variable (``spatial_ref``: ``crs_wkt``/``spatial_ref`` and ``GeoTransform``,
 else the ``x``/``y`` pixel-centre coordinates); nodata from the ``zssr``
 group attribute or the CF ``_FillValue``.  See :mod:`io_adapters.zarr_store`
@@ -34,11 +37,35 @@ from .base import GeoInfo, MedicalInfo, Metadata, PathReaderMixin
 from .errors import CorruptFileError, InputNotFoundError, InvalidDataError, IOAdapterError
 from .provenance import PROVENANCE_ATTRS
 
-__all__ = ["ZarrReader", "DATA", "OURS", "json_number", "from_json_number"]
+__all__ = ["ZarrReader", "DATA", "OURS", "axis_roles", "json_number", "from_json_number"]
 
 DATA = "band_data"  # the image variable, named like rioxarray's
 OURS = "zssr"  # group attribute holding the Metadata facts Zarr has no place for
 _LAYOUTS = {2: ("y", "x"), 3: ("band", "y", "x"), 4: ("frame", "band", "y", "x")}
+BAND_DIMS = ("band", "c")  # rioxarray's name, OME-Zarr's channel axis
+FRAME_DIMS = ("frame", "z", "t")  # ours, OME-Zarr's slice and time axes
+
+
+def axis_roles(dims: tuple[str, ...]) -> tuple[int | None, int | None]:
+    """``(band axis, frame axis)`` of image dimensions ending with ``(y, x)``; None: absent.
+
+    >>> axis_roles(("c", "z", "y", "x")), axis_roles(("frame", "band", "y", "x"))
+    ((0, 1), (1, 0))
+    >>> axis_roles(("z", "y", "x")), axis_roles(("y", "x"))
+    ((None, 0), (None, None))
+    """
+    lead = tuple(dims[:-2])
+    band = next((i for i, d in enumerate(lead) if d in BAND_DIMS), None)
+    frame = next((i for i, d in enumerate(lead) if d in FRAME_DIMS), None)
+    if len(lead) == 1:
+        return (None, 0) if frame is not None else (0, None)
+    if len(lead) == 2:  # one name unknown: the other leading axis; both: (frame, band)
+        if band is None:
+            band = 1 if frame in (0, None) else 0
+        if frame is None:
+            frame = 1 - band
+        return band, frame
+    return None, None
 
 
 def json_number(value: float | None) -> float | str | None:
@@ -126,8 +153,8 @@ class ZarrReader(PathReaderMixin):
             raise CorruptFileError(f"{self.path}: malformed Zarr dimension names: {exc}"
                                    ) from None
         dtype = check_pixel_dtype(self._array.dtype, path=self.path)
-        shape = self._array.shape
-        total = shape[-3] if len(shape) >= 3 else 1
+        self._band_axis, self._frame_axis = axis_roles(self._dims)
+        total = 1 if self._band_axis is None else self._array.shape[self._band_axis]
         self._selected = select_bands(bands, total, path=self.path)
         try:
             self.meta = self._metadata(group_attrs, dtype)
@@ -167,7 +194,7 @@ class ZarrReader(PathReaderMixin):
         nodata = from_json_number(ours.get("nodata"))
         if nodata is None:
             nodata = _decode_fill_value(self._array.attrs.get("_FillValue"), dtype)
-        total = shape[-3] if len(shape) >= 3 else 1
+        total = 1 if self._band_axis is None else shape[self._band_axis]
         names = tuple(ours.get("band_names", ()))
         names = tuple(names[i] for i in self._selected) if len(names) == total else ()
         extra = dict(ours.get("extra", {}))
@@ -180,7 +207,8 @@ class ZarrReader(PathReaderMixin):
         has_mask = bool(ours.get("has_mask", False)) or nodata is not None
         return Metadata(path=self.path, format="zarr", bands=len(self._selected),
                         rows=shape[-2], cols=shape[-1], dtype=dtype,
-                        frames=shape[0] if len(shape) == 4 else 1, nodata=nodata,
+                        frames=1 if self._frame_axis is None else shape[self._frame_axis],
+                        nodata=nodata,
                         has_mask=has_mask, band_names=names,
                         geo=self._geo(ours.get("geo") or {}),
                         medical=_medical(ours.get("medical")), extra=extra,
@@ -222,10 +250,13 @@ class ZarrReader(PathReaderMixin):
         def inner(w: Window) -> np.ndarray:
             rs = slice(int(w.row_off), int(w.row_off + w.height))
             cs = slice(int(w.col_off), int(w.col_off + w.width))
-            if self._array.ndim == 2:
-                return np.asarray(self._array[rs, cs])[None]
-            selection = (picks, rs, cs) if self._array.ndim == 3 else (frame, picks, rs, cs)
-            return np.asarray(self._array.get_orthogonal_selection(selection))
+            selection: list[Any] = [slice(None)] * (self._array.ndim - 2) + [rs, cs]
+            if self._frame_axis is not None:
+                selection[self._frame_axis] = frame
+            if self._band_axis is None:
+                return np.asarray(self._array.get_orthogonal_selection(tuple(selection)))[None]
+            selection[self._band_axis] = picks
+            return np.asarray(self._array.get_orthogonal_selection(tuple(selection)))
 
         fill = 0 if self.meta.nodata is None else self.meta.nodata
         return boundless_read(inner, window, rows=self.meta.rows, cols=self.meta.cols,

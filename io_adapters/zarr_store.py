@@ -14,11 +14,13 @@ Layout of ``out.zarr`` (a Zarr v3 group, consolidated metadata on commit)::
     band         1-D band numbers 1..n (like rioxarray)
 
 so ``xarray.open_zarr(path)`` gives the right ``ds.rio.crs`` and
-``ds.rio.transform()``.  Medical data also gets OME-Zarr 0.5 style
-``ome.multiscales`` attrs (axes, scale = pixel spacing, translation = the
-first pixel's position along the image axes); note that stacks are stored
-(z, c, y, x), whereas OME orders c before z.  Group attr ``zssr`` keeps the
-rest of :class:`Metadata` for :class:`ZarrReader`; caller ``attrs``
+``ds.rio.transform()``.  Medical data is an OME-Zarr 0.5 image instead
+(:mod:`io_adapters._ome`): ``band_data`` is ``(c, y, x)`` or ``(c, z, y, x)``,
+a ``pyramid/`` of halved levels built at commit, ``ome.multiscales`` (scale =
+pixel spacing, translation = the first pixel's position along the image axes) and
+``ome.omero`` display windows; the coordinate array is ``c``.  Earlier stores
+stacked ``(frame, band, y, x)``; :class:`ZarrReader` reads both.  Group attr
+``zssr`` keeps the rest of :class:`Metadata` for :class:`ZarrReader`; caller ``attrs``
 are added at the group's top level, and so are ``provenance`` (software, version,
 source, scale, kernel, config and its hash), ``Conventions``, ``source`` and
 ``history`` (:mod:`io_adapters.provenance`).
@@ -58,10 +60,11 @@ from ._common import (
     replace_into,
     scale_common,
 )
-from .base import AtomicWriterMixin, MedicalInfo, Metadata, check_output_path
+from ._ome import MIN_SIDE, finish_ome, ome_dims, rescale_attrs
+from .base import AtomicWriterMixin, Metadata, check_output_path
 from .errors import WriteError
 from .provenance import Provenance, cf_grid_mapping, cf_value_attrs, cf_xy_attrs, zarr_attrs
-from .zarr_reader import DATA, OURS, ZarrReader, json_number
+from .zarr_reader import _LAYOUTS, DATA, OURS, ZarrReader, axis_roles, json_number
 
 __all__ = ["ZarrWriter", "ZarrReader", "write_region", "scale_zarr_metadata"]
 
@@ -84,37 +87,6 @@ def _compressors(name: Compressor, level: int, dtype: np.dtype) -> list:
 def _gdal_geotransform(t: tuple[float, ...]) -> str:
     a, b, c, d, e, f = t
     return " ".join(repr(float(v)) for v in (c, a, b, f, d, e))
-
-
-def _image_origin(meta: Metadata) -> tuple[float, float, float]:
-    """(z, y, x) of the first pixel along the slice normal, column and row directions."""
-    med = meta.medical
-    if med is None or not med.orientation or not med.positions:
-        return (0.0, 0.0, 0.0)
-    row_dir = np.asarray(med.orientation[:3], dtype=float)  # along a row: +x
-    col_dir = np.asarray(med.orientation[3:6], dtype=float)  # down a column: +y
-    p0 = np.asarray(med.positions[0], dtype=float)
-    normal = np.cross(row_dir, col_dir)
-    return float(p0 @ normal), float(p0 @ col_dir), float(p0 @ row_dir)
-
-
-def _ome_attrs(meta: Metadata, med: MedicalInfo, dims: tuple[str, ...], name: str) -> dict:
-    dy, dx = med.pixel_spacing or (1.0, 1.0)
-    z0, y0, x0 = _image_origin(meta)
-    dz = med.slice_thickness or 1.0
-    if len(med.positions) > 1:
-        dz = float(np.linalg.norm(np.subtract(med.positions[1], med.positions[0]))) or dz
-    unit = {"unit": "millimeter"} if med.pixel_spacing else {}
-    by_dim = {"frame": ({"name": "z", "type": "space", **unit}, dz, z0),
-              "band": ({"name": "c", "type": "channel"}, 1.0, 0.0),
-              "y": ({"name": "y", "type": "space", **unit}, dy, y0),
-              "x": ({"name": "x", "type": "space", **unit}, dx, x0)}
-    axes, scale, translation = zip(*(by_dim[d] for d in dims), strict=True)
-    transforms = [{"type": "scale", "scale": list(scale)},
-                  {"type": "translation", "translation": list(translation)}]
-    multiscale = {"name": name, "axes": list(axes),
-                  "datasets": [{"path": DATA, "coordinateTransformations": transforms}]}
-    return {"ome": {"version": "0.5", "multiscales": [multiscale]}}
 
 
 def _json_safe(value: Any) -> Any:
@@ -151,18 +123,27 @@ class ZarrWriter(AtomicWriterMixin):
     """Create a Zarr v3 store for ``meta`` and fill it chunk-aligned region by region.
 
     ``chunks=(rows, cols)`` should equal the pipeline's HR tile size; the
-    band axis is never split (and frames are one per chunk).
+    band axis is never split (and frames are one per chunk).  Medical data gets
+    an OME pyramid at commit, halving while the smaller side is >= ``pyramid_min_side``
+    (None: no pyramid).
     """
 
     def __init__(self, path: str | Path, meta: Metadata, *, chunks: tuple[int, int] = (512, 512),
                  compressor: Compressor = "blosc-zstd", level: int = 3,
                  attrs: dict[str, Any] | None = None, inputs: tuple[Path, ...] = (),
-                 overwrite: bool = False, provenance: Provenance | None = None) -> None:
+                 overwrite: bool = False, provenance: Provenance | None = None,
+                 pyramid_min_side: int | None = MIN_SIDE) -> None:
         self.path = check_output_path(Path(path), inputs=inputs, overwrite=overwrite)
         dtype = check_pixel_dtype(meta.dtype, path=self.path)
         if len(chunks) != 2 or min(chunks) <= 0:
             raise ValueError(f"chunks {chunks!r} must be a (rows, cols) pair of positive ints")
+        if pyramid_min_side is not None and (isinstance(pyramid_min_side, bool) or not
+                                             isinstance(pyramid_min_side, int)
+                                             or pyramid_min_side < 2):
+            raise ValueError(f"pyramid_min_side {pyramid_min_side!r} must be an int >= 2 "
+                             "or None (no pyramid)")
         self.meta = meta
+        self._min_side = pyramid_min_side
         self._provenance = provenance
         self._store = self.path.with_name(self.path.name + ".partial")
         start_io_loop()
@@ -174,7 +155,11 @@ class ZarrWriter(AtomicWriterMixin):
         self._dims: tuple[str, ...] = ("band", "y", "x")
         shape: tuple[int, ...] = meta.shape
         chunk_shape: tuple[int, ...] = (meta.bands, *chunks)
-        if meta.frames > 1:
+        if meta.medical is not None:  # OME-Zarr: channel, then z
+            self._dims = ome_dims(meta.frames)
+            if meta.frames > 1:
+                shape, chunk_shape = (meta.bands, meta.frames, *shape[1:]), (meta.bands, 1, *chunks)
+        elif meta.frames > 1:
             self._dims, shape = ("frame", *self._dims), (meta.frames, *shape)
             chunk_shape = (1, *chunk_shape)
         _check_attrs(attrs or {})
@@ -200,8 +185,6 @@ class ZarrWriter(AtomicWriterMixin):
         meta = self.meta
         group_attrs = {OURS: _meta_attrs(meta),
                        **zarr_attrs(self._provenance, geo=meta.geo is not None)}
-        if meta.medical is not None:
-            group_attrs.update(_ome_attrs(meta, meta.medical, self._dims, self.path.stem))
         group_attrs.update(attrs or {})
         group = zarr.open_group(self._store, mode="w", zarr_format=3, attributes=group_attrs)
         data_attrs: dict[str, Any] = {}
@@ -212,12 +195,15 @@ class ZarrWriter(AtomicWriterMixin):
         if meta.geo is not None:
             data_attrs.update(grid_mapping="spatial_ref", coordinates="spatial_ref",
                               **cf_value_attrs(meta.geo, meta.bands))
+        if meta.medical is not None:
+            data_attrs.update(rescale_attrs(meta.medical))
         group.create_array(DATA, shape=shape, chunks=chunk_shape, dtype=dtype,
                            fill_value=0 if meta.nodata is None else meta.nodata,
                            compressors=compressors, dimension_names=self._dims,
                            attributes=data_attrs)
-        band = group.create_array("band", shape=(meta.bands,), dtype="int64",
-                                  dimension_names=("band",))
+        name = self._dims[axis_roles(self._dims)[0] or 0]  # "band", or OME's "c"
+        band = group.create_array(name, shape=(meta.bands,), dtype="int64",
+                                  dimension_names=(name,))
         band[:] = np.arange(1, meta.bands + 1)
         if meta.geo is not None:
             self._create_coords(group)
@@ -253,6 +239,9 @@ class ZarrWriter(AtomicWriterMixin):
             raise WriteError(f"{self.path}: writer already committed or aborted")
         self._open = False
         try:
+            if self.meta.medical is not None:
+                finish_ome(zarr.open_group(self._store, mode="r+"), self.meta, self.meta.medical,
+                           self._dims, name=self.path.stem, min_side=self._min_side)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Consolidated metadata")
                 zarr.consolidate_metadata(self._store)
@@ -372,10 +361,12 @@ def _write(target: Any, meta: Metadata, array: np.ndarray, window: Window, *, fr
     array = cast_to_dtype(array, np.dtype(meta.dtype))
     array = apply_valid_mask(array, mask, nodata=meta.nodata,
                              alpha_band=meta.alpha_band)
-    region = (slice(None), slice(r0, r1), slice(c0, c1))
-    if len(target.shape) == 4:
-        region = (frame, *region)
-    target[region] = array
+    dims = target.metadata.dimension_names or _LAYOUTS[target.ndim]
+    region: list[Any] = [slice(None)] * (target.ndim - 2) + [slice(r0, r1), slice(c0, c1)]
+    band_axis, frame_axis = axis_roles(tuple(dims))
+    if frame_axis is not None:
+        region[frame_axis] = frame
+    target[tuple(region)] = array if band_axis is not None else array[0]
 
 
 def scale_zarr_metadata(meta: Metadata, scale: ScaleLike) -> Metadata:

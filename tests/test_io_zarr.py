@@ -152,15 +152,28 @@ def test_stack_frames_and_medical_attrs(tmp_path: Path) -> None:
                                   data[1, 0, 16:, 20:])
     ome = json.loads((tmp_path / "ct.zarr" / "zarr.json").read_text())["attributes"]["ome"]
     ms = ome["multiscales"][0]
-    assert [a["name"] for a in ms["axes"]] == ["z", "c", "y", "x"]
+    assert [a["name"] for a in ms["axes"]] == ["c", "z", "y", "x"]  # OME: channel first
     scale, shift = ms["datasets"][0]["coordinateTransformations"]
-    assert scale["scale"] == [3.0, 1.0, 0.5, 0.25]
-    assert shift["translation"] == [5.0, 0.0, -20.0, -10.0]
+    assert scale["scale"] == [1.0, 3.0, 0.5, 0.25]
+    assert shift["translation"] == [0.0, 5.0, -20.0, -10.0]
     assert zarr.open_array(tmp_path / "ct.zarr", path="band_data").metadata.dimension_names == (
-        "frame", "band", "y", "x")
+        "c", "z", "y", "x")
     with pytest.raises(ValueError, match="frame 3 out of range"):
         back.read(frame=3)
     assert scale_zarr_metadata(back.meta, 2).medical.pixel_spacing == (0.25, 0.125)
+
+
+def test_stack_in_the_old_frame_band_layout_is_still_read(tmp_path: Path) -> None:
+    """Medical stacks written before the OME order were (frame, band, y, x)."""
+    group = zarr.open_group(tmp_path / "old.zarr", mode="w", zarr_format=3,
+                            attributes={"zssr": {"band_names": ["r", "g"]}})
+    arr = group.create_array("band_data", shape=(3, 2, 5, 4), chunks=(1, 2, 5, 4),
+                             dtype="uint8", dimension_names=("frame", "band", "y", "x"))
+    data = np.arange(120, dtype=np.uint8).reshape(3, 2, 5, 4)
+    arr[:] = data
+    back = ZarrReader(tmp_path / "old.zarr", bands=[1])
+    assert (back.meta.frames, back.meta.bands, back.meta.band_names) == (3, 1, ("g",))
+    np.testing.assert_array_equal(back.read(frame=2), data[2, 1:])
 
 
 def test_float_nan_nodata_and_alpha(tmp_path: Path) -> None:

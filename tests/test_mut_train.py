@@ -662,3 +662,45 @@ def test_nan_weight_after_the_last_step_is_found_at_the_end():
         train(net, ArrayCropSource(_blocks()), scale=2, cfg=_cfg(max_iters=2, run_test_every=5))
     assert info.value.iteration == 1 and math.isnan(info.value.loss)
     assert info.value.quantity == "sum of a weight tensor" and len(grads) == 2
+
+
+def test_policy_keeps_the_rate_on_a_flat_noiseless_error():
+    # errors exactly 0 (a perfect reconstruction): the fitted slope and its standard error
+    # are both exactly 0, and the official rule drops the rate only when
+    # -ratio * slope < std (strict): 0 < 0 is false, so the rate is kept
+    cfg = TrainConfig(run_test_every=10, learning_rate_slope_range=30, min_iters=0,
+                      learning_rate_policy_check_every=1)
+    pol = LearningRatePolicy(cfg)
+    for it in (0, 10, 20):
+        pol.record(it, 0.0)
+    slope, std = _ols(np.array([0.0, 10.0, 20.0]), np.zeros(3))
+    assert (slope, std) == (0.0, 0.0) and not -1.5 * slope < std
+    assert not pol.step(21)
+    assert pol.lr == cfg.learning_rate and pol.change_iters == [0]
+
+
+class _UsedOnce(_Shift):
+    """out = x + b, plus c in the first training forward only: c gets one gradient."""
+
+    def __init__(self, b: float) -> None:
+        super().__init__(b)
+        self.c = torch.nn.Parameter(torch.tensor([0.0]))
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.calls += 1
+            if self.calls == 1:
+                return x + self.b + self.c
+        return x + self.b
+
+
+def test_a_parameter_without_gradient_is_not_moved_by_adam_momentum():
+    # c's one gradient is +1 (outputs above every father), so Adam's first step moves it by
+    # exactly the learning rate; afterwards its gradient is dropped (None) and Adam skips
+    # it. A zeroed gradient instead would let the stored momentum keep moving it.
+    net = _UsedOnce(2.0)
+    hist = train(net, ArrayCropSource(_blocks()), scale=2, cfg=_cfg(max_iters=5))
+    assert hist.iterations == 5 and net.calls == 5
+    assert net.c.item() == pytest.approx(-0.01, abs=1e-7)
+    assert net.b.item() == pytest.approx(2.0 - 5 * 0.01, abs=1e-6)

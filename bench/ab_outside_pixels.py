@@ -16,7 +16,7 @@ import numpy as np
 
 import zssr.sampling as sampling
 from configs import resolve_config
-from pipeline.evaluate import evaluate, summarize
+from pipeline.image.evaluate import evaluate, summarize
 
 
 def main() -> None:

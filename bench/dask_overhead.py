@@ -46,8 +46,8 @@ SET14 = ["baboon", "barbara", "bridge", "coastguard", "comic", "face", "flowers"
 
 
 def zssr(*args: str | Path) -> float:
-    """Run ``python -m pipeline.cli ARGS`` and return its wall time (s)."""
-    cmd = [sys.executable, "-m", "pipeline.cli", *map(str, args)]
+    """Run ``python -m pipeline.cli.main ARGS`` and return its wall time (s)."""
+    cmd = [sys.executable, "-m", "pipeline.cli.main", *map(str, args)]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - t0

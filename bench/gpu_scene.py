@@ -23,7 +23,7 @@ import torch
 
 from configs import resolve_config
 from geometry import TileGrid
-from pipeline.halo import dependency_radius
+from pipeline.image.halo import dependency_radius
 from zssr.inference import predict
 from zssr.model import build_model
 from zssr.normalize import Normalizer

@@ -47,7 +47,7 @@ GRADUAL = ("--preset", "paper-gradual", "--seed", "0", "--set", "train.max_iters
 def _zssr(*args: str, may_refuse: bool = False) -> str:
     """Run ``zssr ARGS``; "" on success, the error line when ``may_refuse`` and it failed."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "pipeline.cli", *args]
+    cmd = [sys.executable, "-m", "pipeline.cli.main", *args]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         if may_refuse:

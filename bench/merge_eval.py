@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.evaluate import hr_images
+from pipeline.image.evaluate import hr_images
 
 
 def merge(paths: list[Path]) -> tuple[dict, list[dict]]:

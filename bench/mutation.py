@@ -71,7 +71,7 @@ SPECS: dict[str, Spec] = {
     "geometry/tiles.py": Spec(tests=("tests/test_tiles.py", "tests/test_mut_tiles.py")),
     "geometry/scale.py": Spec(tests=("tests/test_mut_tiles.py", "tests/test_mut_scale.py",
                                      "tests/test_geometry_single_rule.py")),
-    "pipeline/halo.py": Spec(tests=("tests/test_tiles.py", "tests/test_mut_halo.py")),
+    "pipeline/image/halo.py": Spec(tests=("tests/test_tiles.py", "tests/test_mut_halo.py")),
     "zssr/normalize.py": Spec(tests=("tests/test_mut_normalize.py",)),
     # the engine tests that train a model reach the sampler too but take seconds each
     "zssr/sampling.py": Spec(tests=(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from configs import resolve_config
 from io_adapters.detect import open_reader
-from pipeline.job import ImageJob, plan_step
+from pipeline.image.job import ImageJob, plan_step
 
 
 def count(path: Path, preset: str, tile: int) -> dict:

@@ -1,7 +1,7 @@
 """PSNR-Y vs wall time on a benchmark set: the curve users choose a preset or budget from.
 
 Each configuration (a preset plus optional overrides, e.g. a training time budget
-``train.max_seconds``) runs ``pipeline.evaluate`` on the HR folder with the
+``train.max_seconds``) runs ``pipeline.image.evaluate`` on the HR folder with the
 benchmark protocol; the table gives mean PSNR-Y, mean seconds per image and the
 gain over bicubic, side by side in one process.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from configs import resolve_config
-from pipeline.evaluate import evaluate, summarize
+from pipeline.image.evaluate import evaluate, summarize
 
 
 def parse(spec: str) -> tuple[str, list[str]]:

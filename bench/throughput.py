@@ -10,7 +10,7 @@ ceiling (FLOPs counted from the network: training = 3x forward).
 ``--compare-unblocked`` also times inference with the network on whole images
 (``zssr.inference.BLOCK_BYTES = 0``), interleaved with the default blocks.  The
 process fixes glibc's malloc thresholds as the ``zssr`` command does
-(``pipeline.allocator``; ``ZSSR_SYSTEM_MALLOC=1`` keeps the defaults).
+(``pipeline.runs.allocator``; ``ZSSR_SYSTEM_MALLOC=1`` keeps the defaults).
 
     python bench/throughput.py --json bench/results/throughput.json [--device cuda]
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.allocator import keep_freed_memory
+from pipeline.runs.allocator import keep_freed_memory
 from zssr import inference
 from zssr.config import InferConfig, NetConfig, TrainConfig
 from zssr.inference import predict

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from configs import resolve_config
-from pipeline.evaluate import _read_hr, hr_images
+from pipeline.image.evaluate import _read_hr, hr_images
 from zssr import super_resolve
 from zssr.metrics import psnr
 from zssr.protocol import make_lr, score

@@ -20,7 +20,7 @@ import torch
 
 from configs import resolve_config
 from io_adapters.plain import PlainReader
-from pipeline.kernel_io import load_kernel
+from pipeline.image.kernel_io import load_kernel
 from zssr import super_resolve
 from zssr.kernels import prepare_kernel
 from zssr.metrics import lr_consistency

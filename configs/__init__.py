@@ -7,7 +7,7 @@ config file <- ``--set key=value`` overrides.
 Besides the engine's sections (``net``, ``train``, ``infer``, ``norm``,
 ``scale_steps``, ...) a preset may carry the pipeline sections
 :data:`PIPELINE_SECTIONS` (``chain``, ``tile``, ``bands``, ``kernel_sigma``, ``kernel``);
-they are split off here and validated by :mod:`pipeline.run_config`.
+they are split off here and validated by :mod:`pipeline.runs.config`.
 
 >>> cfg, raw = resolve_config(preset="paper", overrides=["train.max_iters=10"])
 >>> cfg.train.max_iters
@@ -30,7 +30,7 @@ __all__ = ["PRESETS_DIR", "PIPELINE_SECTIONS", "available_presets", "load_preset
            "read_config_text", "resolve_config", "split_sections"]
 
 PRESETS_DIR = Path(__file__).resolve().parent
-#: Top-level keys that configure the pipeline around the engine (pipeline.run_config).
+#: Top-level keys that configure the pipeline around the engine (pipeline.runs.config).
 PIPELINE_SECTIONS = ("chain", "tile", "bands", "kernel_sigma", "kernel")
 
 
@@ -130,7 +130,7 @@ def split_sections(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
 def resolve_config(*, preset: str | None = None, config_file: str | Path | None = None,
                    overrides: list[str] | tuple[str, ...] = ()) -> tuple[ZSSRConfig, dict]:
     """Defaults <- preset <- file <- overrides; returns the typed engine config and the merged
-    data (pipeline sections included: :func:`pipeline.run_config.resolve_run_config` types
+    data (pipeline sections included: :func:`pipeline.runs.config.resolve_run_config` types
     them)."""
     data: dict[str, Any] = {}
     if preset:

@@ -29,7 +29,7 @@ HR pixel ``j`` sits at LR position ``(j + 1/2) / s - 1/2`` (MATLAB's
 convention).  A tile whose read window starts at LR row ``r`` is resampled on
 the same HR grid as the whole image only if ``r * s`` is an integer, i.e.
 ``q | r``.  Tile sizes must therefore be multiples of ``q`` and the halo is
-rounded up to one.  How wide the halo must be is :mod:`pipeline.halo`'s job.
+rounded up to one.  How wide the halo must be is :mod:`pipeline.image.halo`'s job.
 
 With a fractional scale and an axis whose HR size ``rows * s`` is not an
 integer, the flipped ensemble members of a plain implementation would sample an

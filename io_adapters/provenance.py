@@ -1,6 +1,6 @@
 """Provenance carried into every output, and the CF conventions of geo Zarr stores.
 
-A :class:`Provenance` is built once by the pipeline (``pipeline.provenance``) and
+A :class:`Provenance` is built once by the pipeline (``pipeline.catalog.provenance``) and
 handed to a writer as its ``provenance=`` keyword; this module only knows how a
 format spells it:
 

@@ -30,8 +30,7 @@ from pathlib import Path
 from io_adapters._common import remove_path
 from io_adapters.detect import stale_temps
 from io_adapters.errors import WriteError
-
-from .errors import LockedError
+from pipeline.errors import LockedError
 
 __all__ = ["FolderLock", "OutputLock", "open_lock_file", "clean_stale_partials",
            "abort_partials", "output_lock_path", "step_workdir"]

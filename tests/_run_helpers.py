@@ -66,9 +66,9 @@ def zssr_argv(*args: str | Path, iters: int = 5, slow: dict[str, float] | None =
     """``zssr run ARGS -q <tiny>`` as a subprocess command line, ``slow``-ed down if given."""
     cli = ["run", *map(str, args), "-q", *tiny(iters)]
     if slow:
-        code = slowdown_code(slow) + "from pipeline.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+        code = slowdown_code(slow) + "from pipeline.cli.main import main\nsys.exit(main(sys.argv[1:]))\n"
         return [sys.executable, "-c", code, *cli]
-    return [sys.executable, "-m", "pipeline.cli", *cli]
+    return [sys.executable, "-m", "pipeline.cli.main", *cli]
 
 
 def free_port() -> int:

@@ -26,8 +26,8 @@ from skimage.filters import window
 from skimage.registration import phase_cross_correlation
 
 from io_adapters.detect import open_reader
-from pipeline.job import ImageJob
-from pipeline.upscale import upscale_file
+from pipeline.image.job import ImageJob
+from pipeline.image.upscale import upscale_file
 from zssr.config import config_from_dict
 from zssr.resize import imresize
 

@@ -1,4 +1,4 @@
-"""pipeline.allocator: freed memory stays on the heap (glibc), and the opt-out works.
+"""pipeline.runs.allocator: freed memory stays on the heap (glibc), and the opt-out works.
 
 Each case runs in a fresh interpreter: the setting is process-wide and cannot be undone.
 A probe allocates and frees 48 MB in 4 MB blocks (a training step's activations), then
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(
 PROBE = """
 import resource
 import numpy as np
-from pipeline.allocator import keep_freed_memory
+from pipeline.runs.allocator import keep_freed_memory
 
 def step():
     blocks = [np.ones(2 ** 20, np.float32) for _ in range(12)]  # 12 x 4 MB, touched

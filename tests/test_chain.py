@@ -12,9 +12,9 @@ from rasterio.windows import Window
 from io_adapters.base import Reader, Writer
 from io_adapters.detect import open_reader, scale_metadata
 from io_adapters.errors import InvalidDataError
-from pipeline.job import ImageJob, open_output
+from pipeline.image.job import ImageJob, open_output
+from pipeline.image.upscale import upscale_file
 from pipeline.steps.chain import ChainReader, ChainSpec, bind_chain
-from pipeline.upscale import upscale_file
 from zssr.config import ConfigError, config_from_dict
 
 DATA = Path(__file__).resolve().parent / "data"

@@ -15,8 +15,8 @@ import torch
 
 from configs import resolve_config
 from geometry import TileGrid
-from pipeline.halo import dependency_radius
-from pipeline.stitch import stitch
+from pipeline.image.halo import dependency_radius
+from pipeline.image.stitch import stitch
 from zssr.config import (
     ConfigError,
     InferConfig,
@@ -139,7 +139,7 @@ def test_tiled_equals_whole_with_the_scene_presets(net, preset, tile):
 
 
 def test_report_shows_inference_seconds_per_output_megapixel():
-    from pipeline.report import _image_section, infer_s_per_mp
+    from pipeline.runs.report import _image_section, infer_s_per_mp
 
     entry = {"key": "k", "name": "scene", "state": "finalized", "output_mp": 2.0,
              "seconds": {"train": 5.0, "infer": 30.0, "write": 1.0},
@@ -154,7 +154,7 @@ def test_report_shows_inference_seconds_per_output_megapixel():
 def test_tile_bar_shows_seconds_per_output_megapixel():
     import time
 
-    from pipeline.run_progress import TqdmRunProgress
+    from pipeline.runs.progress import TqdmRunProgress
 
     progress = TqdmRunProgress(enabled=True)
     progress.start(names={"a": "scene", "b": "other"}, total=2, skipped=0, failed=0,

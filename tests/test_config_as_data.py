@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 
 from configs import load_yaml
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.errors import UsageError
 from workflows.jobspec import load_job
 from zssr.config import ConfigError, config_from_dict, parse_override

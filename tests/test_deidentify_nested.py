@@ -18,7 +18,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 
 DATA = Path(__file__).resolve().parent / "data"
 TINY = ["--set", "train.max_iters=2", "--set", "net.depth=3", "--set", "net.width=4",

@@ -13,7 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.errors import EXIT, exit_code, one_line
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -25,7 +25,7 @@ TINY = ["--set", "train.max_iters=2", "--set", "train.crop_size=16", "--set", "n
 @pytest.fixture
 def trained(monkeypatch) -> list[str]:
     """Records every training call (the engine's ``train`` as the pipeline calls it)."""
-    import pipeline.job as job_mod
+    import pipeline.image.job as job_mod
 
     calls: list[str] = []
     real = job_mod.train

@@ -56,7 +56,7 @@ from _run_helpers import (
 from conftest import DATA, require
 
 from io_adapters.cog import CogWriter
-from pipeline.cli import main
+from pipeline.cli.main import main
 
 ITERS = 100  # with the slowdowns below, training lasts >= 2 s in the killed runs
 SLOW_TRAIN = {"zssr.train:_make_son": 0.02}  # per training iteration
@@ -126,7 +126,7 @@ def test_worker_killed_mid_phase_run_completes_identically(phase: str, tmp_path:
     from distributed import Client
 
     run_dir = tmp_path / "run"
-    slow = {**SLOW_TRAIN, "pipeline.tasks:write_region": 0.1}  # 25 tiles: >= 1.2 s of tiles
+    slow = {**SLOW_TRAIN, "pipeline.runs.tasks:write_region": 0.1}  # 25 tiles: >= 1.2 s of tiles
     with dask_cluster(tmp_path, slow=slow) as (address, workers), \
             Client(address, timeout="30s", set_as_default=False) as client:
         pids = client.run(os.getpid)
@@ -190,7 +190,7 @@ FINALIZE_POINTS = {
     "writing": ({"io_adapters.cog:CogWriter.write": 0.3},
                 lambda out, run_dir: "inferred" in states(run_dir, "landsat_64x80")
                 and bool(_temporaries(out))),
-    "committed": ({"pipeline.finalize:_report_material": 30.0},
+    "committed": ({"pipeline.runs.finalize:_report_material": 30.0},
                   lambda out, run_dir: out.exists()),
 }
 
@@ -267,7 +267,7 @@ def test_run_disk_full_at_finalize_then_resumes(tmp_path: Path, monkeypatch, ref
 
 def test_run_disk_full_among_the_tiles_then_resumes(tmp_path: Path, monkeypatch,
                                                     reference: Path):
-    import pipeline.tasks as tasks
+    import pipeline.runs.tasks as tasks
 
     real, written = tasks.write_region, []
 
@@ -353,11 +353,11 @@ def test_run_on_a_full_filesystem_resumes_after_space_is_freed(tmp_path: Path, s
 
 @pytest.mark.slow
 def test_second_run_process_on_the_same_folder_is_refused(tmp_path: Path):
-    from pipeline.rundir import RunDir
+    from pipeline.runs.rundir import RunDir
 
     run_dir = tmp_path / "run"
     args = (TIF, "--out", run_dir, *SYNC)
-    with running(zssr_argv(*args, slow={"pipeline.tasks:train_stage": 120.0})) as first:
+    with running(zssr_argv(*args, slow={"pipeline.runs.tasks:train_stage": 120.0})) as first:
         wait_until(lambda: "queued" in states(run_dir, "landsat_64x80"), first, "a queued image",
                    poll=0.05)
         before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
@@ -412,7 +412,7 @@ def test_stale_temps_are_only_writer_temporaries(tmp_path: Path):
 
 
 def test_an_output_claim_outranks_the_manifest(tmp_path: Path, caplog):
-    from pipeline.rundir import RunDir
+    from pipeline.runs.rundir import RunDir
 
     out = tmp_path / "outputs" / "x_x2.png"
     with RunDir(tmp_path) as rd:

@@ -13,8 +13,8 @@ import pytest
 from conftest import DATA
 
 from io_adapters.detect import open_reader
-from pipeline.job import ImageJob
-from pipeline.upscale import upscale_file
+from pipeline.image.job import ImageJob
+from pipeline.image.upscale import upscale_file
 from zssr.config import config_from_dict
 
 STEPS = [[1.0, 1.5], [1.5, 1.5], [2.0, 2.0]]
@@ -51,10 +51,10 @@ def test_tiled_equals_one_tile_and_leaves_nothing_behind(tmp_path, name, suffix)
 
 @pytest.mark.parametrize("name", ["io/plain/bridge_40x48.png", "io/geotiff/landsat_64x80.tif"])
 def test_run_equals_upscale_with_gradual_steps(tmp_path, name):
-    """zssr run follows the same step list as zssr upscale (pipeline.image_plan): the
+    """zssr run follows the same step list as zssr upscale (pipeline.image.plan): the
     father pyramid (step 1's output, read back from the run's Zarr store), each step's
     back-projection iterations and the skipped step 0 give the same output bit for bit."""
-    from pipeline.run import RunSettings, run_batch
+    from pipeline.runs.run import RunSettings, run_batch
 
     src = DATA / name
     up = upscale_file(ImageJob(input=src, output=tmp_path / f"up{src.suffix}", scale=2.0,

@@ -32,6 +32,18 @@ LAYERS = {
     "workflows": {"geometry", "zssr", "io_adapters", "configs", "pipeline"},
 }
 
+#: floors of ``pipeline/`` -> the floors each may import (arrows run down only).  The
+#: foundation modules (``pipeline.errors``, ``pipeline.source``, ``pipeline.locking``)
+#: are the floor "" that every floor may use and that imports no floor.
+PIPELINE_FLOORS = {
+    "": set(),
+    "steps": {""},
+    "image": {"", "steps"},
+    "catalog": {"", "image"},
+    "runs": {"", "steps", "image", "catalog"},
+    "cli": {"", "steps", "image", "catalog", "runs"},
+}
+
 MAX_LINES = 400
 #: module -> (lines it may not exceed, why it is still over MAX_LINES)
 KNOWN_OVER: dict[str, tuple[int, str]] = {}  # none left: every module is under the limit
@@ -96,6 +108,28 @@ def wrong_way(graph: dict[str, set[str]]) -> list[str]:
     return sorted(bad)
 
 
+def _floor(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in PIPELINE_FLOORS) else ""
+
+
+def wrong_floor(graph: dict[str, set[str]]) -> list[str]:
+    """Arrows inside ``pipeline/`` that go up or sideways between its sub-packages."""
+    bad = []
+    for src, targets in graph.items():
+        if src.split(".")[0] != "pipeline":
+            continue
+        mine = _floor(src)
+        if mine not in PIPELINE_FLOORS:
+            bad.append(f"{src} (a sub-package with no floor in PIPELINE_FLOORS)")
+            continue
+        for dst in targets:
+            if dst.split(".")[0] == "pipeline" and _floor(dst) != mine \
+                    and _floor(dst) not in PIPELINE_FLOORS[mine]:
+                bad.append(f"{src} -> {dst}")
+    return sorted(bad)
+
+
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components of more than one module (Tarjan)."""
     index: dict[str, int] = {}
@@ -140,13 +174,30 @@ def graph() -> dict[str, set[str]]:
 
 def test_the_walker_sees_the_house(graph):
     assert len(graph) > 70
-    assert "pipeline.job" in graph["pipeline.upscale"]
-    assert "zssr.train" in graph["pipeline.job"]
+    assert "pipeline.image.job" in graph["pipeline.image.upscale"]
+    assert "zssr.train" in graph["pipeline.image.job"]
     assert "pipeline.steps.base" in graph["pipeline.steps.registry"]
 
 
 def test_arrows_run_one_way(graph):
     assert wrong_way(graph) == []
+
+
+def test_pipeline_floors_run_one_way(graph):
+    assert wrong_floor(graph) == []
+    floors = {_floor(m) for m in graph if m.startswith("pipeline.")}
+    assert floors == set(PIPELINE_FLOORS), floors  # every sub-package has its floor
+
+
+def test_floor_checker_catches_an_upward_arrow():
+    planted = {"pipeline.image.job": {"pipeline.runs.rundir", "pipeline.errors"},
+               "pipeline.runs.rundir": {"pipeline.source"}, "pipeline.source": set(),
+               "pipeline.errors": {"pipeline.cli.main"}, "pipeline.cli.main": set(),
+               "pipeline.extra.x": set()}
+    assert wrong_floor(planted) == ["pipeline.errors -> pipeline.cli.main",
+                                    "pipeline.extra.x (a sub-package with no floor in "
+                                    "PIPELINE_FLOORS)",
+                                    "pipeline.image.job -> pipeline.runs.rundir"]
 
 
 def test_no_import_circles(graph):
@@ -167,9 +218,9 @@ def test_no_module_over_the_size_limit():
 def test_checker_catches_a_circle_and_a_wrong_arrow():
     planted = {"pipeline.a": {"pipeline.b"}, "pipeline.b": {"pipeline.c"},
                "pipeline.c": {"pipeline.a"}, "zssr.x": {"pipeline.a"},
-               "pipeline.cli": {"workflows.batch"}, "workflows.batch": set()}
+               "pipeline.cli.main": {"workflows.batch"}, "workflows.batch": set()}
     assert circles(planted) == [["pipeline.a", "pipeline.b", "pipeline.c"]]
-    assert wrong_way(planted) == ["pipeline.cli -> workflows.batch", "zssr.x -> pipeline.a"]
+    assert wrong_way(planted) == ["pipeline.cli.main -> workflows.batch", "zssr.x -> pipeline.a"]
 
 
 def test_checker_counts_imports_inside_functions(tmp_path, monkeypatch):

@@ -20,8 +20,8 @@ from PIL import Image
 from test_kernel_estimation import KERNEL_TOL, TRUTH, _degrade, _err, _rgb
 
 from io_adapters.detect import open_reader
-from pipeline.cli import main
-from pipeline.kernel_estimate import estimate_file_kernel, load_choice
+from pipeline.cli.main import main
+from pipeline.image.kernel_estimate import estimate_file_kernel, load_choice
 from pipeline.source import sample_stats
 from zssr.config import config_from_dict
 from zssr.kernel_estimation import estimate_kernel
@@ -68,7 +68,7 @@ def test_upscale_estimates_the_kernel_and_sr_uses_it(bird, tmp_path, capsys):
 
 def test_run_estimates_in_its_own_task_keeps_it_and_equals_upscale(bird, tmp_path,
                                                                    monkeypatch):
-    import pipeline.tasks
+    import pipeline.runs.tasks
 
     up = tmp_path / "up.png"
     assert main(["upscale", str(bird), str(up), "--scale", "2", "--kernel", "estimate",
@@ -94,7 +94,7 @@ def test_run_estimates_in_its_own_task_keeps_it_and_equals_upscale(bird, tmp_pat
     def refuse(*a, **k):
         raise AssertionError("estimated again on resume")
 
-    monkeypatch.setattr(pipeline.tasks, "estimate_file_kernel", refuse)
+    monkeypatch.setattr(pipeline.runs.tasks, "estimate_file_kernel", refuse)
     assert main(args) == 0
     np.testing.assert_array_equal(_pixels(next((run_dir / "outputs").iterdir())), _pixels(up))
 

@@ -24,7 +24,7 @@ from rasterio.control import GroundControlPoint
 from rasterio.crs import CRS
 
 from io_adapters.plain import PlainReader
-from pipeline.cli import main
+from pipeline.cli.main import main
 
 TINY = ["--set", "train.max_iters=2", "--set", "net.depth=3", "--set", "net.width=4",
         "--set", "infer.back_projection_iters=0", "--set", "train.crop_size=16", "-q"]

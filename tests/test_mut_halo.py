@@ -1,4 +1,4 @@
-"""Tests that kill the mutants of ``pipeline/halo.py`` (run by ``bench/mutation.py``).
+"""Tests that kill the mutants of ``pipeline/image/halo.py`` (run by ``bench/mutation.py``).
 
 The effective radius is recomputed here by an independent route: the back-projection
 passes as explicit resampling matrices (``sr += U_y (lr - D_y sr D_x^T) U_x^T``, the
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-import pipeline.halo as halo
-from pipeline.halo import AUTO_TOLERANCE, dependency_radius, resolve_halo, support_radius
+import pipeline.image.halo as halo
+from pipeline.image.halo import AUTO_TOLERANCE, dependency_radius, resolve_halo, support_radius
 from zssr.config import config_from_dict
 from zssr.kernels import prepare_kernel
 from zssr.resize import imresize
@@ -178,13 +178,13 @@ def test_down_kernel_must_be_2d():
 
 def test_resolve_halo_messages(caplog):
     cfg = _cfg()
-    with caplog.at_level(logging.WARNING, logger="pipeline.halo"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.image.halo"):
         assert resolve_halo(21, config=cfg, scale=2) == 21
     assert caplog.messages == [
         "halo 21 < dependency radius 22 LR px: tiled output will differ from whole-image "
         "output near tile seams; use halo='auto'"]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="pipeline.halo"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.image.halo"):
         assert resolve_halo(22, config=cfg, scale=2) == 22
         assert type(resolve_halo(np.int64(30), config=cfg, scale=2)) is int
     assert caplog.messages == []

@@ -21,7 +21,7 @@ from rasterio.windows import Window
 from io_adapters.detect import open_reader, open_writer, scale_metadata, sniff
 from io_adapters.errors import CorruptFileError, UnsupportedFormatError, WriteError
 from io_adapters.nifti import NiftiReader, NiftiWriter, scale_nifti_slices
-from pipeline.cli import main
+from pipeline.cli.main import main
 
 # rows of a frame run along j, columns along i; i is anterior-ish, j is left-ish, oblique
 ROT = np.array([[0.0, -1.0, 0.0], [0.8, 0.0, -0.6], [0.6, 0.0, 0.8]])  # orthonormal columns

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from conftest import DATA
 
-import pipeline.job as job_mod
+import pipeline.image.job as job_mod
 from io_adapters.detect import open_reader
-from pipeline.job import ImageJob
-from pipeline.upscale import upscale_file
+from pipeline.image.job import ImageJob
+from pipeline.image.upscale import upscale_file
 from zssr.config import config_from_dict
 
 CFG = config_from_dict({"train": {"max_iters": 5, "crop_size": 16},

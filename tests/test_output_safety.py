@@ -22,7 +22,7 @@ import yaml
 from PIL import Image
 
 from io_adapters import safe_files
-from pipeline.cli import main
+from pipeline.cli.main import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "corpus"))
 from adv_check import snapshot as tree  # noqa: E402  (links not followed; content + mtime)
@@ -394,7 +394,7 @@ def test_a_link_at_any_name_a_run_writes_never_has_its_target_touched(tmp_path, 
     ``write-time-only``: the up-front check is switched off, so every write itself must
     refuse or avoid the link (O_EXCL/O_NOFOLLOW, lstat before rename): whatever the exit
     code, the target is untouched."""
-    from pipeline.rundir import RunDir
+    from pipeline.runs.rundir import RunDir
 
     target, folder, untouched = sentinel
     src = _png(tmp_path / "in" / "a.png")

@@ -11,9 +11,9 @@ import pytest
 from configs import PRESETS_DIR, available_presets, resolve_config
 from io_adapters.detect import open_reader
 from io_adapters.dicom import to_real_units
-from pipeline.cli import main
-from pipeline.cmd_upscale import pipeline_options
-from pipeline.run_config import PipelineConfig, pipeline_config_from_dict, resolve_run_config
+from pipeline.cli.cmd_upscale import pipeline_options
+from pipeline.cli.main import main
+from pipeline.runs.config import PipelineConfig, pipeline_config_from_dict, resolve_run_config
 from zssr.config import ConfigError
 
 DATA = Path(__file__).resolve().parent / "data"

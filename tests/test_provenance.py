@@ -36,9 +36,9 @@ from io_adapters.cog import CogWriter
 from io_adapters.geotiff import GeoTiffReader
 from io_adapters.provenance import Provenance
 from io_adapters.zarr_store import ZarrWriter
-from pipeline.job import ImageJob
-from pipeline.provenance import config_sha256, with_provenance
-from pipeline.upscale import upscale_file
+from pipeline.catalog.provenance import config_sha256, with_provenance
+from pipeline.image.job import ImageJob
+from pipeline.image.upscale import upscale_file
 from zssr import __version__
 from zssr.config import config_from_dict
 

@@ -31,7 +31,7 @@ def test_fifo_input_is_refused_without_opening_it(tmp_path):
 
 
 def test_fifo_in_a_batch_is_a_failed_item(tmp_path):
-    from pipeline.inputs import expand_inputs
+    from pipeline.runs.inputs import expand_inputs
 
     os.mkfifo(tmp_path / "pipe.tif")
     (item,) = expand_inputs([tmp_path / "pipe.tif"])
@@ -102,7 +102,7 @@ def test_damaged_rle_frame_is_corrupt_without_a_rust_panic(tmp_path):
 
 
 def _job(tmp_path: Path, src: Path, out: str = "sr.tif", **kw):
-    from pipeline.job import ImageJob
+    from pipeline.image.job import ImageJob
     from zssr.config import config_from_dict
 
     return ImageJob(input=src, output=tmp_path / out, scale=2.0,
@@ -112,7 +112,7 @@ def _job(tmp_path: Path, src: Path, out: str = "sr.tif", **kw):
 def test_all_nodata_is_invalid_data_naming_the_file(tmp_path):
     import rasterio
 
-    from pipeline.upscale import upscale_file
+    from pipeline.image.upscale import upscale_file
 
     src = tmp_path / "empty.tif"
     with rasterio.open(src, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint16",
@@ -127,7 +127,7 @@ def test_all_nodata_is_invalid_data_naming_the_file(tmp_path):
 def test_header_declaring_too_many_pixels_is_refused(tmp_path):
     from io_adapters.base import Metadata
     from io_adapters.detect import DEFAULT_MAX_PIXELS
-    from pipeline.job import check_size
+    from pipeline.image.job import check_size
 
     side = int(DEFAULT_MAX_PIXELS ** 0.5) + 2
     meta = Metadata(path=Path("huge.tif"), format="geotiff", bands=1, rows=side, cols=side,
@@ -137,7 +137,7 @@ def test_header_declaring_too_many_pixels_is_refused(tmp_path):
 
 
 def test_bad_output_fails_before_training(tmp_path, monkeypatch):
-    import pipeline.upscale as job_mod
+    import pipeline.image.upscale as job_mod
 
     def no_training(*a, **k):
         raise AssertionError("trained although the output was bad")
@@ -170,7 +170,7 @@ def _float_job(tmp_path: Path):
     ("meta", "expected cpu, cuda, cuda:N or mps"),
 ])
 def test_parse_device(device, problem):
-    from pipeline.cmd_upscale import parse_device
+    from pipeline.cli.cmd_upscale import parse_device
     from pipeline.errors import UsageError
 
     assert parse_device("cpu") == "cpu"
@@ -180,7 +180,7 @@ def test_parse_device(device, problem):
 
 def test_kernel_path_that_is_a_folder(tmp_path):
     from pipeline.errors import InputError
-    from pipeline.kernel_io import load_kernel
+    from pipeline.image.kernel_io import load_kernel
 
     with pytest.raises(InputError, match="is a folder, not a file"):
         load_kernel(tmp_path)

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from io_adapters.errors import WriteError
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.errors import EXIT, LockedError, exit_code
 from pipeline.locking import OutputLock, output_lock_path
 from zssr.train import TrainingDivergedError
@@ -90,7 +90,7 @@ def test_diverging_upscale_exits_2_and_writes_nothing(tmp_path, capsys):
 def test_a_diverging_image_fails_alone_in_a_run(tmp_path, monkeypatch, capsys):
     """The engine's error for one image is recorded as that image's failure; the others
     finish and the run exits 1."""
-    import pipeline.job as job_mod
+    import pipeline.image.job as job_mod
 
     real = job_mod.train
 
@@ -261,7 +261,7 @@ def test_stale_partials_are_only_what_a_writer_of_that_output_leaves(tmp_path):
 
 
 def test_stop_signals_restore_the_previous_handlers():
-    from pipeline.cli import stop_signals_as_interrupts
+    from pipeline.cli.main import stop_signals_as_interrupts
 
     before = signal.getsignal(signal.SIGTERM)
     hook_before = sys.unraisablehook
@@ -278,7 +278,7 @@ def test_a_stop_raised_inside_a_weakref_callback_is_delivered_again():
     import time
     import weakref
 
-    from pipeline.cli import stop_signals_as_interrupts
+    from pipeline.cli.main import stop_signals_as_interrupts
     from pipeline.errors import Terminated
 
     class Thing:

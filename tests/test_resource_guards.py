@@ -28,8 +28,8 @@ from PIL import Image
 
 from io_adapters.base import Metadata
 from io_adapters.errors import InvalidDataError
-from pipeline.budget import MAX_TILES, check_budget
-from pipeline.cli import main
+from pipeline.cli.main import main
+from pipeline.image.budget import MAX_TILES, check_budget
 from zssr.config import ZSSRConfig
 
 SIDE = 100_000
@@ -132,7 +132,7 @@ def _meta(side: int, frames: int = 1) -> Metadata:
 
 
 def test_landsat_scene_passes_and_logs_its_estimate(caplog):
-    caplog.set_level(logging.INFO, logger="pipeline.budget")
+    caplog.set_level(logging.INFO, logger="pipeline.image.budget")
     est = check_budget(_meta(16_000), config=ZSSRConfig(), scale=2.0, tile=256, bands=1)
     tiles = math.ceil(16_000 / 256) ** 2  # 63 x 63, computed here
     assert est.tiles == tiles == 3969 and est.hr_pixels == 4 * 16_000 ** 2

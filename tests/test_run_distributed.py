@@ -33,7 +33,7 @@ from _run_helpers import (
 )
 from conftest import DATA
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 
 pytestmark = pytest.mark.slow
 

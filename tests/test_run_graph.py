@@ -10,12 +10,12 @@ from conftest import DATA, tiny_config
 
 from io_adapters.detect import open_reader
 from pipeline.errors import UsageError
-from pipeline.graph import Node, Ref, SchedulerInfo, execute, resolve_scheduler
-from pipeline.image_plan import ImageStep
-from pipeline.inputs import InputItem
-from pipeline.job import ImageJob, TrainResult, plan_step
-from pipeline.run_state import ImageState, build_nodes
-from pipeline.tasks import LOCAL_SINKS, ImageSpec, TrainOutcome, cached_model, emit
+from pipeline.image.job import ImageJob, TrainResult, plan_step
+from pipeline.image.plan import ImageStep
+from pipeline.runs.graph import Node, Ref, SchedulerInfo, execute, resolve_scheduler
+from pipeline.runs.inputs import InputItem
+from pipeline.runs.state import ImageState, build_nodes
+from pipeline.runs.tasks import LOCAL_SINKS, ImageSpec, TrainOutcome, cached_model, emit
 
 PNG = DATA / "io" / "plain" / "butterfly_48x64.png"
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import DATA
 
 from pipeline.errors import UsageError
-from pipeline.inputs import InputItem, expand_inputs, output_names, pair_ground_truth
+from pipeline.runs.inputs import InputItem, expand_inputs, output_names, pair_ground_truth
 
 PNG = DATA / "io" / "plain" / "butterfly_48x64.png"
 TIF = DATA / "io" / "geotiff" / "landsat_64x80.tif"

@@ -8,7 +8,7 @@ import numpy as np
 import rasterio
 from conftest import DATA
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 
 TINY = ["--set", "train.max_iters=4", "--set", "net.depth=3", "--set", "net.width=8",
         "--set", "infer.back_projection_iters=1", "--seed", "0", "-q"]

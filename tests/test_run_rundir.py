@@ -13,7 +13,7 @@ import torch
 from conftest import DATA
 
 from pipeline.errors import LockedError, exit_code
-from pipeline.rundir import (
+from pipeline.runs.rundir import (
     JsonLinesHandler,
     RunDir,
     RunPaths,

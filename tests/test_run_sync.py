@@ -19,9 +19,9 @@ import torch
 from conftest import DATA, require_tool
 
 from io_adapters.detect import open_reader
-from pipeline.cli import main
-from pipeline.job import ImageJob
-from pipeline.upscale import upscale_file
+from pipeline.cli.main import main
+from pipeline.image.job import ImageJob
+from pipeline.image.upscale import upscale_file
 
 TINY = ["--set", "train.max_iters=5", "--set", "net.depth=3", "--set", "net.width=8",
         "--set", "infer.back_projection_iters=1", "--tile", "32"]
@@ -143,8 +143,8 @@ def test_rerun_skips_finished_images(batch):
 
 def test_run_equals_upscale_and_reports_progress(tmp_path: Path):
     from configs import resolve_config
-    from pipeline.run import RunSettings, run_batch
-    from pipeline.run_progress import RunObserver
+    from pipeline.runs.progress import RunObserver
+    from pipeline.runs.run import RunSettings, run_batch
 
     class Recorder(RunObserver):
         def __init__(self):
@@ -177,7 +177,7 @@ def test_run_equals_upscale_and_reports_progress(tmp_path: Path):
 
 
 def test_interrupted_run_resumes_without_redoing_tiles(tmp_path: Path, monkeypatch):
-    import pipeline.job as job_mod
+    import pipeline.image.job as job_mod
 
     real, calls = job_mod.infer_tile, []
 
@@ -287,7 +287,7 @@ def test_ground_truth_scores_and_mismatch(tmp_path: Path):
 
 
 def test_locked_run_dir_and_usage_errors(tmp_path: Path, capsys):
-    from pipeline.rundir import RunDir
+    from pipeline.runs.rundir import RunDir
 
     with RunDir(tmp_path / "run"):
         assert run(PNG, "--out", tmp_path / "run", "--scale", "2") == 9
@@ -338,7 +338,7 @@ def test_warm_start_chains_compatible_images(tmp_path):
     """Opt-in warm start: the second PNG starts from the first's weights, fewer iterations."""
     import json as _json
 
-    from pipeline.cli import main as cli
+    from pipeline.cli.main import main as cli
 
     a = tmp_path / "a.png"
     b = tmp_path / "b.png"

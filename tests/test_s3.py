@@ -46,7 +46,7 @@ from rasterio.windows import Window
 from io_adapters.errors import InputNotFoundError, WriteError
 from io_adapters.geotiff import GeoTiffReader
 from io_adapters.objstore import check_remote_output, upload_atomic
-from pipeline.cli import main
+from pipeline.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 LANDSAT = Path(__file__).parent / "data" / "io" / "geotiff" / "landsat_64x80.tif"

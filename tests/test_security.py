@@ -280,7 +280,7 @@ def test_deidentify_docstring_says_it_is_not_a_profile():
 
 
 def test_cli_deidentify_flag(tmp_path):
-    from pipeline.cli import main
+    from pipeline.cli.main import main
 
     src = tmp_path / "ct.dcm"
     src.write_bytes((DATA / "dicom" / "CT_small.dcm").read_bytes())
@@ -295,7 +295,7 @@ def test_cli_deidentify_flag(tmp_path):
 
 
 def test_deidentify_applies_to_dicom_outputs_only():
-    from pipeline.cmd_upscale import dicom_writer_options
+    from pipeline.cli.cmd_upscale import dicom_writer_options
 
     assert dicom_writer_options(Path("a/sr.dcm"), True) == {"deidentify": True}
     assert dicom_writer_options(Path("a/series_out"), True) == {"deidentify": True}

@@ -33,10 +33,10 @@ from rasterio.warp import transform
 from io_adapters.detect import open_reader
 from io_adapters.errors import CorruptFileError, InvalidDataError, UnsupportedFormatError
 from io_adapters.vsi import display_url, gdal_path
-from pipeline.cli import main
+from pipeline.catalog.stac import PROCESSING_SCHEMA, item_path, write_run_collection
+from pipeline.catalog.stac_input import is_stac_item, resolve_stac_input
+from pipeline.cli.main import main
 from pipeline.errors import InputError, UsageError
-from pipeline.stac import PROCESSING_SCHEMA, item_path, write_run_collection
-from pipeline.stac_input import is_stac_item, resolve_stac_input
 from zssr import __version__
 
 LANDSAT = Path(__file__).parent / "data" / "io" / "geotiff" / "landsat_64x80.tif"

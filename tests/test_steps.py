@@ -11,7 +11,7 @@ import pytest
 
 from io_adapters.detect import open_reader
 from io_adapters.errors import InvalidDataError
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.steps import available_steps, describe_steps, step_class, step_from_config
 from zssr.config import ConfigError
 

@@ -127,7 +127,7 @@ def _nifti(path, data, zooms=(0.9, 0.8, 3.0)):
 def test_cli_through_plane_nifti(tmp_path) -> None:
     import nibabel as nib
 
-    from pipeline.cli import main
+    from pipeline.cli.main import main
 
     data = (np.random.default_rng(4).random((18, 16, 4)) * 200).astype(np.uint8)
     affine = _nifti(tmp_path / "thick.nii.gz", data)
@@ -153,7 +153,7 @@ def test_cli_through_plane_nifti(tmp_path) -> None:
 ])
 def test_cli_through_plane_bad_input_is_one_line(tmp_path, capsys, shape, zooms, args,
                                                  message) -> None:
-    from pipeline.cli import main
+    from pipeline.cli.main import main
 
     src = tmp_path / "v.nii"
     _nifti(src, np.zeros(shape, np.uint8), zooms)
@@ -170,7 +170,7 @@ def test_cli_through_plane_dicom_series_to_nifti(tmp_path) -> None:
     import nibabel as nib
     import pydicom
 
-    from pipeline.cli import main
+    from pipeline.cli.main import main
 
     series = DATA / "dicom" / "series"
     heads = sorted((pydicom.dcmread(p, stop_before_pixels=True) for p in series.iterdir()),
@@ -202,7 +202,7 @@ def test_volume_geometry_refuses_missing_or_bad_spacing(tmp_path, spacing, posit
                                                        thickness, message) -> None:
     from io_adapters.base import MedicalInfo, Metadata
     from io_adapters.errors import InvalidDataError
-    from pipeline.volume import volume_geometry
+    from pipeline.image.volume import volume_geometry
 
     med = MedicalInfo(modality="CT", photometric="MONOCHROME2", pixel_spacing=spacing,
                       slice_thickness=thickness, orientation=None,

@@ -15,7 +15,7 @@ import pytest
 from conftest import DATA, tiny_config
 
 from io_adapters.detect import open_reader
-from pipeline.job import ImageJob, TrainResult, infer_tiles, plan_step
+from pipeline.image.job import ImageJob, TrainResult, infer_tiles, plan_step
 from pipeline.source import sample_stats
 from zssr.model import build_model
 

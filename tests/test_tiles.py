@@ -13,11 +13,11 @@ from rasterio.windows import Window
 
 import geometry.scale
 import geometry.tiles
-import pipeline.halo
-import pipeline.stitch
+import pipeline.image.halo
+import pipeline.image.stitch
 from geometry import Region, TileGrid, as_scale, coerce_pair, output_size
-from pipeline.halo import dependency_radius, resolve_halo, support_radius
-from pipeline.stitch import ArrayMerger, Merger, WriterMerger, stitch
+from pipeline.image.halo import dependency_radius, resolve_halo, support_radius
+from pipeline.image.stitch import ArrayMerger, Merger, WriterMerger, stitch
 from zssr.config import ZSSRConfig, config_from_dict
 
 # ----------------------------------------------------------------------------- oracles
@@ -176,7 +176,7 @@ def test_tiles_for_chunk_with_other_chunk_shapes():
 
 
 def test_module_doctests():
-    for module in (geometry.scale, geometry.tiles, pipeline.stitch, pipeline.halo):
+    for module in (geometry.scale, geometry.tiles, pipeline.image.stitch, pipeline.image.halo):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
 
@@ -307,7 +307,7 @@ def test_dependency_radius_rejects(kwargs, match):
 def test_resolve_halo(caplog):
     cfg = ZSSRConfig()
     assert resolve_halo("auto", config=cfg, scale=2) == dependency_radius(cfg, 2)
-    with caplog.at_level(logging.WARNING, logger="pipeline.halo"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.image.halo"):
         assert resolve_halo(3, config=cfg, scale=2) == 3
     assert "tiled output will differ" in caplog.text
     for bad in (-1, "big", 2.5, True):

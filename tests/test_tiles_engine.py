@@ -3,7 +3,7 @@
 A random-weight ``ZSSRNet`` (seeded) runs the paper's inference settings
 (8-way ensemble with median, 10 back-projection iterations after the members
 and 10 after the median) on a crop of a real image (``tests/data/tiles``, see
-``tests/data/README.md``).  The halo comes from ``pipeline.halo``.  The nets are
+``tests/data/README.md``).  The halo comes from ``pipeline.image.halo``.  The nets are
 narrower than the paper's (width 16, depth 8: the receptive field is the
 paper's) to keep the run short; the ``slow`` test uses the paper's width.
 """
@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 
 from geometry import TileGrid
-from pipeline.halo import AUTO_TOLERANCE, dependency_radius
-from pipeline.stitch import stitch
+from pipeline.image.halo import AUTO_TOLERANCE, dependency_radius
+from pipeline.image.stitch import stitch
 from zssr.config import InferConfig, NetConfig, ZSSRConfig
 from zssr.inference import predict
 from zssr.kernels import kernel_from_mapping, prepare_kernel

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geometry import TileGrid, as_scale, output_size
-from pipeline.stitch import stitch
+from pipeline.image.stitch import stitch
 
 SCALES = [2, 3, 4, 1.5, 2.5, Fraction(4, 3), (2, 3), (1.5, 2)]
 

@@ -34,9 +34,9 @@ import pytest
 from conftest import DATA
 from PIL import Image
 
-import pipeline.job
+import pipeline.image.job
 import zssr.api
-from pipeline.cli import main
+from pipeline.cli.main import main
 from zssr import super_resolve
 from zssr.config import config_from_dict
 from zssr.protocol import bicubic_baseline, make_lr
@@ -114,7 +114,7 @@ def test_untrained_weights_fall_below_the_quality_bound(path, hr, tmp_path, monk
         return TrainingHistory()
 
     monkeypatch.setattr(zssr.api, "train", skip_training)
-    monkeypatch.setattr(pipeline.job, "train", skip_training)
+    monkeypatch.setattr(pipeline.image.job, "train", skip_training)
     figure = zssr_psnr(path, hr, tmp_path)
     # back-projection alone lifts the untrained net above bicubic (30.44 vs 28.86 dB)
     assert psnr_y(bicubic_baseline(hr, SCALE), hr) < figure < QUALITY_BOUND - 0.5

@@ -7,8 +7,8 @@ paper's receptive field) has its last layer scaled so that its residual on the
 upsampled image has a standard deviation of 0.1 of the [0, 1] range (ReLU nets
 without biases are positively homogeneous, so the scaling is exact).  The image
 is the real crop ``tests/data/tiles/bird_crop_122x61.png``; grids, halos and
-stitching are ``geometry.TileGrid``, ``pipeline.halo.dependency_radius``
-and ``pipeline.stitch.stitch``.
+stitching are ``geometry.TileGrid``, ``pipeline.image.halo.dependency_radius``
+and ``pipeline.image.stitch.stitch``.
 
 Measured (max |tiled - whole|, this net, paper inference: 8 members, 10 + 10
 back-projections; x2 / x2.5): halo 22 (auto) 1.2e-7 / 1.2e-7; 18 (auto minus the
@@ -32,8 +32,8 @@ from conftest import DATA
 from PIL import Image
 
 from geometry import TileGrid
-from pipeline.halo import AUTO_TOLERANCE, dependency_radius
-from pipeline.stitch import stitch
+from pipeline.image.halo import AUTO_TOLERANCE, dependency_radius
+from pipeline.image.stitch import stitch
 from zssr.config import InferConfig, NetConfig, ZSSRConfig
 from zssr.inference import predict
 from zssr.model import ZSSRNet

@@ -15,7 +15,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from io_adapters.detect import open_reader
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.errors import EXIT, LockedError, UsageError
 from workflows.batch import (
     LOCK_FILE,
@@ -137,7 +137,7 @@ def test_batch_command_line(satellite_job, capsys):
 
 
 def test_plain_job_through_the_dask_run(tmp_path):
-    """A job without a chain goes through pipeline.run.run_batch (synchronous scheduler)."""
+    """A job without a chain goes through pipeline.runs.run.run_batch (synchronous scheduler)."""
     (tmp_path / "in").mkdir()
     shutil.copy(DATA / "io" / "plain" / "bridge_40x48.png", tmp_path / "in")
     (tmp_path / "list.txt").write_text("# inputs\nin/bridge_40x48.png\n")

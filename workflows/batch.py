@@ -7,7 +7,7 @@ file, or of every file of a folder) and the same config hash (resolved engine
 + pipeline config and scale) and its output still exists.  So a nightly run
 picks up just the new (or changed) files, and a changed config redoes all.
 
-The remaining inputs go through :func:`pipeline.run.run_batch` (one Dask
+The remaining inputs go through :func:`pipeline.runs.run.run_batch` (one Dask
 graph, on the job's scheduler) into a hidden run directory in the output
 folder; finished outputs are then moved to their names from the job's
 template, and the state file is updated after each.
@@ -51,11 +51,11 @@ from io_adapters.output_safety import (
     write_text_atomic,
 )
 from pipeline.errors import EXIT, UsageError
-from pipeline.inputs import InputItem, expand_inputs
-from pipeline.kernel_io import kernel_options
+from pipeline.image.kernel_io import kernel_options
 from pipeline.locking import FolderLock
-from pipeline.run import RunSettings, natural_suffix, run_batch
-from pipeline.run_config import DEFAULT_TILE, ResolvedConfig
+from pipeline.runs.config import DEFAULT_TILE, ResolvedConfig
+from pipeline.runs.inputs import InputItem, expand_inputs
+from pipeline.runs.run import RunSettings, natural_suffix, run_batch
 
 from .jobspec import JobSpec, check_targets, control_paths, load_job, render_name
 

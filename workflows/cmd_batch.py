@@ -1,7 +1,7 @@
 """``zssr batch JOB.yaml``: run a job spec; only inputs not yet done are processed.
 
 Registered as a ``zssr`` subcommand through the ``zssr.commands`` entry point (see
-:mod:`pipeline.cli`), so :mod:`pipeline` never imports :mod:`workflows`.
+:mod:`pipeline.cli.main`), so :mod:`pipeline` never imports :mod:`workflows`.
 
 An input is done when the output folder's state file records the same
 content hash of the input and the same resolved config (preset, set, chain,

@@ -46,7 +46,7 @@ from io_adapters.output_safety import (
     conflict,
 )
 from pipeline.errors import UsageError
-from pipeline.run_config import ResolvedConfig, resolve_run_config
+from pipeline.runs.config import ResolvedConfig, resolve_run_config
 
 __all__ = ["JobSpec", "JOB_KEYS", "NAME_FIELDS", "load_job", "job_from_dict", "render_name",
            "control_paths", "check_targets"]

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.allocator import keep_freed_memory
 from pipeline.errors import LockedError, UsageError
+from pipeline.runs.allocator import keep_freed_memory
 
 from .batch import BatchSummary, run_job_file
 

@@ -2,7 +2,7 @@
 
 Every config the project reads goes through :func:`coerce` and :func:`build`: the
 engine's sections (:func:`zssr.config.config_from_dict`), the pipeline sections
-(:mod:`pipeline.run_config`), chain step parameters (:mod:`pipeline.steps.registry`)
+(:mod:`pipeline.runs.config`), chain step parameters (:mod:`pipeline.steps.registry`)
 and batch job specs (:mod:`workflows.jobspec`).  A field's annotation is its type
 (``int``, ``float``, ``bool``, ``str``, ``Literal[...]``, ``tuple[T, ...]``,
 ``tuple[A, B]``, ``X | None``, a nested dataclass); the caller names the key as the

@@ -40,9 +40,9 @@ import numpy as np
 from rasterio.windows import Window
 
 from io_adapters.base import Metadata, Reader, Writer
+from pipeline.source import SAMPLE_SIZE, SAMPLE_WINDOWS, _sample_windows
 from zssr.config import ConfigError
 
-from ..source import SAMPLE_SIZE, SAMPLE_WINDOWS, _sample_windows
 from .base import Sample, Step
 from .registry import step_from_config
 

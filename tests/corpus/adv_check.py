@@ -2,7 +2,7 @@
 
 ``run_adv(case)`` snapshots the whole case folder (every entry, links not
 followed: a link by its target text, a file by its sha256 and mtime), runs the
-command (in this process through :func:`pipeline.cli.main`; a case with a
+command (in this process through :func:`pipeline.cli.main.main`; a case with a
 ``stop`` signal in a child process, signalled once ``wait_for`` appears) and
 snapshots again.  :func:`problems` lists everything wrong with the outcome:
 
@@ -145,7 +145,7 @@ def _argv(case: AdvCase) -> list[str]:
 
 
 def _inprocess(case: AdvCase, timeout: float) -> tuple[int, str, str]:
-    from pipeline.cli import main
+    from pipeline.cli.main import main
 
     err, out = io.StringIO(), io.StringIO()
     with _case_environment(case, timeout), contextlib.redirect_stderr(err), \
@@ -158,7 +158,7 @@ def _start(case: AdvCase) -> sp.Popen:
     """A ``stop`` case in a child process (its own session, one torch thread)."""
     env = {k: v for k, v in os.environ.items() if k != "ZSSR_ALLOW_USER_STEPS"}
     env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    return sp.Popen([sys.executable, "-m", "pipeline.cli", *_argv(case)], cwd=REPO, env=env,
+    return sp.Popen([sys.executable, "-m", "pipeline.cli.main", *_argv(case)], cwd=REPO, env=env,
                     stdout=sp.PIPE, stderr=sp.PIPE, text=True, start_new_session=True)
 
 

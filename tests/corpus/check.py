@@ -1,8 +1,8 @@
 """Run one corpus :class:`~make_corpus.Case` through the real CLI and record what happened.
 
-``run_case(case)`` calls :func:`pipeline.cli.main` in this process (stderr
+``run_case(case)`` calls :func:`pipeline.cli.main.main` in this process (stderr
 captured, a ``SIGALRM`` guard against hangs); ``run_case(case,
-subprocess=True)`` runs ``python -m pipeline.cli`` in a child process with a
+subprocess=True)`` runs ``python -m pipeline.cli.main`` in a child process with a
 timeout, which also proves the exit status a shell sees.  Either way the
 :class:`Outcome` holds the exit code, the stderr lines, the time taken, the
 inputs whose bytes changed and the entries left in the output folder that
@@ -74,7 +74,7 @@ def _listing(folder: Path) -> set[str]:
 
 
 def _call_inprocess(args: list[str], timeout: float) -> tuple[int, str]:
-    from pipeline.cli import main
+    from pipeline.cli.main import main
 
     def on_alarm(signum, frame):
         raise CaseTimeout(f"case ran past {timeout} s")
@@ -94,7 +94,7 @@ def _call_inprocess(args: list[str], timeout: float) -> tuple[int, str]:
 def _call_subprocess(args: list[str], timeout: float) -> tuple[int, str]:
     env = {**os.environ, "PYTHONWARNINGS": "default"}
     try:
-        proc = sp.run([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, env=env,
+        proc = sp.run([sys.executable, "-m", "pipeline.cli.main", *args], cwd=REPO, env=env,
                       capture_output=True, text=True, timeout=timeout, check=False)
     except sp.TimeoutExpired as exc:
         raise CaseTimeout(f"case ran past {timeout} s") from exc
@@ -144,7 +144,7 @@ def run_batch(cases: list[Case], workdir: Path, *, tiny: tuple[str, ...]) -> Bat
     """Run the bad inputs of ``cases`` inside one batch with two good PNGs (synchronous)."""
     import json
 
-    from pipeline.cli import main
+    from pipeline.cli.main import main
 
     plain = REPO / "tests" / "data" / "io" / "plain"
     good = []

@@ -18,11 +18,10 @@ from typing import Literal
 import numpy as np
 
 from io_adapters.plain import PlainReader
+from pipeline.errors import InputError, UsageError
 from zssr import super_resolve
 from zssr.config import ZSSRConfig
 from zssr.protocol import bicubic_baseline, make_lr, score
-
-from .errors import InputError, UsageError
 
 __all__ = ["EvalRow", "evaluate", "hr_images", "summarize"]
 

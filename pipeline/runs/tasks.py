@@ -1,14 +1,14 @@
 """The task functions of a ``zssr run`` graph: what runs on a Dask worker.
 
-Per image and SR step (:func:`pipeline.image_plan.plan_steps`, the steps ``zssr upscale``
+Per image and SR step (:func:`pipeline.image.plan.plan_steps`, the steps ``zssr upscale``
 follows too): one :func:`train_task` (fathers sampled by windowed reads of the file itself
 or of the previous step's Zarr, and of earlier outputs that joined the fathers in the
 official gradual SR), then, for a step whose output is used, :func:`infer_task` over
 batches of tiles (each reads its own halo'd windows and writes its own chunk-aligned
 region of the step's Zarr store, then a marker per finished tile), then one
-:func:`pipeline.finalize.finalize_task` for the image (Zarr -> the output format, report
+:func:`pipeline.runs.finalize.finalize_task` for the image (Zarr -> the output format, report
 entry).  The stages themselves are
-:mod:`pipeline.job`'s (shared with ``zssr upscale``); this module adds
+:mod:`pipeline.image.job`'s (shared with ``zssr upscale``); this module adds
 resume (weights and markers in the run directory), the per-worker model
 cache and progress events.
 
@@ -36,11 +36,7 @@ import torch
 from io_adapters.base import Reader
 from io_adapters.zarr_reader import ZarrReader
 from io_adapters.zarr_store import write_region
-from zssr.model import build_model
-from zssr.train import TrainEvent
-
-from .image_plan import ImageStep
-from .job import (
+from pipeline.image.job import (
     ImageJob,
     StepPlan,
     TrainResult,
@@ -49,10 +45,18 @@ from .job import (
     with_kernel,
     working_stats,
 )
-from .job import infer_tiles as _infer_tiles
-from .kernel_estimate import KernelChoice, estimate_file_kernel, load_choice, save_choice
-from .rundir import RunPaths, load_weights, save_weights
-from .source import ReaderCropSource, SampleStats
+from pipeline.image.job import infer_tiles as _infer_tiles
+from pipeline.image.kernel_estimate import (
+    KernelChoice,
+    estimate_file_kernel,
+    load_choice,
+    save_choice,
+)
+from pipeline.image.plan import ImageStep
+from pipeline.runs.rundir import RunPaths, load_weights, save_weights
+from pipeline.source import ReaderCropSource, SampleStats
+from zssr.model import build_model
+from zssr.train import TrainEvent
 
 __all__ = ["ImageSpec", "TrainOutcome", "kernel_task", "train_task", "infer_task", "step_plan",
            "open_step_reader", "emit", "LOCAL_SINKS", "TRAIN_TOPIC", "cached_model"]
@@ -77,7 +81,7 @@ class ImageSpec:
     name: str  # output name stem
     job: ImageJob  # job.output is the final output path
     run_dir: Path
-    steps: tuple[ImageStep, ...]  # pipeline.image_plan.plan_steps
+    steps: tuple[ImageStep, ...]  # pipeline.image.plan.plan_steps
     frames: int
     out_shape: tuple[int, int]  # (rows, cols) of the output (the last grid may be larger)
     ground_truth: Path | None = None

@@ -26,7 +26,7 @@ class TorchThreads(WorkerPlugin):
         from rasterio.env import set_gdal_config
 
         from io_adapters.base import GDAL_CACHE_MB
-        from pipeline.allocator import keep_freed_memory
+        from pipeline.runs.allocator import keep_freed_memory
 
         keep_freed_memory()
         set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_MB)  # our worker process: flat memory

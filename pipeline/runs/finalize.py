@@ -30,14 +30,13 @@ from io_adapters.detect import open_reader, scale_metadata
 from io_adapters.errors import WriteError
 from io_adapters.output_safety import make_dirs, write_bytes_atomic
 from io_adapters.zarr_reader import ZarrReader
+from pipeline.image.job import clip_to_output, open_input, open_output
+from pipeline.image.kernel_estimate import KernelChoice, describe_choice, kernel_picture
+from pipeline.runs.tasks import ImageSpec, TrainOutcome, apply_threads
+from pipeline.source import declared_range, sr_bands
+from pipeline.steps.chain import BoundChain, ChainReader
 from zssr.kernels import prepare_kernel
 from zssr.metrics import lr_consistency, psnr, ssim
-
-from .job import clip_to_output, open_input, open_output
-from .kernel_estimate import KernelChoice, describe_choice, kernel_picture
-from .source import declared_range, sr_bands
-from .steps.chain import BoundChain, ChainReader
-from .tasks import ImageSpec, TrainOutcome, apply_threads
 
 __all__ = ["finalize_task", "finalize_image", "copy_store", "CROP_LR", "CONSISTENCY_LR"]
 

@@ -2,12 +2,12 @@
 
 * INPUT may be a STAC Item (a JSON file, or an ``s3://``/``https://`` URL) with ``--assets red,green,blue`` (asset
   keys or ``eo:bands`` common names / names, stacked in that order;
-  :mod:`pipeline.stac_input`): the bands are stacked in a GDAL VRT in a private
+  :mod:`pipeline.catalog.stac_input`): the bands are stacked in a GDAL VRT in a private
   temporary folder, removed when the command ends, and the job reads the VRT.
-* Every COG/TIFF/Zarr output records its provenance (:mod:`pipeline.provenance`); the
+* Every COG/TIFF/Zarr output records its provenance (:mod:`pipeline.catalog.provenance`); the
   source named there is the Item, or the input's URL (never a ``/vsi`` name).
 * ``--stac-item`` (implied by a STAC input) writes ``<output>.stac-item.json`` beside the
-  output (:mod:`pipeline.stac`), linked ``derived_from`` the Item or the input file; for
+  output (:mod:`pipeline.catalog.stac`), linked ``derived_from`` the Item or the input file; for
   an ``s3://`` output it is uploaded beside the object.
 """
 
@@ -20,12 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from io_adapters.vsi import display_url
-
-from .errors import UsageError
-from .job import ImageJob
-from .provenance import job_provenance, with_provenance
-from .stac import write_output_item
-from .stac_input import StacInput, is_stac_item, resolve_stac_input
+from pipeline.catalog.provenance import job_provenance, with_provenance
+from pipeline.catalog.stac import write_output_item
+from pipeline.catalog.stac_input import StacInput, is_stac_item, resolve_stac_input
+from pipeline.errors import UsageError
+from pipeline.image.job import ImageJob
 
 __all__ = ["add_cloud_args", "stac_source", "source_name", "record", "write_item"]
 

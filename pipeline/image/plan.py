@@ -12,7 +12,7 @@ Both gradual forms and the one-jump SR are one list of :class:`ImageStep`:
   which joins the father sources of the later steps.
 
 Each step carries its own config (``gradual_back_projection_iters``) and a tile plan
-(:func:`~pipeline.job.plan_step`) on the metadata of what it reads.
+(:func:`~pipeline.image.job.plan_step`) on the metadata of what it reads.
 
 >>> from io_adapters.base import Metadata
 >>> import numpy as np
@@ -36,10 +36,9 @@ from pathlib import Path
 
 from geometry import Scale
 from io_adapters.base import Metadata
+from pipeline.image.job import ImageJob, StepPlan, plan_step, working_meta
 from zssr.api import scale_steps
 from zssr.config import ZSSRConfig
-
-from .job import ImageJob, StepPlan, plan_step, working_meta
 
 __all__ = ["ImageStep", "plan_steps", "step_config"]
 

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from io_adapters.output_safety import UnsafeOutputError, make_dirs, write_bytes_atomic
-
-from .rundir import atomic_write_text
+from pipeline.runs.rundir import atomic_write_text
 
 __all__ = ["write_report", "plot_curves", "render_html"]
 

@@ -4,7 +4,7 @@ The driver (this module) expands the inputs, opens the run directory (lock,
 manifest, config), plans each image (tile grids of every gradual-SR step,
 read from the file's metadata only), decides what earlier runs already did
 (finished images, trained steps, finished tiles), creates the Zarr stores
-that do not exist yet, and hands the remaining tasks to :mod:`pipeline.graph`.
+that do not exist yet, and hands the remaining tasks to :mod:`pipeline.runs.graph`.
 Results come back as task completions: the manifest, the progress observer
 and the report are fed from them.  Library code, no printing: the CLI
 attaches a progress observer and prints the summary.
@@ -29,14 +29,9 @@ from io_adapters.detect import DEFAULT_MAX_PIXELS, scale_metadata, stale_temps
 from io_adapters.errors import WriteError
 from io_adapters.output_safety import check_output
 from io_adapters.zarr_store import ZarrWriter
-from zssr.api import scale_steps
-from zssr.config import ConfigError, ZSSRConfig, config_to_dict
-
-from .errors import EXIT, UsageError
-from .graph import SchedulerInfo, execute, open_scheduler, resolve_scheduler
-from .image_plan import plan_steps
-from .inputs import InputItem, expand_inputs, output_names, pair_ground_truth
-from .job import (
+from pipeline.catalog.provenance import with_provenance
+from pipeline.errors import EXIT, UsageError
+from pipeline.image.job import (
     ImageJob,
     check_size,
     dicom_writer_options,
@@ -44,11 +39,15 @@ from .job import (
     preflight_output,
     working_meta,
 )
-from .provenance import with_provenance
-from .run_state import ImageState, build_nodes
-from .rundir import JsonLinesHandler, RunDir, image_key, input_identity
-from .steps.chain import ChainReader, ChainSpec
-from .tasks import LOCAL_SINKS, TRAIN_TOPIC, ImageSpec
+from pipeline.image.plan import plan_steps
+from pipeline.runs.graph import SchedulerInfo, execute, open_scheduler, resolve_scheduler
+from pipeline.runs.inputs import InputItem, expand_inputs, output_names, pair_ground_truth
+from pipeline.runs.rundir import JsonLinesHandler, RunDir, image_key, input_identity
+from pipeline.runs.state import ImageState, build_nodes
+from pipeline.runs.tasks import LOCAL_SINKS, TRAIN_TOPIC, ImageSpec
+from pipeline.steps.chain import ChainReader, ChainSpec
+from zssr.api import scale_steps
+from zssr.config import ConfigError, ZSSRConfig, config_to_dict
 
 __all__ = ["RunSettings", "RunSummary", "run_batch", "FORMAT_SUFFIXES", "natural_suffix"]
 
@@ -242,8 +241,8 @@ def _batch_size(settings: RunSettings, sched: SchedulerInfo, pending: int) -> in
 def run_batch(inputs: list[str | Path], settings: RunSettings, *, observer: Any = None,
               quiet: bool = False) -> RunSummary:
     """Super-resolve every input into ``settings.out_dir`` (see the module doc)."""
-    from .report import write_report
-    from .run_progress import RunObserver
+    from pipeline.runs.progress import RunObserver
+    from pipeline.runs.report import write_report
 
     t0 = time.perf_counter()
     observer = observer or RunObserver()

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from configs import resolve_config, split_sections
+from pipeline.steps.chain import ChainSpec
+from pipeline.steps.policy import allow_user_steps
 from zssr.config import ConfigError, ZSSRConfig, config_to_dict
 from zssr.typed import build
-
-from .steps.chain import ChainSpec
-from .steps.policy import allow_user_steps
 
 __all__ = ["PipelineConfig", "ResolvedConfig", "pipeline_config_from_dict",
            "resolve_run_config", "resolved_from_args", "DEFAULT_TILE"]
@@ -59,7 +58,7 @@ class PipelineConfig:
 
     @property
     def band_indexes(self) -> tuple[int, ...] | None:
-        """``bands`` 0-based (what :class:`pipeline.job.ImageJob` takes)."""
+        """``bands`` 0-based (what :class:`pipeline.image.job.ImageJob` takes)."""
         return None if self.bands is None else tuple(b - 1 for b in self.bands)
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,7 +105,7 @@ def resolve_run_config(*, preset: str | None = None, config_file: str | Path | N
 
 
 def resolved_from_args(args: argparse.Namespace) -> ResolvedConfig:
-    """The ``--preset/--config/--set/--seed`` options (pipeline.cli_options) resolved."""
+    """The ``--preset/--config/--set/--seed`` options (pipeline.cli.options) resolved."""
     overrides = list(args.set)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")

@@ -1,7 +1,7 @@
 """Per-image bookkeeping of a run: the image's graph nodes and what their results mean.
 
 :func:`build_nodes` turns one planned image into train -> infer batches ->
-(next step ...) -> finalize :class:`~pipeline.graph.Node` s, leaving out
+(next step ...) -> finalize :class:`~pipeline.runs.graph.Node` s, leaving out
 finished tiles.  :class:`ImageState` receives the nodes' results and
 failures, writes the manifest transitions (queued, trained, inferred,
 finalized, failed), feeds the progress observer and assembles the image's
@@ -16,15 +16,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.image.kernel_estimate import describe_choice, is_estimate
+from pipeline.runs.finalize import finalize_task
+from pipeline.runs.graph import Node, Ref
+from pipeline.runs.inputs import InputItem
+from pipeline.runs.rundir import RunDir, atomic_write_text, image_key
+from pipeline.runs.tasks import ImageSpec, TrainOutcome, infer_task, kernel_task, train_task
 from zssr.api import merge_history
 from zssr.train import TrainingHistory
-
-from .finalize import finalize_task
-from .graph import Node, Ref
-from .inputs import InputItem
-from .kernel_estimate import describe_choice, is_estimate
-from .rundir import RunDir, atomic_write_text, image_key
-from .tasks import ImageSpec, TrainOutcome, infer_task, kernel_task, train_task
 
 __all__ = ["ImageState", "build_nodes", "history_summary", "MAX_CURVE_POINTS"]
 

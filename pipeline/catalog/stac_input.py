@@ -37,8 +37,7 @@ from io_adapters.errors import CorruptFileError, InvalidDataError, UnsupportedFo
 from io_adapters.objstore import is_remote, read_text
 from io_adapters.output_safety import write_text_atomic
 from io_adapters.vsi import gdal_path
-
-from .errors import InputError, UsageError
+from pipeline.errors import InputError, UsageError
 
 __all__ = ["StackedBand", "StacInput", "read_item", "select_bands", "write_stack_vrt",
            "resolve_stac_input", "is_stac_item"]

@@ -29,13 +29,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from .cli_options import add_config_args, add_image_args
-from .cmd_upscale import parse_device, parse_halo, pipeline_options, scale_option
-from .errors import UsageError, one_line
-from .graph import resolve_scheduler
-from .run import FORMAT_SUFFIXES, RunSettings, RunSummary, run_batch
-from .run_config import resolved_from_args
-from .run_progress import TqdmRunProgress
+from pipeline.cli.cmd_upscale import parse_device, parse_halo, pipeline_options, scale_option
+from pipeline.cli.options import add_config_args, add_image_args
+from pipeline.errors import UsageError, one_line
+from pipeline.runs.config import resolved_from_args
+from pipeline.runs.graph import resolve_scheduler
+from pipeline.runs.progress import TqdmRunProgress
+from pipeline.runs.run import FORMAT_SUFFIXES, RunSettings, RunSummary, run_batch
 
 log = logging.getLogger(__name__)
 

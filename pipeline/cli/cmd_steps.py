@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .steps.registry import describe_steps
+from pipeline.steps.registry import describe_steps
 
 
 def add_parser(sub, parents) -> None:

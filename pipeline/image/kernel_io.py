@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import InputError
 from zssr.kernels import KernelError, gaussian_kernel, kernel_from_mapping, validate_kernel
-
-from .errors import InputError
 
 __all__ = ["load_kernel", "kernel_from_args", "kernel_options"]
 
@@ -41,7 +40,7 @@ def load_kernel(path: str | Path) -> np.ndarray:
 
 def kernel_from_args(kernel: Path | None, sigma: float | None) -> np.ndarray | None:
     if kernel is not None and sigma is not None:
-        from .errors import UsageError
+        from pipeline.errors import UsageError
 
         raise UsageError("give either --kernel or --kernel-sigma, not both")
     if kernel is not None:

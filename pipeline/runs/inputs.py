@@ -41,8 +41,7 @@ from io_adapters.errors import IOAdapterError
 from io_adapters.objstore import is_remote
 from io_adapters.output_safety import is_tool_folder
 from io_adapters.vsi import gdal_path
-
-from .errors import UsageError
+from pipeline.errors import UsageError
 
 __all__ = ["InputItem", "expand_inputs", "output_names", "pair_ground_truth", "IMAGE_SUFFIXES",
            "input_location", "output_location"]

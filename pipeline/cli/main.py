@@ -26,10 +26,10 @@ from importlib import metadata as importlib_metadata
 from types import ModuleType
 
 from io_adapters.vsi import CredentialFilter
+from pipeline.errors import Terminated, exit_code, one_line
+from pipeline.runs.allocator import keep_freed_memory
 
 from . import cmd_eval, cmd_run, cmd_steps, cmd_upscale
-from .allocator import keep_freed_memory
-from .errors import Terminated, exit_code, one_line
 
 __all__ = ["main", "build_parser"]
 

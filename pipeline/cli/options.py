@@ -12,10 +12,9 @@ import argparse
 from pathlib import Path
 
 from io_adapters.detect import DEFAULT_MAX_PIXELS
+from pipeline.image.budget import parse_max_pixels
+from pipeline.runs.config import resolve_run_config
 from zssr.config import ZSSRConfig
-
-from .budget import parse_max_pixels
-from .run_config import resolve_run_config
 
 
 def add_image_args(p: argparse.ArgumentParser, *, device_help: str = "cpu, cuda or cuda:N",

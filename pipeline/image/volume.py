@@ -30,6 +30,7 @@ from io_adapters.base import Metadata, Window, check_output_path
 from io_adapters.detect import DEFAULT_MAX_PIXELS, open_reader, open_writer
 from io_adapters.errors import InvalidDataError, UnsupportedFormatError
 from io_adapters.nifti import scale_nifti_slices
+from pipeline.locking import OutputLock, abort_partials, clean_stale_partials
 from zssr.config import ZSSRConfig
 from zssr.through_plane import (
     ThroughPlaneHistory,
@@ -37,8 +38,6 @@ from zssr.through_plane import (
     slice_axis,
     super_resolve_through_plane,
 )
-
-from .locking import OutputLock, abort_partials, clean_stale_partials
 
 __all__ = ["VolumeJob", "VolumeResult", "volume_geometry", "through_plane_metadata",
            "upscale_through_plane"]

@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 from io_adapters.output_safety import check_output, write_text_atomic
-
-from .cli_options import add_config_args, config_from_args
-from .errors import UsageError
-from .evaluate import EvalRow, evaluate, summarize
+from pipeline.cli.options import add_config_args, config_from_args
+from pipeline.errors import UsageError
+from pipeline.image.evaluate import EvalRow, evaluate, summarize
 
 
 def add_parser(sub, parents) -> None:

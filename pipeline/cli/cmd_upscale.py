@@ -22,18 +22,17 @@ from io_adapters.output_safety import (
     conflict,
     write_text_atomic,
 )
-
-from .cli_options import add_config_args, add_image_args
-from .cloud_cli import add_cloud_args, record, stac_source, write_item
-from .errors import UsageError
-from .inputs import input_location, output_location
-from .job import ImageJob, dicom_writer_options
-from .kernel_estimate import describe_choice
-from .kernel_io import kernel_options
-from .progress import ImageProgress
-from .run_config import DEFAULT_TILE, PipelineConfig, resolved_from_args
-from .upscale import upscale_file
-from .volume import VolumeJob, upscale_through_plane
+from pipeline.cli.cloud import add_cloud_args, record, stac_source, write_item
+from pipeline.cli.options import add_config_args, add_image_args
+from pipeline.cli.progress import ImageProgress
+from pipeline.errors import UsageError
+from pipeline.image.job import ImageJob, dicom_writer_options
+from pipeline.image.kernel_estimate import describe_choice
+from pipeline.image.kernel_io import kernel_options
+from pipeline.image.upscale import upscale_file
+from pipeline.image.volume import VolumeJob, upscale_through_plane
+from pipeline.runs.config import DEFAULT_TILE, PipelineConfig, resolved_from_args
+from pipeline.runs.inputs import input_location, output_location
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +197,7 @@ def run_local(args: argparse.Namespace) -> int:
 
 
 def run_through_plane(args: argparse.Namespace) -> int:
-    """``--through-plane``: :func:`pipeline.volume.upscale_through_plane`."""
+    """``--through-plane``: :func:`pipeline.image.volume.upscale_through_plane`."""
     if (args.scale_z is None) == (args.slice_spacing is None) or args.scale is not None:
         raise UsageError("--through-plane takes one of --scale-z F and --slice-spacing MM "
                          "(not --scale)")

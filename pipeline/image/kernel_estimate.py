@@ -9,7 +9,7 @@ The result is a :class:`KernelChoice`: the estimate when it is usable, else the 
 (the preset's kernel, or bicubic) with the reason in one warning line and in the report.
 ``zssr upscale`` estimates before planning; ``zssr run`` estimates in a Dask task per
 image before training and keeps the choice in the run folder (``kernels/KEY.npz``), so a
-resumed run reuses it.  The halo follows the kernel used (:func:`pipeline.job.plan_step`).
+resumed run reuses it.  The halo follows the kernel used (:func:`pipeline.image.job.plan_step`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from rasterio.windows import Window as RioWindow
 
 from io_adapters.base import Reader
 from io_adapters.output_safety import write_bytes_atomic
+from pipeline.source import SampleStats, sample_stats, sr_bands
 from zssr.api import scale_steps
 from zssr.kernel_estimation import (
     WINDOW,
@@ -34,8 +35,6 @@ from zssr.kernel_estimation import (
     KernelEstimationError,
     estimate_kernel_windows,
 )
-
-from .source import SampleStats, sample_stats, sr_bands
 
 __all__ = ["ESTIMATE", "is_estimate", "KernelChoice", "estimate_file_kernel", "save_choice",
            "load_choice", "kernel_picture", "describe_choice"]

@@ -1,7 +1,7 @@
 """``zssr upscale``'s driver: one image in-process, one jump or gradual, under its lock.
 
-:func:`upscale_file` follows :func:`pipeline.image_plan.plan_steps`, the one list of SR
-steps ``zssr run`` follows too: each step trains (:mod:`pipeline.job`'s stages), and a step
+:func:`upscale_file` follows :func:`pipeline.image.plan.plan_steps`, the one list of SR
+steps ``zssr run`` follows too: each step trains (:mod:`pipeline.image.job`'s stages), and a step
 whose output is used writes every tile into the output file or a temporary Zarr, which the
 next step reads (``scale_steps``) or draws fathers from (``gradual_steps``).
 """
@@ -17,11 +17,7 @@ from pathlib import Path
 from geometry import Tile
 from io_adapters.base import Reader, check_output_path
 from io_adapters.detect import open_reader, scale_metadata
-from zssr.api import merge_history
-from zssr.train import TrainEvent, TrainingHistory
-
-from .image_plan import plan_steps
-from .job import (
+from pipeline.image.job import (
     ImageJob,
     UpscaleResult,
     check_size,
@@ -34,10 +30,13 @@ from .job import (
     write_step,
     writer_options,
 )
-from .kernel_estimate import estimate_file_kernel, is_estimate
-from .locking import OutputLock, abort_partials, clean_stale_partials, step_workdir
-from .source import ReaderCropSource
-from .steps.chain import ChainReader
+from pipeline.image.kernel_estimate import estimate_file_kernel, is_estimate
+from pipeline.image.plan import plan_steps
+from pipeline.locking import OutputLock, abort_partials, clean_stale_partials, step_workdir
+from pipeline.source import ReaderCropSource
+from pipeline.steps.chain import ChainReader
+from zssr.api import merge_history
+from zssr.train import TrainEvent, TrainingHistory
 
 __all__ = ["upscale_file"]
 
@@ -64,7 +63,7 @@ def upscale_file(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None
 def _upscale(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None,
              on_tile: Callable[[Tile], None] | None,
              on_stage: Callable[[str, int], None] | None) -> UpscaleResult:
-    """The one loop over :func:`~pipeline.image_plan.plan_steps`: train each step, then
+    """The one loop over :func:`~pipeline.image.plan.plan_steps`: train each step, then
     (if its output is used) every tile of every frame into the output file or a working
     Zarr, which the next step reads (``scale_steps``) or samples fathers from
     (``gradual_steps``)."""

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import UsageError
+from pipeline.errors import UsageError
 
 __all__ = ["Node", "Ref", "SchedulerInfo", "open_scheduler", "execute", "resolve_scheduler",
            "default_workers"]
@@ -107,7 +107,7 @@ def open_scheduler(address: str, *, workers: int | None = None, torch_threads: i
         return
     from distributed import Client, LocalCluster
 
-    from .dask_plugins import TorchThreads
+    from pipeline.runs.dask_plugins import TorchThreads
 
     # distributed configures its loggers on import: its INFO lines (scheduler and nanny
     # start/stop) drown the progress bars, so they show only at debug level (-vv)

@@ -64,11 +64,10 @@ from io_adapters.output_safety import (
     replace_onto,
     write_bytes_atomic,
 )
+from pipeline.locking import FolderLock
+from pipeline.source import SampleStats
 from zssr.normalize import Normalizer
 from zssr.train import TrainingHistory
-
-from .locking import FolderLock
-from .source import SampleStats
 
 __all__ = ["RunPaths", "RunDir", "image_key", "input_identity", "save_weights", "load_weights",
            "JsonLinesHandler", "atomic_write_text", "STATES"]
@@ -373,7 +372,7 @@ class RunDir(RunPaths):
 
     def event(self, message: str, **fields: Any) -> None:
         """One structured line in ``log.jsonl`` (and an INFO log record)."""
-        line = {"time": _now(), "level": "INFO", "logger": "pipeline.run", "message": message,
+        line = {"time": _now(), "level": "INFO", "logger": "pipeline.runs.run", "message": message,
                 **fields}
         with open_append(self.root / "log.jsonl") as fh:
             fh.write(json.dumps(line, default=str) + "\n")

@@ -2,7 +2,7 @@
 
 The three stages are separate functions so the Dask graph can run them as
 tasks (``train_stage`` once per image, ``infer_tiles`` over batches of tiles,
-the writer's ``commit`` in a finalize task) and :func:`pipeline.upscale.upscale_file`
+the writer's ``commit`` in a finalize task) and :func:`pipeline.image.upscale.upscale_file`
 runs them in-process for ``zssr upscale``.
 
 Data flow: reader -> :class:`~pipeline.source.ReaderCropSource` (working
@@ -28,6 +28,11 @@ from geometry import Scale, ScaleLike, Tile, TileGrid, as_scale
 from io_adapters.base import Metadata, Reader, Writer
 from io_adapters.detect import DEFAULT_MAX_PIXELS, open_reader, open_writer, scale_metadata
 from io_adapters.errors import InvalidDataError
+from pipeline.image.budget import check_budget
+from pipeline.image.halo import resolve_halo
+from pipeline.image.kernel_estimate import is_estimate
+from pipeline.source import ReaderCropSource, SampleStats, sample_stats, sr_bands
+from pipeline.steps.chain import BoundChain, ChainReader, ChainSpec, ChainWriter
 from zssr.config import ZSSRConfig
 from zssr.inference import predict
 from zssr.kernels import prepare_kernel
@@ -35,12 +40,6 @@ from zssr.model import build_model, state_fits
 from zssr.normalize import Normalizer
 from zssr.resize import imresize
 from zssr.train import TrainEvent, TrainingDivergedError, TrainingHistory, train
-
-from .budget import check_budget
-from .halo import resolve_halo
-from .kernel_estimate import is_estimate
-from .source import ReaderCropSource, SampleStats, sample_stats, sr_bands
-from .steps.chain import BoundChain, ChainReader, ChainSpec, ChainWriter
 
 __all__ = ["ImageJob", "TrainResult", "StepPlan", "plan_step", "with_kernel", "train_stage",
            "infer_tiles",
@@ -60,7 +59,7 @@ class ImageJob:
     scale: float
     config: ZSSRConfig = field(default_factory=ZSSRConfig)
     kernel: np.ndarray | str | None = None  # raw 2-D kernel (HR px); None: MATLAB bicubic;
-    #: "estimate": the image's own (pipeline.kernel_estimate), else fallback_kernel
+    #: "estimate": the image's own (pipeline.image.kernel_estimate), else fallback_kernel
     fallback_kernel: np.ndarray | None = None
     bands: tuple[int, ...] | None = None  # 0-based band selection
     tile: int = 256  # LR tile side
@@ -69,7 +68,7 @@ class ImageJob:
     overwrite: bool = False
     writer_options: dict = field(default_factory=dict)
     chain: ChainSpec | None = None  # pre/post steps around SR (pipeline.steps.chain)
-    max_pixels: int = DEFAULT_MAX_PIXELS  # declared size limit (--max-pixels; pipeline.budget)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # declared size limit (--max-pixels; pipeline.image.budget)
 
 
 @dataclass
@@ -139,7 +138,7 @@ def preflight_output(job: ImageJob, meta: Metadata, scale: float, *,
 
 def plan_step(meta: Metadata, job: ImageJob, rel_scale: ScaleLike) -> StepPlan:
     """The tile grid and kernel of one step at ``rel_scale``.  The halo is
-    :func:`~pipeline.halo.resolve_halo`'s: the dependency radius for ``job.halo=None``,
+    :func:`~pipeline.image.halo.resolve_halo`'s: the dependency radius for ``job.halo=None``,
     else the given one, with a warning naming the radius when it is smaller.
 
     With ``job.kernel="estimate"`` (known only once a task has estimated it) the plan is
@@ -339,7 +338,7 @@ class UpscaleResult:
     seconds: dict[str, float]
     tiles: int
     meta: Metadata
-    kernel: Any = None  # pipeline.kernel_estimate.KernelChoice with --kernel estimate
+    kernel: Any = None  # pipeline.image.kernel_estimate.KernelChoice with --kernel estimate
 
 
 def working_meta(meta: Metadata, plan: StepPlan, path: Path) -> Metadata:

@@ -23,10 +23,9 @@ import numpy as np
 
 from geometry import as_scale
 from io_adapters.provenance import Provenance
+from pipeline.image.job import ImageJob
 from zssr import __version__
 from zssr.config import ZSSRConfig, config_to_dict
-
-from .job import ImageJob
 
 __all__ = ["SOFTWARE", "config_sha256", "kernel_label", "job_provenance", "with_provenance",
            "RECORDING_SUFFIXES"]

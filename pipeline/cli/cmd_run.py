@@ -68,6 +68,9 @@ def add_parser(sub, parents) -> None:
                    help="start each image from the weights of the previous image with as many "
                         "bands, with the shorter train.warm_* schedule (same as --set "
                         "warm_start=true)")
+    p.add_argument("--stac-item", action="store_true",
+                   help="write a STAC Item <output>.stac-item.json beside each output and "
+                   "outputs/collection.json, a STAC Collection linking them")
     p.add_argument("--retries", type=int, default=2,
                    help="retries of a task after a transient failure (default 2)")
     add_config_args(p)
@@ -94,7 +97,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         torch_threads=_positive(args.torch_threads, "--torch-threads"), resume=args.resume,
         overwrite=args.overwrite, ground_truth=args.ground_truth, out_format=args.format,
         batch_tiles=_positive(args.batch_tiles, "--batch-tiles"), retries=args.retries,
-        deidentify=args.deidentify, max_pixels=args.max_pixels,
+        deidentify=args.deidentify, max_pixels=args.max_pixels, stac_items=args.stac_item,
         **pipeline_options(args, rc.pipeline))
 
 

@@ -32,6 +32,7 @@ from io_adapters.output_safety import make_dirs, write_bytes_atomic
 from io_adapters.zarr_reader import ZarrReader
 from pipeline.image.job import clip_to_output, open_input, open_output
 from pipeline.image.kernel_estimate import KernelChoice, describe_choice, kernel_picture
+from pipeline.runs.stac_run import write_item
 from pipeline.runs.tasks import ImageSpec, TrainOutcome, apply_threads
 from pipeline.source import declared_range, sr_bands
 from pipeline.steps.chain import BoundChain, ChainReader
@@ -108,6 +109,7 @@ def finalize_image(spec: ImageSpec, outcomes: list[TrainOutcome]) -> dict[str, A
         _check_complete(spec)
         chain = reader.chain if isinstance(reader, ChainReader) else None
         output = copy_store(spec, store, out_meta, chain=chain)
+        write_item(spec)  # --stac-item: the output's STAC Item beside it
         write_seconds = time.perf_counter() - t0
         entry: dict[str, Any] = {"output": str(output), "write_seconds": write_seconds,
                                  "shape_in": [meta.frames, meta.bands, meta.rows, meta.cols],

@@ -28,6 +28,7 @@ from io_adapters.base import Metadata
 from io_adapters.detect import DEFAULT_MAX_PIXELS, scale_metadata, stale_temps
 from io_adapters.errors import WriteError
 from io_adapters.output_safety import check_output
+from io_adapters.vsi import display_url
 from io_adapters.zarr_store import ZarrWriter
 from pipeline.catalog.provenance import with_provenance
 from pipeline.errors import EXIT, UsageError
@@ -43,6 +44,7 @@ from pipeline.image.plan import plan_steps
 from pipeline.runs.graph import SchedulerInfo, execute, open_scheduler, resolve_scheduler
 from pipeline.runs.inputs import InputItem, expand_inputs, output_names, pair_ground_truth
 from pipeline.runs.rundir import JsonLinesHandler, RunDir, image_key, input_identity
+from pipeline.runs.stac_run import write_run_stac
 from pipeline.runs.state import ImageState, build_nodes
 from pipeline.runs.tasks import LOCAL_SINKS, TRAIN_TOPIC, ImageSpec
 from pipeline.steps.chain import ChainReader, ChainSpec
@@ -82,6 +84,7 @@ class RunSettings:
     chain: ChainSpec | None = None  # pre/post steps around SR (pipeline.steps.chain)
     deidentify: bool = False  # DICOM outputs: drop patient-identifying attributes
     max_pixels: int = DEFAULT_MAX_PIXELS  # declared size limit per input (--max-pixels)
+    stac_items: bool = False  # Items beside the outputs, a Collection (runs.stac_run)
 
     def fingerprint(self) -> dict[str, Any]:
         """What shapes the result: a change gives a new image key."""
@@ -158,8 +161,9 @@ def _plan(item: InputItem, name: str, settings: RunSettings, rd: RunDir, gt: Pat
         output = rd.check_output(  # the output rule: inside outputs/, never an input
             rd.outputs / f"{name}_x{settings.scale:g}{_output_suffix(source, settings)}",
             inputs=(item.path,))
+        source = display_url(item.path)  # a URL input named as the user gave it
         job = with_provenance(replace(job, output=output, writer_options=dicom_writer_options(
-            output, settings.deidentify)))  # the output's provenance tags, as zssr upscale
+            output, settings.deidentify)), source=source)  # provenance tags, as zssr upscale
         check_size(meta, job)
         steps = plan_steps(meta, job)
         metas: list[Metadata | None] = []  # of each step's store (None: not computed)
@@ -170,7 +174,8 @@ def _plan(item: InputItem, name: str, settings: RunSettings, rd: RunDir, gt: Pat
                          if step.inferred else None)
         spec = ImageSpec(key=key, name=name, job=job, run_dir=rd.root, steps=tuple(steps),
                          frames=meta.frames, out_shape=(metas[-1].rows, metas[-1].cols),
-                         ground_truth=gt, torch_threads=settings.torch_threads)
+                         ground_truth=gt, torch_threads=settings.torch_threads,
+                         stac_source=source if settings.stac_items else None)
         state = ImageState(spec=spec, item=item, store_metas=metas)
         _resume(state, rd, settings, last, owners)
         if not state.skipped:
@@ -269,6 +274,9 @@ def run_batch(inputs: list[str | Path], settings: RunSettings, *, observer: Any 
                                 torch_threads=settings.torch_threads,
                                 gpu=settings.device.startswith("cuda"), quiet=quiet) as sched:
                 _run_graph(states, rd, settings, sched, observer)
+            if settings.stac_items:  # Items of outputs finished earlier, the Collection
+                write_run_stac(rd.outputs, [(s.spec, s.skipped) for s in states if s.skipped
+                                            or s.state == "finalized"], run_name=rd.root.name)
             entries = [s.final_entry(rd) for s in states]
             counts = _counts(states)
             summary = RunSummary(rd.root, entries, counts, time.perf_counter() - t0, address)

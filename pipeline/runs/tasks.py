@@ -87,6 +87,7 @@ class ImageSpec:
     ground_truth: Path | None = None
     replace_output: bool = False  # an existing output may be replaced
     torch_threads: int | None = None
+    stac_source: str | None = None  # derived_from of the output's STAC Item; None: no Item
 
     @property
     def paths(self) -> RunPaths:

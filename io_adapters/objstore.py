@@ -16,6 +16,10 @@ uploads of that key before it starts.  The temporary folder is always removed.
 Objects zssr wrote carry the user metadata ``zssr-output: 1``; ``--overwrite`` replaces
 only those.  Folder outputs (Zarr stores, DICOM series) are refused here.
 
+For ``zssr run``'s inputs on S3, :func:`list_keys` lists a prefix (the objects a prefix or
+a pattern stands for) and :func:`object_identity` gives an object's size and ETag (what
+tells a resumed run that the object is the same); their errors are input errors (exit 3).
+
 The client is boto3's: endpoint from ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``),
 credentials from the usual environment variables, profiles and instance roles.  Error
 messages are our own one line, naming the URL and the class of failure (exit 7), never
@@ -42,7 +46,8 @@ from .errors import InputNotFoundError, WriteError
 from .vsi import scrub
 
 __all__ = ["is_remote", "parse_s3_url", "check_remote_output", "upload_atomic",
-           "staged_output", "abort_pending", "read_text", "MARKER", "PART_SIZE"]
+           "staged_output", "abort_pending", "read_text", "list_keys", "object_identity",
+           "MARKER", "PART_SIZE"]
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +121,27 @@ def check_remote_output(url: str, *, overwrite: bool, client: Any = None) -> Non
                          "whatever --overwrite says")
 
 
+def _input_error(url: str, exc: BaseException, client: Any = None,
+                 bucket: str | None = None) -> InputNotFoundError:
+    """Our one line for a boto error while reading ``url`` (exit 3).  A HEAD answers a
+    bare 404 for a missing bucket as for a missing key: with ``client`` and ``bucket`` the
+    bucket is asked which it is."""
+    response = getattr(exc, "response", {})
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if status == 404 and code in ("404", "NotFound") and client is not None:
+        try:
+            client.head_bucket(Bucket=bucket)
+            code = "NoSuchKey"
+        except (ClientError, BotoCoreError):
+            code = "NoSuchBucket"
+    what = {"NoSuchKey": "no such object", "NoSuchBucket": "the bucket does not exist",
+            "AccessDenied": "access denied", "403": "access denied"}.get(code)
+    if isinstance(exc, EndpointConnectionError):
+        what = "the endpoint cannot be reached"
+    return InputNotFoundError(f"{url}: {what or 'cannot be read'}")
+
+
 def read_text(url: str, *, limit: int = 16 * 1024 * 1024) -> str:
     """The text of a small object (a STAC Item); one-line input errors (exit 3)."""
     bucket, key = parse_s3_url(url)
@@ -123,15 +149,35 @@ def read_text(url: str, *, limit: int = 16 * 1024 * 1024) -> str:
         body = _client().get_object(Bucket=bucket, Key=key)["Body"]
         data = body.read(limit + 1)
     except (ClientError, BotoCoreError) as exc:
-        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-        what = {"NoSuchKey": "no such object", "NoSuchBucket": "the bucket does not exist",
-                "AccessDenied": "access denied"}.get(code)
-        if isinstance(exc, EndpointConnectionError):
-            what = "the endpoint cannot be reached"
-        raise InputNotFoundError(f"{url}: {what or 'cannot be read'}") from None
+        raise _input_error(url, exc) from None
     if len(data) > limit:
         raise InputNotFoundError(f"{url}: larger than {limit} bytes; not a STAC Item")
     return data.decode("utf-8", errors="replace")
+
+
+def list_keys(url: str, bucket: str, prefix: str, *, direct: bool = False) -> list[str]:
+    """The keys of ``bucket`` that start with ``prefix`` (``direct``: only those with no
+    ``/`` after it, as a folder lists its files), sorted; one-line input errors naming
+    ``url`` (exit 3)."""
+    client = _client()
+    options = {"Bucket": bucket, "Prefix": prefix, **({"Delimiter": "/"} if direct else {})}
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(**options)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+    except (ClientError, BotoCoreError) as exc:
+        raise _input_error(url, exc) from None
+
+
+def object_identity(url: str) -> dict[str, Any]:
+    """What identifies an object's content for a run's resume: its size and ETag (a new
+    upload of the key gets a new ETag); one-line input errors (exit 3)."""
+    bucket, key = parse_s3_url(url)
+    client = _client()
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+    except (ClientError, BotoCoreError) as exc:
+        raise _input_error(url, exc, client, bucket) from None
+    return {"url": url, "size": head.get("ContentLength"), "etag": head.get("ETag")}
 
 
 def abort_pending(client: Any, bucket: str, key: str) -> int:

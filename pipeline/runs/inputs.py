@@ -1,6 +1,6 @@
 """Expand ``zssr run INPUT...`` into a stable, de-duplicated list of images.
 
-An INPUT is a file, a folder or a glob pattern:
+An INPUT is a file, a folder, a glob pattern or a URL:
 
 * a file is one image (its format is judged later, by content);
 * a folder that is a Zarr store or a folder of DICOM slices (judged by
@@ -9,7 +9,10 @@ An INPUT is a file, a folder or a glob pattern:
   sub-folders that are Zarr stores or DICOM series become images, other
   files (``README.txt``) are skipped;
 * a pattern with ``*``, ``?`` or ``[`` is expanded with :func:`glob.glob`
-  (``**`` recurses) and each match is treated as above.
+  (``**`` recurses) and each match is treated as above;
+* a URL (``s3://``, ``gs://``, ``az://``, ``https://``, a ``/vsi…`` name) is one object,
+  an ``s3://`` prefix (``…/``) or pattern the objects it lists
+  (:mod:`pipeline.runs.remote_inputs`); the item's path is GDAL's ``/vsi…`` name.
 
 Order is the order of the arguments, then sorted names within a folder or a
 pattern; the same resolved path given twice is kept once.  Matches of a pattern
@@ -34,14 +37,16 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 from io_adapters.detect import sniff
 from io_adapters.errors import IOAdapterError
 from io_adapters.objstore import is_remote
 from io_adapters.output_safety import is_tool_folder
-from io_adapters.vsi import gdal_path
+from io_adapters.vsi import display_url, gdal_path, is_vsi
 from pipeline.errors import UsageError
+from pipeline.runs.remote_inputs import expand_url, is_url
 
 __all__ = ["InputItem", "expand_inputs", "output_names", "pair_ground_truth", "IMAGE_SUFFIXES",
            "input_location", "output_location"]
@@ -83,8 +88,16 @@ class InputItem:
 
     @property
     def stem(self) -> str:
-        """Name used for outputs and ground-truth pairing (a folder's name, a file's stem)."""
+        """Name used for outputs and ground-truth pairing (a folder's name, a file's stem;
+        an object's stem, its URL's query left out)."""
+        if is_vsi(self.path):
+            return PurePosixPath(urlsplit(self.location).path).stem
         return self.path.name if self.path.is_dir() else self.path.stem
+
+    @property
+    def location(self) -> str:
+        """The input as the user names it: the path, or the URL (never a ``/vsi`` name)."""
+        return display_url(self.path)
 
 
 def _failed(path: Path, spec: str, exc: BaseException) -> InputItem:
@@ -172,7 +185,12 @@ def expand_inputs(specs: Iterable[str | Path], *,
     skip = [Path(e).resolve() for e in exclude]
     for raw in specs:
         spec = str(raw)
-        if _GLOB_CHARS & set(spec) and not Path(spec).exists():
+        if is_url(spec):  # by URL; s3:// prefixes and patterns listed (runs.remote_inputs)
+            try:
+                found = [InputItem(Path(gdal_path(url)), spec) for url in expand_url(spec)]
+            except (IOAdapterError, UsageError) as exc:
+                found = [_failed(Path(gdal_path(spec)), spec, exc)]
+        elif _GLOB_CHARS & set(spec) and not Path(spec).exists():
             base = _glob_base(spec)
             every = sorted(glob.glob(spec, recursive=True))
             matches = [m for m in every if not _tool_output(Path(m), base, skip)]

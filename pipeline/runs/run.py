@@ -28,7 +28,6 @@ from io_adapters.base import Metadata
 from io_adapters.detect import DEFAULT_MAX_PIXELS, scale_metadata, stale_temps
 from io_adapters.errors import WriteError
 from io_adapters.output_safety import check_output
-from io_adapters.vsi import display_url
 from io_adapters.zarr_store import ZarrWriter
 from pipeline.catalog.provenance import with_provenance
 from pipeline.errors import EXIT, UsageError
@@ -161,7 +160,7 @@ def _plan(item: InputItem, name: str, settings: RunSettings, rd: RunDir, gt: Pat
         output = rd.check_output(  # the output rule: inside outputs/, never an input
             rd.outputs / f"{name}_x{settings.scale:g}{_output_suffix(source, settings)}",
             inputs=(item.path,))
-        source = display_url(item.path)  # a URL input named as the user gave it
+        source = item.location  # a URL input named as the user gave it
         job = with_provenance(replace(job, output=output, writer_options=dicom_writer_options(
             output, settings.deidentify)), source=source)  # provenance tags, as zssr upscale
         check_size(meta, job)
@@ -316,7 +315,7 @@ def _plan_all(items: list[InputItem], names: dict[Path, str], settings: RunSetti
             except Exception as exc:  # noqa: BLE001 - a bad input fails its image only
                 state = ImageState.failed_input(item, name, settings.fingerprint(), exc)
         if state.error is not None:
-            rd.record(state.key, "failed", input=str(item.path), stage="plan",
+            rd.record(state.key, "failed", input=item.location, stage="plan",
                       error_class=state.error_class, error=state.error)
             rd.event("image failed", image=state.key, error_class=state.error_class,
                      error=state.error)
@@ -342,7 +341,7 @@ def _run_graph(states: list[ImageState], rd: RunDir, settings: RunSettings,
         nodes += image_nodes
         last_by_bands[bands] = next(n.key for n in image_nodes
                                     if n.kind == "train" and n.step == 0)
-        rd.record(state.key, "queued", input=str(state.item.path), output=str(
+        rd.record(state.key, "queued", input=state.item.location, output=str(
             state.spec.job.output), scale=settings.scale, run=state.run_id)
     observer.start(names={s.key: s.name for s in states}, total=len(states),
                    skipped=sum(s.skipped for s in states),

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 import yaml
 
+from io_adapters.objstore import is_remote, object_identity
 from io_adapters.output_safety import (
     RUN_LOCK,
     RUN_MANIFEST,
@@ -64,6 +65,7 @@ from io_adapters.output_safety import (
     replace_onto,
     write_bytes_atomic,
 )
+from io_adapters.vsi import display_url, is_vsi
 from pipeline.locking import FolderLock
 from pipeline.source import SampleStats
 from zssr.normalize import Normalizer
@@ -193,8 +195,12 @@ def input_identity(path: Path) -> dict[str, Any]:
     """What identifies an input's content: path + size + mtime, or a small file's hash.
 
     A folder (DICOM series, Zarr store) is identified by the names, sizes and
-    modification times of the files in it.
+    modification times of the files in it; an ``s3://`` object by its size and ETag, other
+    URLs by the URL alone (a changed object there is not noticed: use a new --out).
     """
+    if is_vsi(path):
+        url = display_url(path)
+        return object_identity(url) if is_remote(url) else {"url": url}
     path = Path(path).resolve()
     if path.is_dir():
         h = hashlib.sha256()

@@ -133,7 +133,7 @@ class ImageState:
             entry = self.entry()
             atomic_write_text(rd.entry(self.key), json.dumps(entry, indent=1, default=str),
                               root=rd.root)
-            rd.record(self.key, "finalized", input=str(self.item.path),
+            rd.record(self.key, "finalized", input=self.item.location,
                       output=str(spec.job.output), seconds=self.seconds)
             rd.event("image finalized", image=self.key, output=str(spec.job.output))
             observer.image_done(self.key, "finalized")
@@ -144,7 +144,7 @@ class ImageState:
         self.state, self.stage = "failed", node.kind
         self.error_class = type(exc).__name__
         self.error = (str(exc) or repr(exc))[:MAX_ERROR_CHARS]
-        rd.record(self.key, "failed", input=str(self.item.path), stage=node.kind,
+        rd.record(self.key, "failed", input=self.item.location, stage=node.kind,
                   step=node.step, error_class=self.error_class, error=self.error)
         rd.event("image failed", image=self.key, stage=node.kind,
                  error_class=self.error_class, error=self.error)
@@ -163,7 +163,7 @@ class ImageState:
 
     def entry(self) -> dict[str, Any]:
         spec = self.spec
-        e: dict[str, Any] = {"key": self.key, "name": self.name, "input": str(self.item.path),
+        e: dict[str, Any] = {"key": self.key, "name": self.name, "input": self.item.location,
                              "state": self.state}
         if spec is not None:
             e.update(output=str(spec.job.output), scale=spec.job.scale,
@@ -188,7 +188,7 @@ class ImageState:
         try:
             e = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
-            e = {"key": self.key, "name": self.name, "input": str(self.item.path),
+            e = {"key": self.key, "name": self.name, "input": self.item.location,
                  "output": str(self.spec.job.output), "state": "finalized"}
         e["skipped"] = True
         return e

@@ -14,6 +14,12 @@ on ``commit()`` an uncompressed (Explicit VR Little Endian) derived image:
   source dtype with the source's rescale slope/intercept;
 * a ``.dcm`` file for a single or multi-frame source, a folder with one file
   per slice (same file names) for a folder series;
+* for metadata from :func:`scale_dicom_slices` (through-plane SR of a folder series:
+  more, thinner slices), a folder ``IM0001.dcm``... of the new slices, each derived from
+  the header of its nearest old slice, with the thin-slice attributes of
+  :mod:`io_adapters._dicom_slices` (InstanceNumber, SliceThickness,
+  SpacingBetweenSlices, a new SeriesNumber and SeriesDescription, references to the old
+  slices it lies between);
 * with ``deidentify=True``, patient-identifying attributes and private tags
   removed by :func:`io_adapters.deidentify.deidentify` (not a full
   de-identification profile: read its docstring).
@@ -24,6 +30,7 @@ destination is renamed on commit; ``abort()`` leaves nothing behind.
 
 from __future__ import annotations
 
+import datetime
 import logging
 from dataclasses import replace
 from importlib import metadata as importlib_metadata
@@ -46,11 +53,17 @@ from ._common import (
 )
 from ._dicom_derive import derive_dataset
 from ._dicom_frames import DicomFrame, scaled_frame, stored_range
+from ._dicom_slices import (
+    new_series_number,
+    scale_dicom_slices,
+    set_slice_attributes,
+    slice_file_names,
+)
 from .base import AtomicWriterMixin, Metadata, Window, check_output_path
 from .deidentify import deidentify
 from .errors import InvalidDataError, WriteError
 
-__all__ = ["DicomWriter", "scale_dicom_metadata"]
+__all__ = ["DicomWriter", "scale_dicom_metadata", "scale_dicom_slices"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +87,30 @@ def scale_dicom_metadata(meta: Metadata, scale: ScaleLike) -> Metadata:
     return replace(meta, rows=rows, cols=cols, medical=medical, extra=extra)
 
 
-def _default_description(scale: tuple[float, float]) -> str:
+def _version() -> str:
     try:
-        version = importlib_metadata.version("zssr-pipeline")
+        return importlib_metadata.version("zssr-pipeline")
     except importlib_metadata.PackageNotFoundError:
-        version = "unknown"
+        return "unknown"
+
+
+def _default_description(meta: Metadata) -> str:
+    if "through_plane" in meta.extra:
+        tp = meta.extra["through_plane"]
+        return (f"Zero-Shot Super-Resolution through-plane x{tp['factor']:.4g}: slices "
+                f"{tp['old_spacing']:.4g} mm apart made {tp['spacing']:.4g} mm apart "
+                f"(SMORE-style, zssr-pipeline {_version()})")
+    scale = meta.extra.get("scale", (1.0, 1.0))
     factor = f"{scale[0]:g}" if scale[0] == scale[1] else f"{scale[0]:g}x{scale[1]:g}"
-    return f"Zero-Shot Super-Resolution x{factor} (zssr-pipeline {version})"
+    return f"Zero-Shot Super-Resolution x{factor} (zssr-pipeline {_version()})"
+
+
+def _series_description(header: Dataset, meta: Metadata) -> str:
+    """SeriesDescription (LO, 64 chars) of a through-plane series: what was done, first."""
+    tp = meta.extra["through_plane"]
+    old = str(header.get("SeriesDescription") or "").strip()
+    done = f"ZSSR thin {tp['spacing']:.3g}mm x{tp['factor']:.3g}"
+    return f"{done} {old}"[:64].strip()
 
 
 class DicomWriter(AtomicWriterMixin):
@@ -103,8 +133,11 @@ class DicomWriter(AtomicWriterMixin):
             raise WriteError(f"{path}: is a folder; give a .dcm file name")
         self.path = check_output_path(Path(path), inputs=(Path(meta.path), *sources, *inputs),
                                       overwrite=overwrite)
-        self.description = (description or _default_description(
-            meta.extra.get("scale", (1.0, 1.0))))[:1024]
+        if "through_plane" in meta.extra and not self._series:
+            raise InvalidDataError(
+                f"{meta.path}: a multi-frame input's through-plane result is not written as "
+                "DICOM yet (a folder series is); write NIfTI (.nii.gz) or Zarr (.zarr)")
+        self.description = (description or _default_description(meta))[:1024]
         self._deidentify = bool(deidentify)  # io_adapters.deidentify on every output file
         self._pixels: dict[int, np.ndarray] = {}
         self._written: dict[int, np.ndarray] = {}
@@ -148,6 +181,8 @@ class DicomWriter(AtomicWriterMixin):
         if not self._series:
             pixels = np.stack([self._pixels[i] for i in range(m.frames)])
             out = [(self.path.name, derive_dataset(headers[0], pixels, list(frames), **common))]
+        elif "through_plane" in m.extra:
+            out = self._thin_slices(frames, headers, common)
         else:
             names = [Path(s).name for s in m.medical.sources]  # type: ignore[union-attr]
             out = [(names[f.source], derive_dataset(headers[f.source],
@@ -156,6 +191,20 @@ class DicomWriter(AtomicWriterMixin):
         if self._deidentify:
             for _, ds in out:
                 deidentify(ds)
+        return out
+
+    def _thin_slices(self, frames: tuple[DicomFrame, ...], headers: tuple[Dataset, ...],
+                     common: dict) -> list[tuple[str, Dataset]]:
+        """One new file per thin slice (:mod:`io_adapters._dicom_slices`)."""
+        m, now = self.meta, datetime.datetime.now()
+        number = new_series_number(headers[0])
+        description = _series_description(headers[0], m)
+        out = []
+        for i, (name, f) in enumerate(zip(slice_file_names(m.frames), frames, strict=True)):
+            ds = derive_dataset(headers[f.source], self._pixels[i][np.newaxis], [f], **common)
+            set_slice_attributes(ds, i, m, series_number=number,
+                                 series_description=description, now=now)
+            out.append((name, ds))
         return out
 
     def commit(self) -> Path:

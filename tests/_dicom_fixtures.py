@@ -11,6 +11,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pydicom.valuerep import format_number_as_ds
 
 DICOM = Path(__file__).resolve().parent / "data" / "dicom"
 SERIES_NAMES = ("IM_c.dcm", "IM_a.dcm", "IM_b.dcm")  # anatomical order (see make_dicom_series.py)
@@ -105,3 +106,59 @@ def dciodvfy_errors(path: Path) -> set[str]:
         line = re.sub(r"\d+ dec", "N dec", line)
         errors.add(" ".join(line.split()))
     return errors
+
+
+#: Orientation of the oblique thick series: the patient axes turned 0.5 rad about
+#: (1, 2, 3), so the slice normal is none of x, y, z and a wrong normal cannot pass.
+OBLIQUE_AXIS, OBLIQUE_ANGLE = (1.0, 2.0, 3.0), 0.5
+THICK_NAMES = ("S3.dcm", "S0.dcm", "S4.dcm", "S1.dcm", "S2.dcm")  # slice k in "S{k}.dcm"
+
+
+def rotation(axis: tuple[float, float, float], angle: float) -> np.ndarray:
+    """Rodrigues' rotation matrix: its columns are the row, column and normal directions."""
+    k = np.asarray(axis, float) / np.linalg.norm(axis)
+    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
+
+
+def thick_series(folder: Path, *, oblique: bool = True, rows: int = 24, cols: int = 20,
+                 spacing: float = 3.0, pixel_spacing: tuple[float, float] = (0.7, 0.8),
+                 origin: tuple[float, float, float] = (-12.5, 30.25, 101.0)) -> dict:
+    """A thick-slice CT series of ``len(THICK_NAMES)`` slices from CT_small.dcm's header.
+
+    Slice k holds a ``rows x cols`` window of CT_small's pixels moved by 3 k rows (distinct,
+    real CT values) at ``origin + k * spacing * normal``; SliceThickness and
+    SpacingBetweenSlices are ``spacing``; UIDs are seeded.  File names are not in slice
+    order.  Returns the folder and the geometry the test checks against: ``origin``,
+    ``row``/``col``/``normal`` (unit vectors), ``spacing``, ``pixel_spacing``, ``uids``
+    (SOP Instance UIDs in slice order), ``series_uid``, ``frame_uid``, ``series_number``.
+    """
+    seed = f"zssr-pipeline thick_series oblique={oblique}"
+    axes = rotation(OBLIQUE_AXIS, OBLIQUE_ANGLE) if oblique else np.eye(3)
+    row, col, normal = axes[:, 0], axes[:, 1], axes[:, 2]
+    source = pydicom.dcmread(DICOM / "CT_small.dcm")
+    pixels = source.pixel_array
+    out = folder / ("thick_oblique" if oblique else "thick_axial")
+    out.mkdir()
+    series_uid = pydicom.uid.generate_uid(entropy_srcs=[seed, "series"])
+    uids = [pydicom.uid.generate_uid(entropy_srcs=[seed, str(k)]) for k in range(5)]
+    for name in THICK_NAMES:
+        k = int(name[1])
+        ds = pydicom.dcmread(DICOM / "CT_small.dcm")
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = series_uid, uids[k]
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = k + 1
+        ds.Rows, ds.Columns = rows, cols
+        ds.PixelSpacing = list(pixel_spacing)
+        ds.ImageOrientationPatient = [format_number_as_ds(float(v)) for v in (*row, *col)]
+        position = np.asarray(origin) + k * spacing * normal
+        ds.ImagePositionPatient = [format_number_as_ds(float(v)) for v in position]
+        ds.SliceLocation = format_number_as_ds(float(np.dot(position, normal)))
+        ds.SliceThickness = ds.SpacingBetweenSlices = spacing
+        ds.PixelData = np.ascontiguousarray(
+            pixels[30 + 3 * k:30 + 3 * k + rows, 50:50 + cols]).tobytes()
+        ds.save_as(out / name, enforce_file_format=True)
+    return {"path": out, "origin": np.asarray(origin, float), "row": row, "col": col,
+            "normal": normal, "spacing": spacing, "pixel_spacing": pixel_spacing,
+            "uids": uids, "series_uid": series_uid, "frame_uid": str(source.FrameOfReferenceUID),
+            "series_number": int(source.SeriesNumber)}

@@ -8,13 +8,16 @@ slice spacing over ``--slice-spacing``.  The slice profile is a Gaussian of FWHM
 SliceThickness (a thickness other than the spacing, a gap or an overlap, is modelled
 by the profile's width), unless given.  :func:`zssr.through_plane.super_resolve_through_plane`
 does the rest; the result is written by the output's format writer with the new
-slices' geometry (NIfTI: :func:`io_adapters.nifti.scale_nifti_slices`; others: the
-positions along the slice normal, the first on the first old slice).
+slices' geometry (NIfTI: :func:`io_adapters.nifti.scale_nifti_slices`; DICOM:
+:func:`io_adapters.dicom_writer.scale_dicom_slices`, the positions along the slice
+normal of ImageOrientationPatient, the first on the first old slice; a DICOM output
+folder is a new derived series, one file per thin slice).
 
 Limits, said plainly: the LR volume and the result are held in memory (the engine's
-working memory is one slab); one band; a DICOM *output* is not written for
-through-plane results yet (it needs a derived series with per-slice headers), nor is
-a volume whose thickest axis is not the slice axis.
+working memory is one slab); one band; a multi-frame (enhanced) DICOM input is written
+as NIfTI or Zarr, not yet as an enhanced DICOM; a volume whose thickest axis is not the
+slice axis is refused, and so is a DICOM stack off its normal (gantry tilt) or with
+per-slice rescales.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 
 from io_adapters.base import Metadata, Window, check_output_path
 from io_adapters.detect import DEFAULT_MAX_PIXELS, open_reader, open_writer
-from io_adapters.errors import InvalidDataError, UnsupportedFormatError
+from io_adapters.errors import InvalidDataError
 from io_adapters.nifti import scale_nifti_slices
 from pipeline.locking import OutputLock, abort_partials, clean_stale_partials
 from zssr.config import ZSSRConfig
@@ -103,6 +106,10 @@ def through_plane_metadata(meta: Metadata, factor: float, slices: int) -> Metada
     first old slice, in-plane geometry kept."""
     if meta.format == "nifti":
         return scale_nifti_slices(meta, factor, slices)
+    if meta.format == "dicom" and "dicom_frames" in meta.extra:
+        from io_adapters.dicom_writer import scale_dicom_slices  # pydicom is optional
+
+        return scale_dicom_slices(meta, factor, slices)
     med = meta.medical
     if med is None or len(med.positions) < 2:
         raise InvalidDataError(f"{meta.path}: slice positions unknown; cannot place the new "
@@ -130,9 +137,6 @@ def upscale_through_plane(job: VolumeJob) -> VolumeResult:
     """Read the volume, super-resolve it through-plane and write it atomically."""
     t0 = time.perf_counter()
     check_output_path(Path(job.output), inputs=(Path(job.input),))
-    if Path(job.output).suffix.lower() in (".dcm", ""):
-        raise UnsupportedFormatError(f"{job.output}: through-plane results are written as "
-                                     "NIfTI (.nii, .nii.gz) or Zarr (.zarr), not DICOM yet")
     with OutputLock(job.output):
         clean_stale_partials(job.output)
         try:
@@ -167,6 +171,10 @@ def _run(job: VolumeJob, t0: float) -> VolumeResult:
     sr, history = super_resolve_through_plane(volume, factor=factor, profile=profile,
                                               config=job.config, device=job.device,
                                               slab=job.slab)
+    if out_meta.format == "dicom":  # stored values within BitsStored (e.g. 12 of 16 bits)
+        from io_adapters.dicom import stored_range
+
+        sr = np.clip(sr, *stored_range(out_meta)).astype(out_meta.dtype, copy=False)
     with open_writer(job.output, out_meta, inputs=(Path(job.input),),
                      overwrite=job.overwrite) as writer:
         for k in range(n_out):

@@ -235,3 +235,21 @@ def test_bad_series_is_one_line_naming_the_file(tmp_path, capsys, case) -> None:
     assert rc != 0 and len(err.splitlines()) == 1, err
     assert re.search(message, err) and str(series) in err, err
     assert not out.exists()
+
+
+def test_oblique_series_to_nifti_affine(tmp_path) -> None:
+    """The same grid through NIfTI: nibabel's affine maps voxel (i, j, k) to the
+    independently computed LPS point, turned to RAS."""
+    import nibabel as nib
+
+    geo = thick_series(tmp_path)
+    out = tmp_path / "thin.nii.gz"
+    assert _upscale(geo["path"], out, "--slice-spacing", "1.2") == 0
+    img = nib.load(out)
+    assert img.shape == (20, 24, NEW_SLICES)
+    dr, dc = geo["pixel_spacing"]
+    for i, j, k in [(0, 0, 0), (19, 23, 10), (7, 11, 4)]:
+        lps = geo["origin"] + i * dc * geo["row"] + j * dr * geo["col"] + k * 1.2 * geo["normal"]
+        np.testing.assert_allclose((img.affine @ [i, j, k, 1])[:3], lps * [-1, -1, 1],
+                                   atol=1e-4)
+    np.testing.assert_allclose(img.header.get_sform(), img.header.get_qform(), atol=1e-5)

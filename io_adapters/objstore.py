@@ -47,6 +47,7 @@ from .vsi import scrub
 
 __all__ = ["is_remote", "parse_s3_url", "check_remote_output", "upload_atomic",
            "staged_output", "abort_pending", "read_text", "list_keys", "object_identity",
+           "check_bucket", "object_exists",
            "MARKER", "PART_SIZE"]
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,31 @@ def _error(url: str, exc: BaseException, doing: str) -> WriteError:
     return WriteError(f"{url}: {doing} failed: {type(exc).__name__}: {text}")
 
 
+def check_bucket(url: str, *, client: Any = None) -> None:
+    """The bucket of ``url`` (an object or a prefix) exists and is reachable (exit 7)."""
+    bucket = url[len("s3://"):].partition("/")[0] if is_remote(url) else ""
+    if not bucket:
+        raise WriteError(f"{url}: expected s3://bucket/...")
+    try:
+        (client or _client()).head_bucket(Bucket=bucket)
+    except (ClientError, BotoCoreError) as exc:
+        raise _error(url, exc, "checking the bucket") from None
+
+
+def object_exists(url: str) -> bool:
+    """Whether the object ``url`` exists (errors other than a 404: exit 7)."""
+    bucket, key = parse_s3_url(url)
+    try:
+        _client().head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+            return False
+        raise _error(url, exc, "checking the object") from None
+    except BotoCoreError as exc:
+        raise _error(url, exc, "checking the object") from None
+    return True
+
+
 def check_remote_output(url: str, *, overwrite: bool, client: Any = None) -> None:
     """Before any work: the bucket is there and reachable; an existing object needs
     ``overwrite`` and must be one zssr wrote; folder outputs are refused."""
@@ -102,10 +128,7 @@ def check_remote_output(url: str, *, overwrite: bool, client: Any = None) -> Non
                          "object storage yet; write a .tif, .png or .dcm file, or a local "
                          "folder")
     client = client or _client()
-    try:
-        client.head_bucket(Bucket=bucket)
-    except (ClientError, BotoCoreError) as exc:
-        raise _error(url, exc, "checking the bucket") from None
+    check_bucket(url, client=client)
     try:
         head = client.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:

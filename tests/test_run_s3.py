@@ -11,6 +11,11 @@ through the relay, which shares this process's GIL with GDAL).
 * Patterns: ``**``, ``*`` and ``[!…]`` on keys, duplicates kept once; a pattern without
   matches, a missing bucket and a ``gs://`` prefix are failed items naming the spec.  An
   object replaced under the same key has a new identity (a rerun computes it again).
+* ``--output-prefix s3://bucket/runout/ --stac-item``: each output, its Item and the
+  Collection are uploaded, byte-identical to the run folder's files, with no pending
+  multipart upload; a deleted object comes back on the rerun (the image itself skipped);
+  another run folder meeting those objects needs ``--overwrite`` (its image fails with a
+  line naming the URL); a missing bucket stops the run before any work (exit 7).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pipeline.runs.inputs import expand_inputs
 from pipeline.runs.rundir import input_identity
 
 RGB = DATA / "io" / "geotiff" / "rgb_byte_96x128.tif"
+PNG = DATA / "io" / "plain" / "butterfly_48x64.png"
 TINY = ["--set", "train.max_iters=2", "--set", "net.depth=3", "--set", "net.width=4",
         "--set", "infer.back_projection_iters=0", "--set", "train.crop_size=16",
         "--tile", "32", "--torch-threads", "1", "--seed", "0"]
@@ -114,3 +120,41 @@ def test_s3_patterns(s3, tmp_path: Path) -> None:  # noqa: F811
     s3.client.upload_file(str(LANDSAT), BUCKET, "runin/a/rgb.tif")
     assert input_identity(path)["etag"] != first["etag"]
     assert input_identity(path)["url"] == f"s3://{BUCKET}/runin/a/rgb.tif"
+
+
+def test_run_outputs_uploaded_under_a_prefix(s3, tmp_path: Path, capsys) -> None:  # noqa: F811
+    prefix, run = f"s3://{BUCKET}/runout/", tmp_path / "run"
+    names = ["landsat_64x80_x2.tif", "butterfly_48x64_x2.png"]
+    files = [*names, *(n + ".stac-item.json" for n in names), "collection.json"]
+
+    def objects() -> dict[str, bytes]:
+        listed = s3.direct.list_objects_v2(Bucket=BUCKET, Prefix="runout/").get("Contents", [])
+        return {o["Key"][len("runout/"):]: s3.direct.get_object(
+            Bucket=BUCKET, Key=o["Key"])["Body"].read() for o in listed}
+
+    saved = {k: os.environ[k] for k in _direct(s3)}
+    os.environ.update(_direct(s3))
+    try:
+        assert _run(run, LANDSAT, PNG, "--output-prefix", prefix, "--stac-item", "-q") == 0
+        first = objects()
+        assert first == {n: (run / "outputs" / n).read_bytes() for n in files}
+        head = s3.direct.head_object(Bucket=BUCKET, Key=f"runout/{names[0]}")
+        assert head["Metadata"] == {"zssr-output": "1"}
+        assert s3.direct.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+        s3.direct.delete_object(Bucket=BUCKET, Key=f"runout/{names[1]}")
+        assert _run(run, LANDSAT, PNG, "--output-prefix", prefix, "--stac-item", "-q") == 0
+        assert objects() == first
+        assert json.loads((run / "report.json").read_text())["summary"]["counts"][
+            "images_skipped"] == 2
+        capsys.readouterr()
+        assert _run(tmp_path / "other", LANDSAT, "--output-prefix", prefix) == EXIT["batch"]
+        out = capsys.readouterr().out
+        assert _run(tmp_path / "none", LANDSAT, "--output-prefix",
+                    "s3://no-such-bucket-zz/x/") == EXIT["write"]
+        err = capsys.readouterr().err
+    finally:
+        os.environ.update(saved)
+    assert f"{prefix}{names[0]}: output exists; pass --overwrite to replace it" in out
+    assert err.strip().splitlines() == ["zssr run: error: s3://no-such-bucket-zz/x/: the "
+                                        "bucket does not exist"]
+    assert not (tmp_path / "none").exists()

@@ -36,6 +36,7 @@ from pipeline.runs.config import resolved_from_args
 from pipeline.runs.graph import resolve_scheduler
 from pipeline.runs.progress import TqdmRunProgress
 from pipeline.runs.run import FORMAT_SUFFIXES, RunSettings, RunSummary, run_batch
+from pipeline.runs.upload import check_prefix
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,9 @@ def add_parser(sub, parents) -> None:
     p.add_argument("--stac-item", action="store_true",
                    help="write a STAC Item <output>.stac-item.json beside each output and "
                    "outputs/collection.json, a STAC Collection linking them")
+    p.add_argument("--output-prefix", default=None, metavar="S3_URL",
+                   help="also upload each output (and its STAC Item) to this s3://bucket/"
+                   "prefix/, each object appearing only when complete; --out stays local")
     p.add_argument("--retries", type=int, default=2,
                    help="retries of a task after a transient failure (default 2)")
     add_config_args(p)
@@ -98,6 +102,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         overwrite=args.overwrite, ground_truth=args.ground_truth, out_format=args.format,
         batch_tiles=_positive(args.batch_tiles, "--batch-tiles"), retries=args.retries,
         deidentify=args.deidentify, max_pixels=args.max_pixels, stac_items=args.stac_item,
+        output_prefix=None if args.output_prefix is None else check_prefix(args.output_prefix),
         **pipeline_options(args, rc.pipeline))
 
 

@@ -4,6 +4,7 @@
 ``config`` loads the run settings; ``rundir`` is the run folder (manifest, claims,
 markers); ``tasks``/``finalize``/``state`` are the graph's tasks and their bookkeeping;
 ``graph`` runs it on a scheduler; ``report`` draws the run report; ``stac_run`` writes
-``--stac-item``'s Items and Collection.  Imports :mod:`pipeline.image`,
+``--stac-item``'s Items and Collection, ``upload`` sends outputs to
+``--output-prefix``.  Imports :mod:`pipeline.image`,
 :mod:`pipeline.catalog` and :mod:`pipeline.steps`.
 """

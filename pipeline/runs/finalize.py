@@ -34,6 +34,7 @@ from pipeline.image.job import clip_to_output, open_input, open_output
 from pipeline.image.kernel_estimate import KernelChoice, describe_choice, kernel_picture
 from pipeline.runs.stac_run import write_item
 from pipeline.runs.tasks import ImageSpec, TrainOutcome, apply_threads
+from pipeline.runs.upload import upload_output
 from pipeline.source import declared_range, sr_bands
 from pipeline.steps.chain import BoundChain, ChainReader
 from zssr.kernels import prepare_kernel
@@ -110,6 +111,7 @@ def finalize_image(spec: ImageSpec, outcomes: list[TrainOutcome]) -> dict[str, A
         chain = reader.chain if isinstance(reader, ChainReader) else None
         output = copy_store(spec, store, out_meta, chain=chain)
         write_item(spec)  # --stac-item: the output's STAC Item beside it
+        upload_output(spec)  # --output-prefix: the output (and its Item) to object storage
         write_seconds = time.perf_counter() - t0
         entry: dict[str, Any] = {"output": str(output), "write_seconds": write_seconds,
                                  "shape_in": [meta.frames, meta.bands, meta.rows, meta.cols],

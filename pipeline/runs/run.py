@@ -46,6 +46,7 @@ from pipeline.runs.rundir import JsonLinesHandler, RunDir, image_key, input_iden
 from pipeline.runs.stac_run import write_run_stac
 from pipeline.runs.state import ImageState, build_nodes
 from pipeline.runs.tasks import LOCAL_SINKS, TRAIN_TOPIC, ImageSpec
+from pipeline.runs.upload import check_prefix_bucket, upload_run, with_upload
 from pipeline.steps.chain import ChainReader, ChainSpec
 from zssr.api import scale_steps
 from zssr.config import ConfigError, ZSSRConfig, config_to_dict
@@ -84,6 +85,7 @@ class RunSettings:
     deidentify: bool = False  # DICOM outputs: drop patient-identifying attributes
     max_pixels: int = DEFAULT_MAX_PIXELS  # declared size limit per input (--max-pixels)
     stac_items: bool = False  # Items beside the outputs, a Collection (runs.stac_run)
+    output_prefix: str | None = None  # s3://bucket/prefix/: outputs uploaded (runs.upload)
 
     def fingerprint(self) -> dict[str, Any]:
         """What shapes the result: a change gives a new image key."""
@@ -177,6 +179,8 @@ def _plan(item: InputItem, name: str, settings: RunSettings, rd: RunDir, gt: Pat
                          stac_source=source if settings.stac_items else None)
         state = ImageState(spec=spec, item=item, store_metas=metas)
         _resume(state, rd, settings, last, owners)
+        if settings.output_prefix:  # the object checked before any work (runs.upload)
+            state.spec = with_upload(state.spec, settings.output_prefix, skipped=state.skipped)
         if not state.skipped:
             preflight_output(replace(state.spec.job, overwrite=state.spec.replace_output), meta,
                              settings.scale, chain=chain)
@@ -258,6 +262,8 @@ def run_batch(inputs: list[str | Path], settings: RunSettings, *, observer: Any 
     pairs = pair_ground_truth(ok_items, settings.ground_truth) if settings.ground_truth else {}
     names = output_names(items)
     address = resolve_scheduler(settings.scheduler)
+    if settings.output_prefix:
+        check_prefix_bucket(settings.output_prefix)
     # the run directory (the user's, maybe through a link) never holds or lies in an input
     check_output(Path(settings.out_dir).resolve(), inputs=[it.path for it in items],
                  overwrite=None)
@@ -273,9 +279,11 @@ def run_batch(inputs: list[str | Path], settings: RunSettings, *, observer: Any 
                                 torch_threads=settings.torch_threads,
                                 gpu=settings.device.startswith("cuda"), quiet=quiet) as sched:
                 _run_graph(states, rd, settings, sched, observer)
-            if settings.stac_items:  # Items of outputs finished earlier, the Collection
-                write_run_stac(rd.outputs, [(s.spec, s.skipped) for s in states if s.skipped
-                                            or s.state == "finalized"], run_name=rd.root.name)
+            done = [(s.spec, s.skipped) for s in states if s.skipped or s.state == "finalized"]
+            collection = write_run_stac(rd.outputs, done, run_name=rd.root.name) \
+                if settings.stac_items else None  # Items of earlier outputs, the Collection
+            if settings.output_prefix:  # earlier outputs not uploaded yet, the Collection
+                upload_run(settings.output_prefix, done, collection)
             entries = [s.final_entry(rd) for s in states]
             counts = _counts(states)
             summary = RunSummary(rd.root, entries, counts, time.perf_counter() - t0, address)

@@ -88,6 +88,7 @@ class ImageSpec:
     replace_output: bool = False  # an existing output may be replaced
     torch_threads: int | None = None
     stac_source: str | None = None  # derived_from of the output's STAC Item; None: no Item
+    upload_to: str | None = None  # s3:// URL the output is uploaded to (runs.upload)
 
     @property
     def paths(self) -> RunPaths:

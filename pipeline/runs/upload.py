@@ -1,0 +1,86 @@
+"""``zssr run --output-prefix s3://bucket/prefix/``: each output uploaded beside the run.
+
+The run folder (``--out``) stays local and keeps every output; with an output prefix
+each finished output file is also uploaded to ``<prefix>/<output name>``
+(:func:`io_adapters.objstore.upload_atomic`: one multipart upload, the key appears only
+when complete, aborted on any failure), with its STAC Item after it when the run writes
+one; the finalize task uploads right after the commit, where the output is.  At the end
+of the run the driver uploads the outputs finished by an earlier run whose object is
+missing (resume), then ``collection.json`` (its Item links are relative, so they hold
+on the prefix too).
+
+The rule for an existing object is the local one: replaced only when zssr wrote it
+(``zssr-output`` metadata), and only with ``--overwrite`` or when this run folder owns
+the output (it uploaded it before).  Folder outputs (Zarr, DICOM series) are refused
+before any work, that image failing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from io_adapters.objstore import (
+    check_bucket,
+    check_remote_output,
+    is_remote,
+    object_exists,
+    upload_atomic,
+)
+from pipeline.catalog.stac import item_path
+from pipeline.errors import UsageError
+from pipeline.runs.tasks import ImageSpec
+
+__all__ = ["check_prefix", "check_prefix_bucket", "with_upload", "upload_output", "upload_run"]
+
+log = logging.getLogger(__name__)
+
+
+def check_prefix(prefix: str) -> str:
+    """``--output-prefix``: an ``s3://bucket/prefix`` URL (the bucket checked later)."""
+    if not is_remote(prefix) or not prefix[len("s3://"):].strip("/"):
+        raise UsageError(f"--output-prefix {prefix!r}: expected s3://bucket/ or "
+                         "s3://bucket/prefix/")
+    return prefix.rstrip("/") + "/"
+
+
+def check_prefix_bucket(prefix: str) -> None:
+    """Before any work: the prefix's bucket exists and is reachable (else exit 7)."""
+    check_bucket(prefix)
+
+
+def with_upload(spec: ImageSpec, prefix: str, *, skipped: bool) -> ImageSpec:
+    """``spec`` uploading its output under ``prefix``; unless the image is finished
+    already, the object is checked first (see the module doc)."""
+    url = prefix + Path(spec.job.output).name
+    if not skipped:
+        check_remote_output(url, overwrite=spec.replace_output)
+    return replace(spec, upload_to=url)
+
+
+def upload_output(spec: ImageSpec) -> None:
+    """Upload ``spec``'s committed output, then its STAC Item (if written)."""
+    if spec.upload_to is None:
+        return
+    output = Path(spec.job.output)
+    upload_atomic(output, spec.upload_to)
+    item = item_path(output)
+    if spec.stac_source is not None and item.is_file():
+        url = spec.upload_to + item.name[len(output.name):]
+        check_remote_output(url, overwrite=True)  # never over an object zssr did not write
+        upload_atomic(item, url)
+    log.info("uploaded %s", spec.upload_to)
+
+
+def upload_run(prefix: str, finished: Sequence[tuple[ImageSpec, bool]],
+               collection: Path | None) -> None:
+    """The end of a run: outputs finished earlier whose object is missing, then the
+    Collection (``finished``: ``(spec, skipped)`` pairs)."""
+    for spec, earlier in finished:
+        if earlier and spec.upload_to is not None and not object_exists(spec.upload_to):
+            upload_output(spec)
+    if collection is not None:
+        check_remote_output(prefix + collection.name, overwrite=True)
+        upload_atomic(collection, prefix + collection.name)

@@ -16,6 +16,7 @@ from pipeline.runs.graph import Node, Ref, SchedulerInfo, execute, resolve_sched
 from pipeline.runs.inputs import InputItem
 from pipeline.runs.state import ImageState, build_nodes
 from pipeline.runs.tasks import LOCAL_SINKS, ImageSpec, TrainOutcome, cached_model, emit
+from zssr.sr_steps import SRStep
 
 PNG = DATA / "io" / "plain" / "butterfly_48x64.png"
 
@@ -87,7 +88,7 @@ def spec(tmp_path: Path) -> ImageSpec:
                    tile=16)
     with open_reader(PNG) as r:
         plan = plan_step(r.meta, job, 2.0)
-    step = ImageStep(0, plan.scale, plan, job.config, last=True)
+    step = ImageStep(SRStep(0, plan.scale, plan.scale, job.config, last=True), plan)
     return ImageSpec(key="k-1", name="k", job=job, run_dir=tmp_path, steps=(step,), frames=1,
                      out_shape=plan.grid.hr_shape)
 

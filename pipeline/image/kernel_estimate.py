@@ -28,13 +28,13 @@ from rasterio.windows import Window as RioWindow
 from io_adapters.base import Reader
 from io_adapters.output_safety import write_bytes_atomic
 from pipeline.source import SampleStats, sample_stats, sr_bands
-from zssr.api import scale_steps
 from zssr.kernel_estimation import (
     WINDOW,
     KernelEstimate,
     KernelEstimationError,
     estimate_kernel_windows,
 )
+from zssr.sr_steps import scale_steps
 
 __all__ = ["ESTIMATE", "is_estimate", "KernelChoice", "estimate_file_kernel", "save_choice",
            "load_choice", "kernel_picture", "describe_choice"]

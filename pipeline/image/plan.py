@@ -1,18 +1,11 @@
-"""One image's list of SR steps: the single plan ``zssr upscale`` and ``zssr run`` follow.
+"""One image's list of SR steps with their tile plans: what ``zssr upscale`` and
+``zssr run`` follow.
 
-Both gradual forms and the one-jump SR are one list of :class:`ImageStep`:
-
-* one jump: a single step at the scale;
-* ``scale_steps`` (rebasing): step ``i`` super-resolves step ``i - 1``'s output (read
-  from a working Zarr in float32 working units) at the relative scale;
-* ``gradual_steps`` (the official non-rebasing form, ``X2_GRADUAL_IDEAL_CONF``): every
-  step trains, continuing from the previous one, and super-resolves the *input* at its
-  cumulative ``(rows, cols)`` scale.  Only outputs that are used are computed: the last,
-  and each one whose smaller scale exceeds every earlier father's (the official rule),
-  which joins the father sources of the later steps.
-
-Each step carries its own config (``gradual_back_projection_iters``) and a tile plan
-(:func:`~pipeline.image.job.plan_step`) on the metadata of what it reads.
+The steps themselves (one jump, ``scale_steps`` rebasing, the official ``gradual_steps``;
+which outputs are computed and which join the fathers) are the engine's
+:func:`zssr.sr_steps.sr_steps`, the list ``super_resolve`` walks in memory; here each step
+gets a tile plan (:func:`~pipeline.image.job.plan_step`) on the metadata of what it reads:
+the input, or (rebasing) the previous step's working Zarr in float32 working units.
 
 >>> from io_adapters.base import Metadata
 >>> import numpy as np
@@ -37,57 +30,58 @@ from pathlib import Path
 from geometry import Scale
 from io_adapters.base import Metadata
 from pipeline.image.job import ImageJob, StepPlan, plan_step, working_meta
-from zssr.api import scale_steps
 from zssr.config import ZSSRConfig
+from zssr.sr_steps import SRStep, sr_steps
 
-__all__ = ["ImageStep", "plan_steps", "step_config"]
+__all__ = ["ImageStep", "plan_steps"]
 
 
 @dataclass(frozen=True)
 class ImageStep:
-    """One SR step of an image (picklable: travels to Dask workers inside the image spec)."""
+    """One SR step of an image and its tile plan (picklable: travels to Dask workers
+    inside the image spec)."""
 
-    index: int
-    scale: Scale  # cumulative, against the input
+    sr: SRStep
     plan: StepPlan  # tile grid and kernel at the scale relative to what the step reads
-    config: ZSSRConfig  # the step's own (gradual: its back-projection iterations)
-    rebase: bool = False  # reads the previous step's output instead of the input
-    inferred: bool = True  # its output is computed (gradual: only the last and fathers)
-    father: bool = False  # its output joins the father sources of the later steps
-    last: bool = False  # the output file's step; every other output stays in working units
 
+    @property
+    def index(self) -> int:
+        return self.sr.index
 
-def step_config(cfg: ZSSRConfig, index: int) -> ZSSRConfig:
-    """``cfg`` with step ``index``'s back-projection iterations
-    (``gradual_back_projection_iters``), else ``cfg`` itself."""
-    if not cfg.gradual_back_projection_iters:
-        return cfg
-    infer = replace(cfg.infer, back_projection_iters=cfg.gradual_back_projection_iters[index])
-    return replace(cfg, infer=infer)
+    @property
+    def scale(self) -> Scale:  # cumulative, against the input
+        return self.sr.scale
+
+    @property
+    def config(self) -> ZSSRConfig:  # the step's own (gradual: its back-projection iterations)
+        return self.sr.config
+
+    @property
+    def rebase(self) -> bool:  # reads the previous step's output instead of the input
+        return self.sr.rebase
+
+    @property
+    def inferred(self) -> bool:  # its output is computed (gradual: only the last and fathers)
+        return self.sr.inferred
+
+    @property
+    def father(self) -> bool:  # its output joins the father sources of the later steps
+        return self.sr.father
+
+    @property
+    def last(self) -> bool:  # the output file's step; every other output stays in working units
+        return self.sr.last
 
 
 def plan_steps(meta: Metadata, job: ImageJob) -> list[ImageStep]:
     """Every SR step of ``job`` on an input with metadata ``meta`` (SR's units, after a
     chain's pre steps); validates the steps against the scale (``ConfigError``)."""
-    cfg = job.config
-    scales = scale_steps(job.scale, cfg)
     steps: list[ImageStep] = []
-    n = len(scales)
-    if cfg.gradual_steps:
-        best = 1.0  # the smaller scale of the last output that joined the fathers
-        for i, scale in enumerate(scales):
-            last = i == n - 1
-            base = min(scale.floats)
-            father = not last and base > best + 1e-9
-            best = base if father else best
-            scfg = step_config(cfg, i)
-            plan = plan_step(meta, replace(job, config=scfg), scale)
-            steps.append(ImageStep(i, scale, plan, scfg, rebase=False, inferred=last or father,
-                                   father=father, last=last))
-        return steps
-    cur, prev = meta, Scale(1, 1)
-    for i, scale in enumerate(scales):
-        plan = plan_step(cur, job, scale / prev)
-        steps.append(ImageStep(i, scale, plan, cfg, rebase=i > 0, last=i == n - 1))
-        cur, prev = working_meta(cur, plan, Path(f"step{i}.zarr")), scale
+    reads = meta  # what the next rebasing step reads: the previous step's working Zarr
+    for sr in sr_steps(job.scale, job.config):
+        step_job = job if sr.config is job.config else replace(job, config=sr.config)
+        plan = plan_step(reads if sr.rebase else meta, step_job, sr.relative)
+        steps.append(ImageStep(sr, plan))
+        if not job.config.gradual_steps:
+            reads = working_meta(reads if sr.rebase else meta, plan, Path(f"step{sr.index}.zarr"))
     return steps

@@ -48,8 +48,8 @@ from pipeline.runs.state import ImageState, build_nodes
 from pipeline.runs.tasks import LOCAL_SINKS, TRAIN_TOPIC, ImageSpec
 from pipeline.runs.upload import check_prefix_bucket, upload_run, with_upload
 from pipeline.steps.chain import ChainReader, ChainSpec
-from zssr.api import scale_steps
 from zssr.config import ConfigError, ZSSRConfig, config_to_dict
+from zssr.sr_steps import scale_steps
 
 __all__ = ["RunSettings", "RunSummary", "run_batch", "FORMAT_SUFFIXES", "natural_suffix"]
 

@@ -28,7 +28,6 @@ is refused before anything is processed (:func:`check_targets`).
 from __future__ import annotations
 
 import json
-import math
 import os
 import string
 from dataclasses import dataclass, field
@@ -47,14 +46,33 @@ from io_adapters.output_safety import (
 )
 from pipeline.errors import UsageError
 from pipeline.runs.config import ResolvedConfig, resolve_run_config
+from zssr.errors import ConfigError
+from zssr.typed import build, public_fields
 
-__all__ = ["JobSpec", "JOB_KEYS", "NAME_FIELDS", "load_job", "job_from_dict", "render_name",
+__all__ = ["JobFile", "JobSpec", "JOB_KEYS", "NAME_FIELDS", "load_job", "job_from_dict", "render_name",
            "control_paths", "check_targets"]
 
-JOB_KEYS = ("inputs", "output", "name", "scale", "preset", "set", "chain", "scheduler",
-            "ground_truth")
 NAME_FIELDS = ("stem", "name", "parent", "scale", "suffix")
 DEFAULT_NAME = "{stem}_x{scale}{suffix}"
+
+
+@dataclass(frozen=True)
+class JobFile:
+    """A job file's keys as written, with their types: read by the one typed loader
+    (:func:`zssr.typed.build`), which names the key and the problem in every error."""
+
+    inputs: tuple[str, ...]
+    output: str
+    scale: float
+    name: str | None = None
+    preset: str | None = None
+    set: dict[str, Any] | None = None
+    chain: dict[str, Any] | None = None
+    scheduler: str | None = None
+    ground_truth: str | None = None
+
+
+JOB_KEYS = tuple(public_fields(JobFile))
 
 
 @dataclass(frozen=True)
@@ -88,22 +106,32 @@ def _where(source: Path | None) -> str:
     return f"job {source}" if source else "job"
 
 
-def _scale(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or not 1 < value <= 64:
+def _scale(value: float, where: str) -> float:
+    if not 1 < value <= 64:
         raise UsageError(f"{where}: 'scale' = {value!r}; expected a number > 1 (and <= 64)")
     try:  # as the tile grid will (like `zssr run --scale`): one usage error, not N failures
         as_scale(value, name=f"{where}: 'scale'")
     except ScaleError as exc:
         raise UsageError(str(exc)) from None
-    return float(value)
+    return value
 
 
-def _path(value: Any, key: str, base: Path, where: str) -> Path:
-    if not isinstance(value, str) or not value.strip():
+def _path(value: str, key: str, base: Path, where: str) -> Path:
+    if not value.strip():
         raise UsageError(f"{where}: {key!r} = {value!r}; expected a path")
     p = Path(value).expanduser()
     return (p if p.is_absolute() else base / p).resolve()
+
+
+def _typed(data: dict, where: str) -> JobFile:
+    if isinstance(data.get("inputs"), str):  # one input may be written without a list
+        data = {**data, "inputs": [data["inputs"]]}
+    try:
+        return build(JobFile, data, where=lambda k: f"{where}: {k!r}",
+                     unknown=lambda k, allowed: f"{where}: unknown key {k!r}; allowed keys: "
+                                                + ", ".join(allowed))
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def job_from_dict(data: Any, *, base: Path, source: Path | None = None) -> JobSpec:
@@ -111,37 +139,21 @@ def job_from_dict(data: Any, *, base: Path, source: Path | None = None) -> JobSp
     where = _where(source)
     if not isinstance(data, dict):
         raise UsageError(f"{where}: expected a mapping of {', '.join(JOB_KEYS)}")
-    unknown = [k for k in data if k not in JOB_KEYS]
-    if unknown:
-        raise UsageError(f"{where}: unknown key {unknown[0]!r}; allowed keys: "
-                         + ", ".join(JOB_KEYS))
-    for key in ("inputs", "output", "scale"):
-        if key not in data:
-            raise UsageError(f"{where}: missing key {key!r}")
-    inputs = data["inputs"]
-    if isinstance(inputs, str):
-        inputs = [inputs]
-    if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
-        raise UsageError(f"{where}: 'inputs' = {inputs!r}; expected a list of globs, folders or "
+    missing = [k for k in ("inputs", "output", "scale") if k not in data]
+    if missing and not [k for k in data if k not in JOB_KEYS]:  # an unknown key is said first
+        raise UsageError(f"{where}: missing key {missing[0]!r}")
+    job = _typed(data, where)
+    if not job.inputs:
+        raise UsageError(f"{where}: 'inputs' is empty; expected a list of globs, folders or "
                          "list files")
     resolved = tuple(str(Path(i).expanduser()) if Path(i).expanduser().is_absolute()
-                     else str(base / i) for i in inputs)
-    overrides = data.get("set") or {}
-    if not isinstance(overrides, dict):
-        raise UsageError(f"{where}: 'set' = {overrides!r}; expected a mapping of config keys "
-                         "to values, e.g. {train.max_iters: 800}")
-    chain = data.get("chain")
-    if chain is not None and not isinstance(chain, dict):
-        raise UsageError(f"{where}: 'chain' = {chain!r}; expected a mapping with pre/post")
-    for key in ("name", "preset", "scheduler"):
-        if data.get(key) is not None and not isinstance(data[key], str):
-            raise UsageError(f"{where}: {key!r} = {data[key]!r}; expected a string")
-    gt = data.get("ground_truth")
-    spec = JobSpec(inputs=resolved, output=_path(data["output"], "output", base, where),
-                   scale=_scale(data["scale"], where), name=data.get("name") or DEFAULT_NAME,
-                   preset=data.get("preset"), set=dict(overrides), chain=chain,
-                   scheduler=data.get("scheduler"),
-                   ground_truth=None if gt is None else _path(gt, "ground_truth", base, where),
+                     else str(base / i) for i in job.inputs)
+    spec = JobSpec(inputs=resolved, output=_path(job.output, "output", base, where),
+                   scale=_scale(job.scale, where), name=job.name or DEFAULT_NAME,
+                   preset=job.preset, set=dict(job.set or {}), chain=job.chain,
+                   scheduler=job.scheduler,
+                   ground_truth=None if job.ground_truth is None
+                   else _path(job.ground_truth, "ground_truth", base, where),
                    source=source)
     check_template(spec)
     spec.resolve()  # config errors now, naming the key, not at 2 a.m.

@@ -5,7 +5,7 @@ engine's sections (:func:`zssr.config.config_from_dict`), the pipeline sections
 (:mod:`pipeline.runs.config`), chain step parameters (:mod:`pipeline.steps.registry`)
 and batch job specs (:mod:`workflows.jobspec`).  A field's annotation is its type
 (``int``, ``float``, ``bool``, ``str``, ``Literal[...]``, ``tuple[T, ...]``,
-``tuple[A, B]``, ``X | None``, a nested dataclass); the caller names the key as the
+``tuple[A, B]``, ``dict[str, Any]``, ``X | None``, a nested dataclass); the caller names the key as the
 user wrote it (``where``), so every message says which key and what is wrong:
 
 >>> from dataclasses import dataclass
@@ -53,6 +53,10 @@ def coerce(where: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{where}: invalid value {value!r}; "
                               f"allowed: {', '.join(map(str, args))}")
         return value
+    if origin is dict:  # a free-form mapping (job spec overrides, a chain): checked downstream
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")

@@ -53,7 +53,7 @@ from io_adapters.output_safety import (
 from pipeline.errors import EXIT, UsageError
 from pipeline.image.kernel_io import kernel_options
 from pipeline.locking import FolderLock
-from pipeline.runs.config import DEFAULT_TILE, ResolvedConfig
+from pipeline.runs.config import DEFAULT_TILE, ResolvedConfig, refuse_kernel_groups
 from pipeline.runs.inputs import InputItem, expand_inputs
 from pipeline.runs.run import RunSettings, natural_suffix, run_batch
 
@@ -307,6 +307,7 @@ def run_job(spec: JobSpec, *, observer: Any = None, quiet: bool = True) -> Batch
     """Process the inputs of ``spec`` not yet done under its config (see the module doc)."""
     t0 = time.perf_counter()
     rc = spec.resolve()
+    refuse_kernel_groups(rc.pipeline, "zssr batch")
     chash = config_hash(rc, spec.scale)
     _check_output_folder(spec)
     spec.output.mkdir(parents=True, exist_ok=True)

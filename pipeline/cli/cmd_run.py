@@ -32,7 +32,7 @@ from pathlib import Path
 from pipeline.cli.cmd_upscale import parse_device, parse_halo, pipeline_options, scale_option
 from pipeline.cli.options import add_config_args, add_image_args
 from pipeline.errors import UsageError, one_line
-from pipeline.runs.config import resolved_from_args
+from pipeline.runs.config import refuse_kernel_groups, resolved_from_args
 from pipeline.runs.graph import resolve_scheduler
 from pipeline.runs.progress import TqdmRunProgress
 from pipeline.runs.run import FORMAT_SUFFIXES, RunSettings, RunSummary, run_batch
@@ -90,6 +90,7 @@ def _positive(value: int | None, flag: str) -> int | None:
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
     """The run's settings: flags over the config's pipeline sections over the defaults."""
     rc = resolved_from_args(args)
+    refuse_kernel_groups(rc.pipeline, "zssr run")
     if args.retries < 0:
         raise UsageError(f"--retries {args.retries}: expected a number >= 0")
     if resolve_scheduler(args.scheduler) in ("synchronous", "local"):
@@ -103,7 +104,8 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         batch_tiles=_positive(args.batch_tiles, "--batch-tiles"), retries=args.retries,
         deidentify=args.deidentify, max_pixels=args.max_pixels, stac_items=args.stac_item,
         output_prefix=None if args.output_prefix is None else check_prefix(args.output_prefix),
-        **pipeline_options(args, rc.pipeline))
+        **{k: v for k, v in pipeline_options(args, rc.pipeline).items()
+           if k != "kernel_groups"})
 
 
 def print_summary(summary: RunSummary) -> None:

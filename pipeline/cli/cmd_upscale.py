@@ -133,6 +133,7 @@ def pipeline_options(args: argparse.Namespace, pc: PipelineConfig) -> dict:
         raise UsageError(f"--tile {tile}: expected 8 <= tile <= 8192 LR pixels")
     bands = parse_bands(args.bands) if args.bands else pc.band_indexes
     return {"tile": tile, "bands": bands, "chain": pc.chain or None,
+            "kernel_groups": pc.kernel_group_indexes,
             **kernel_options(args.kernel, args.kernel_sigma, pc)}
 
 

@@ -62,6 +62,8 @@ class ImageJob:
     #: "estimate": the image's own (pipeline.image.kernel_estimate), else fallback_kernel
     fallback_kernel: np.ndarray | None = None
     bands: tuple[int, ...] | None = None  # 0-based band selection
+    kernel_groups: tuple[tuple[int, ...], ...] | None = None  # 0-based file bands: with
+    #: kernel="estimate", one kernel and network per group (pipeline.image.kernel_groups)
     tile: int = 256  # LR tile side
     halo: int | None = None  # None: computed from the config (full dependency radius)
     device: str = "cpu"
@@ -338,7 +340,7 @@ class UpscaleResult:
     seconds: dict[str, float]
     tiles: int
     meta: Metadata
-    kernel: Any = None  # pipeline.image.kernel_estimate.KernelChoice with --kernel estimate
+    kernel: Any = None  # KernelChoice with --kernel estimate (GroupChoices with kernel_groups)
 
 
 def working_meta(meta: Metadata, plan: StepPlan, path: Path) -> Metadata:

@@ -36,8 +36,8 @@ from zssr.kernel_estimation import (
 )
 from zssr.sr_steps import scale_steps
 
-__all__ = ["ESTIMATE", "is_estimate", "KernelChoice", "estimate_file_kernel", "save_choice",
-           "load_choice", "kernel_picture", "describe_choice"]
+__all__ = ["ESTIMATE", "is_estimate", "KernelChoice", "GroupChoices", "estimate_file_kernel",
+           "save_choice", "load_choice", "kernel_picture", "describe_choice"]
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,30 @@ class KernelChoice:
         return {"used": self.used, "reason": self.reason, **self.info}
 
 
-def describe_choice(choice: KernelChoice) -> str:
+@dataclass(frozen=True)
+class GroupChoices:
+    """``kernel_groups``: each group's 1-based file band numbers and its own choice."""
+
+    groups: tuple[tuple[int, ...], ...]
+    choices: tuple[KernelChoice, ...]
+
+    def summary(self) -> dict[str, Any]:
+        return {"groups": [{"bands": list(g), **c.summary()}
+                           for g, c in zip(self.groups, self.choices, strict=True)]}
+
+
+def describe_choice(choice: KernelChoice | GroupChoices) -> str:
     """One line for the console and the report: what was chosen and why.
 
     >>> describe_choice(KernelChoice(None, "fallback", "too flat", {"windows": 3}))
     'fallback to bicubic (estimate unusable: too flat)'
+    >>> describe_choice(GroupChoices(((1, 2), (3,)), (KernelChoice(None, "fallback", "x"),
+    ...                                               KernelChoice(None, "fallback", "y"))))
+    'bands 1,2: fallback to bicubic (estimate unusable: x); bands 3: fallback to bicubic (estimate unusable: y)'
     """
+    if isinstance(choice, GroupChoices):
+        return "; ".join(f"bands {','.join(map(str, g))}: {describe_choice(c)}"
+                         for g, c in zip(choice.groups, choice.choices, strict=True))
     info = choice.info
     if choice.used == "fallback":
         what = "the preset's Gaussian" if choice.kernel is not None else "bicubic"
@@ -110,10 +128,11 @@ def _choice(est: KernelEstimate, fallback: np.ndarray | None, where: str) -> Ker
 
 def estimate_file_kernel(reader: Reader, *, scale: Any, config, where: str,
                          fallback: np.ndarray | None = None,
-                         stats: SampleStats | None = None,
+                         stats: SampleStats | None = None, bands: list[int] | None = None,
                          max_windows: int = MAX_WINDOWS) -> KernelChoice:
     """The kernel of the file behind ``reader`` for SR at ``scale`` (one isotropic x2 or x4
-    step; ``KernelEstimationError`` naming ``where`` otherwise)."""
+    step; ``KernelEstimationError`` naming ``where`` otherwise), from the mean of ``bands``
+    (the reader's band indexes; default every band SR sees) over pixels valid in each."""
     steps = scale_steps(scale, config)
     if len(steps) != 1:
         raise KernelEstimationError(f"{where}: --kernel estimate needs one x2 or x4 step, "
@@ -122,7 +141,7 @@ def estimate_file_kernel(reader: Reader, *, scale: Any, config, where: str,
     try:
         factor = steps[0]
         meta = reader.meta
-        bands = sr_bands(meta)
+        bands = sr_bands(meta) if bands is None else list(bands)
         stats = stats or sample_stats(reader, bands, config.norm)
         frame = meta.frames // 2
 

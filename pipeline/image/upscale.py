@@ -31,6 +31,7 @@ from pipeline.image.job import (
     writer_options,
 )
 from pipeline.image.kernel_estimate import estimate_file_kernel, is_estimate
+from pipeline.image.kernel_groups import upscale_groups
 from pipeline.image.plan import plan_steps
 from pipeline.locking import OutputLock, abort_partials, clean_stale_partials, step_workdir
 from pipeline.source import ReaderCropSource
@@ -75,6 +76,11 @@ def _upscale(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None,
     tmpdir: Path | None = None
     try:
         check_size(meta, job)
+        if job.kernel_groups is not None:  # one kernel and one network per band group
+            history, tiles, groups = upscale_groups(job, reader, chain=chain, timings=timings,
+                                                    on_event=on_event, on_tile=on_tile,
+                                                    on_stage=on_stage)
+            return UpscaleResult(Path(job.output), history, timings, tiles, meta, kernel=groups)
         choice = None
         if is_estimate(job.kernel):  # the image's own kernel, before the plan (its halo)
             choice = estimate_file_kernel(reader, scale=job.scale, config=job.config,

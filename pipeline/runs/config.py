@@ -1,4 +1,5 @@
-"""Typed pipeline sections of a config: chain, tile, bands, kernel_sigma, kernel.
+"""Typed pipeline sections of a config: chain, tile, bands, kernel_sigma, kernel,
+kernel_groups.
 
 Presets and config files hold the engine's sections (typed by
 :class:`zssr.config.ZSSRConfig`) and, beside them, the pipeline's
@@ -26,7 +27,8 @@ from zssr.config import ConfigError, ZSSRConfig, config_to_dict
 from zssr.typed import build
 
 __all__ = ["PipelineConfig", "ResolvedConfig", "pipeline_config_from_dict",
-           "resolve_run_config", "resolved_from_args", "DEFAULT_TILE"]
+           "resolve_run_config", "resolved_from_args", "check_kernel_groups",
+           "refuse_kernel_groups", "DEFAULT_TILE"]
 
 DEFAULT_TILE = 256  # LR tile side when neither the config nor --tile gives one
 
@@ -39,6 +41,8 @@ class PipelineConfig:
     kernel_sigma: float | None = None  # Gaussian PSF sigma in HR pixels (as --kernel-sigma)
     kernel: Literal["estimate"] | None = None  # each image's own kernel (--kernel estimate);
     #: kernel_sigma's Gaussian (or bicubic) is then the fallback when an estimate is unusable
+    kernel_groups: tuple[tuple[int, ...], ...] | None = None  # with kernel: estimate, one
+    #: kernel (and one network) per group of 1-based band numbers, e.g. [[1, 2, 3], [4]]
 
     def validate(self) -> None:
         if self.tile is not None and not 8 <= self.tile <= 8192:
@@ -52,6 +56,8 @@ class PipelineConfig:
             if bad:
                 raise ConfigError(f"config key 'bands': invalid value {bad[0]}; expected "
                                   "1-based band numbers in [1, 65535]")
+        if self.kernel_groups is not None:
+            check_kernel_groups(self.kernel_groups)
         if self.kernel_sigma is not None and not 0 < self.kernel_sigma <= 10:
             raise ConfigError(f"config key 'kernel_sigma': invalid value {self.kernel_sigma:g}; "
                               "expected a number in (0, 10] (HR pixels)")
@@ -61,13 +67,44 @@ class PipelineConfig:
         """``bands`` 0-based (what :class:`pipeline.image.job.ImageJob` takes)."""
         return None if self.bands is None else tuple(b - 1 for b in self.bands)
 
+    @property
+    def kernel_group_indexes(self) -> tuple[tuple[int, ...], ...] | None:
+        """``kernel_groups`` 0-based (``ImageJob.kernel_groups``)."""
+        groups = self.kernel_groups
+        return None if groups is None else tuple(tuple(b - 1 for b in g) for g in groups)
+
     def to_dict(self) -> dict[str, Any]:
         return {"chain": self.chain.to_config(), "tile": self.tile,
                 "bands": None if self.bands is None else list(self.bands),
-                "kernel_sigma": self.kernel_sigma, "kernel": self.kernel}
+                "kernel_sigma": self.kernel_sigma, "kernel": self.kernel,
+                **({} if self.kernel_groups is None else  # keys without groups stay as before
+                   {"kernel_groups": [list(g) for g in self.kernel_groups]})}
 
 
-PIPELINE_KEYS = ("chain", "tile", "bands", "kernel_sigma", "kernel")
+def check_kernel_groups(groups: tuple[tuple[int, ...], ...]) -> None:
+    """Non-empty groups of 1-based band numbers, each band in one group at most."""
+    seen: set[int] = set()
+    for group in groups:
+        what = "an empty group" if not group else None
+        for b in group:
+            if what is None and (b in seen or not 1 <= b <= 65535):
+                what = f"band {b} twice" if b in seen else f"band {b}"
+            seen.add(b)
+        if what:
+            raise ConfigError(f"config key 'kernel_groups': invalid value ({what}); expected "
+                              "groups of 1-based band numbers, each band in one group, e.g. "
+                              "[[1, 2, 3], [4]]")
+
+
+def refuse_kernel_groups(pc: PipelineConfig, command: str) -> None:
+    """``kernel_groups`` is ``zssr upscale``'s only for now: refused, never ignored."""
+    if pc.kernel_groups is not None:
+        raise ConfigError(f"config key 'kernel_groups': {command} estimates one kernel per "
+                          "image; one kernel per band group is zssr upscale's only for now "
+                          "(drop kernel_groups)")
+
+
+PIPELINE_KEYS = ("chain", "tile", "bands", "kernel_sigma", "kernel", "kernel_groups")
 
 
 def pipeline_config_from_dict(data: dict[str, Any] | None) -> PipelineConfig:

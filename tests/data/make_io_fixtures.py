@@ -12,6 +12,9 @@ every derived value is seeded, so running this again gives identical files::
 * ``geotiff/landsat_64x80.tif``: window (row 100, col 0, 64 x 80) of the Landsat 8
   B2-B5 stack -- uint16 x 4, EPSG:32620, nodata 0 (53 % nodata), band
   descriptions and tags kept, 32 x 32 tiles, DEFLATE.
+* ``geotiff/landsat_192x192.tif``: window (row 97, col 78, 192 x 192) of the same
+  stack, every pixel valid in every band (HR for the per-band-group kernel tests);
+  the same metadata kept, 64 x 64 tiles, DEFLATE.
 * ``plain/butterfly_48x64.png``: Set5 HR butterfly crop [60:108, 70:134], RGB 8-bit.
 * ``plain/bridge_40x48.png``: Set14 HR bridge crop [100:140, 200:248], gray 8-bit.
 * ``plain/bird_rgba_48x64.png``: Set5 HR bird crop [100:148, 90:154] plus an alpha
@@ -71,6 +74,10 @@ def main(shared: Path) -> None:
         crop_geotiff(geo / "landsat8_LC08_L2SP_001062_20201031_SR_B2-B5_stack.tif",
                      OUT / "geotiff" / "landsat_64x80.tif", Window(0, 100, 80, 64),
                      tiled=True, blockxsize=32, blockysize=32, compress="deflate",
+                     predictor=2)
+        crop_geotiff(geo / "landsat8_LC08_L2SP_001062_20201031_SR_B2-B5_stack.tif",
+                     OUT / "geotiff" / "landsat_192x192.tif", Window(78, 97, 192, 192),
+                     tiled=True, blockxsize=64, blockysize=64, compress="deflate",
                      predictor=2)
 
     hr = shared / "sr_benchmarks"

@@ -279,6 +279,16 @@ def clip_to_output(tile: Tile, shape: tuple[int, int] | None
     return RioWindow(core.col, core.row, w, h), (slice(0, h), slice(0, w))
 
 
+def write_core(writer, tile: Tile, out: np.ndarray, valid: np.ndarray, *,
+               hr_shape: tuple[int, int] | None, frame: int) -> None:
+    """Hand a tile's HR core (clipped to the writer's ``hr_shape``) to ``writer``: the
+    merger of the tile loop (a file writer, or a Zarr region in a Dask task)."""
+    clipped = clip_to_output(tile, hr_shape)
+    if clipped is not None:
+        window, (rs, cs) = clipped
+        writer.write(out[:, rs, cs], window, frame=frame, mask=valid[..., rs, cs])
+
+
 def infer_tiles(job: ImageJob, reader: Reader, plan: StepPlan, result: TrainResult,
                 tiles: Iterable[int], writer, *, frame: int = 0, working: bool = False,
                 on_tile: Callable[[Tile], None] | None = None,
@@ -304,10 +314,7 @@ def infer_tiles(job: ImageJob, reader: Reader, plan: StepPlan, result: TrainResu
         out, valid = infer_tile(model, source, plan, tile, frame=frame, infer_cfg=cfg.infer,
                                 normalizer=result.stats.normalizer, working=working,
                                 output_normalizer=output_normalizer)
-        clipped = clip_to_output(tile, hr_shape)
-        if clipped is not None:
-            window, (rs, cs) = clipped
-            writer.write(out[:, rs, cs], window, frame=frame, mask=valid[..., rs, cs])
+        write_core(writer, tile, out, valid, hr_shape=hr_shape, frame=frame)
         n += 1
         if on_tile is not None:
             on_tile(tile)

@@ -31,12 +31,12 @@ from pipeline.image.job import (
     ImageJob,
     StepPlan,
     TrainResult,
-    clip_to_output,
     infer_tile,
     open_output,
     preflight_output,
     train_stage,
     with_kernel,
+    write_core,
     writer_options,
 )
 from pipeline.image.kernel_estimate import GroupChoices, estimate_file_kernel, is_estimate
@@ -146,10 +146,7 @@ def _write_tiles(job: ImageJob, reader: Reader, plans: list[StepPlan],
             if nan_marks and out.dtype.kind == "f":
                 out = np.where(valid, out, np.float32(np.nan)).astype(out.dtype)
             tile = plans[0].grid.tile(index)  # the same core in every group's grid
-            clipped = clip_to_output(tile, hr_shape)
-            if clipped is not None:
-                window, (rs, cs) = clipped
-                writer.write(out[:, rs, cs], window, frame=frame, mask=valid[..., rs, cs])
+            write_core(writer, tile, out, valid, hr_shape=hr_shape, frame=frame)
             n += 1
             if on_tile is not None:
                 on_tile(tile)

@@ -1,11 +1,14 @@
 """Build the derived DICOM dataset of one output file (private helper of the writer).
 
 :func:`derive_dataset` copies a source header and changes only what the
-resampling changes: identity (new SOP Instance UID, the output's Series
-Instance UID, fresh file meta for Explicit VR Little Endian), Image/Frame
-Type, geometry (rows, columns, spacing, positions, ultrasound regions;
-overlays dropped), derivation references and the pixel data.  Patient and
-study attributes are never touched.
+resampling changes: identity (new SOP Instance UID, fresh file meta), the new
+series (:class:`DerivedSeries`: Series Instance UID, :func:`new_series_number`,
+SeriesDescription, series and content date/time, the creating software as
+Contributing Equipment), Image/Frame Type, geometry (rows, columns, spacing,
+positions, ultrasound regions; overlays dropped), derivation references and the
+pixel data, in the transfer syntax asked for (:mod:`io_adapters._dicom_encode`).
+Patient and study attributes, and the General / Enhanced General Equipment of the
+source (the scanner whose acquisition the header still describes), are never touched.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import copy
 import datetime
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pydicom
@@ -24,10 +28,11 @@ from pydicom.valuerep import format_number_as_ds
 
 from geometry import Scale, as_scale, output_size
 
+from ._dicom_encode import encode_pixels
 from ._dicom_frames import DicomFrame
 from .base import Metadata
 
-__all__ = ["derive_dataset"]
+__all__ = ["DerivedSeries", "derive_dataset", "new_series_number"]
 
 _SPACING_KEYWORDS = ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing")
 # Attributes whose values describe the source pixels and would be wrong after resampling.
@@ -41,6 +46,36 @@ _LOSSY_SYNTAXES = {
     "1.2.840.10008.1.2.4.51": "ISO_10918_1",  # JPEG Extended
     "1.2.840.10008.1.2.4.81": "ISO_14495_1",  # JPEG-LS Near-Lossless
 }
+
+
+@dataclass(frozen=True)
+class DerivedSeries:
+    """What every file of one derived series says about the series and what made it.
+
+    ``description`` is the SeriesDescription (LO: at most 64 characters),
+    ``derivation`` the DerivationDescription; ``software`` and ``version`` name the
+    creating software in the Contributing Equipment Sequence; ``transfer_syntax`` is a
+    name of :data:`io_adapters._dicom_encode.TRANSFER_SYNTAXES`.
+    """
+
+    uid: str
+    number: int
+    description: str
+    derivation: str
+    now: datetime.datetime
+    software: str
+    version: str
+    transfer_syntax: str = "explicit-little"
+
+
+def new_series_number(header: Dataset) -> int:
+    """The derived series' number: the source's + 1000 (1000 without one), kept in IS range."""
+    try:
+        old = int(header.get("SeriesNumber") or 0)
+    except (TypeError, ValueError):
+        old = 0
+    number = old + 1000
+    return number if -(2**31) <= number < 2**31 else 1000
 
 
 def _ds_number(value: float) -> str:
@@ -213,14 +248,15 @@ def _set_lossy_history(ds: Dataset, source_syntax: str) -> None:
         ds.LossyImageCompressionMethod = method
 
 
-def _set_identity(ds: Dataset, series_uid: str, now: datetime.datetime) -> None:
+def _set_identity(ds: Dataset, series: DerivedSeries) -> None:
     ds.SOPInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = series_uid
-    ds.InstanceCreationDate = now.strftime("%Y%m%d")
-    ds.InstanceCreationTime = now.strftime("%H%M%S")
-    old = str(ds.get("SeriesDescription") or "").strip()
-    if not old.endswith("ZSSR"):
-        ds.SeriesDescription = (f"{old} ZSSR" if old else "ZSSR")[-64:]
+    ds.SeriesInstanceUID = series.uid
+    date, time = series.now.strftime("%Y%m%d"), series.now.strftime("%H%M%S")
+    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+    ds.SeriesNumber = series.number
+    ds.SeriesDescription = series.description
+    ds.SeriesDate, ds.SeriesTime = date, time  # the derived series is made now
+    ds.ContentDate, ds.ContentTime = date, time  # and so is its content (C.7.6.1)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -230,16 +266,33 @@ def _set_identity(ds: Dataset, series_uid: str, now: datetime.datetime) -> None:
     ds.file_meta = meta
 
 
+def _set_contributing_equipment(ds: Dataset, series: DerivedSeries) -> None:
+    """zssr as Processing Equipment (DCM 109102, CID 7005: "processed composite instances
+    to create new composite instances") in the Contributing Equipment Sequence of the SOP
+    Common Module (PS3.3 C.12.1), after the equipment the source already lists."""
+    item = Dataset()
+    item.PurposeOfReferenceCodeSequence = Sequence([_code("109102", "Processing Equipment")])
+    item.Manufacturer = series.software[:64]
+    item.ManufacturerModelName = series.software[:64]
+    item.SoftwareVersions = series.version[:64]
+    item.ContributionDateTime = series.now.strftime("%Y%m%d%H%M%S")
+    item.ContributionDescription = series.derivation[:1024]
+    ds.ContributingEquipmentSequence = Sequence(
+        [*(ds.get("ContributingEquipmentSequence") or ()), item])
+
+
 def derive_dataset(header: Dataset, pixels: np.ndarray, frames: list[DicomFrame],
-                   meta: Metadata, *, series_uid: str, description: str) -> Dataset:
-    """The derived dataset for one output file (``header`` is not modified)."""
+                   meta: Metadata, *, series: DerivedSeries) -> Dataset:
+    """The derived dataset for one output file of ``series`` (``header`` is not modified)."""
     ds = copy.deepcopy(header)
     source = (str(ds.SOPClassUID), str(ds.SOPInstanceUID))
     source_series = str(ds.get("SeriesInstanceUID", ""))
     _set_lossy_history(ds, header.file_meta.get("TransferSyntaxUID", ""))
-    _set_identity(ds, series_uid, datetime.datetime.now())
+    _set_identity(ds, series)
+    _set_contributing_equipment(ds, series)
     _set_image_type(ds)
     _set_geometry(ds, frames, meta)
-    _set_derivation(ds, description, source, source_series)
+    _set_derivation(ds, series.derivation, source, source_series)
     _set_pixels(ds, pixels)
+    encode_pixels(ds, series.transfer_syntax)
     return ds

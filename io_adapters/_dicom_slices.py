@@ -12,9 +12,10 @@ Private helper of :mod:`io_adapters.dicom_writer`.  Two pieces, one per stage:
 * :func:`set_slice_attributes` (per output file, after :func:`derive_dataset`) writes
   what a new thin slice says about itself: ``InstanceNumber`` in slice order,
   ``SliceThickness`` and ``SpacingBetweenSlices`` of the new grid, ``SliceLocation``
-  interpolated, the series' new ``SeriesNumber``, description, series and content
-  date/time, and ``SourceImageSequence`` / ``ReferencedImageSequence`` naming the old
-  slices the new one lies between (one when it lies on an old slice).
+  interpolated, and ``SourceImageSequence`` / ``ReferencedImageSequence`` naming the old
+  slices the new one lies between (one when it lies on an old slice).  The series'
+  new ``SeriesNumber``, description and dates are :func:`derive_dataset`'s, as for
+  in-plane outputs (:mod:`io_adapters._dicom_derive`).
 
 ``meta.extra["through_plane"]`` carries the factor, the new spacing and those
 references from the first stage to the second; it pickles.
@@ -22,7 +23,6 @@ references from the first stage to the second; it pickles.
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import replace
 
 import numpy as np
@@ -34,8 +34,7 @@ from ._dicom_frames import DicomFrame, slice_normal
 from .base import Metadata
 from .errors import InvalidDataError
 
-__all__ = ["new_series_number", "scale_dicom_slices", "set_slice_attributes",
-           "slice_file_names"]
+__all__ = ["scale_dicom_slices", "set_slice_attributes", "slice_file_names"]
 
 # A step off the slice normal larger than this share of the spacing is a tilted stack.
 _SHEAR_TOLERANCE = 1e-3
@@ -111,16 +110,6 @@ def slice_file_names(count: int) -> list[str]:
     return [f"IM{j + 1:0{width}d}.dcm" for j in range(count)]
 
 
-def new_series_number(header: Dataset) -> int:
-    """The derived series' number: the source's + 1000 (1000 without one), kept in IS range."""
-    try:
-        old = int(header.get("SeriesNumber") or 0)
-    except (TypeError, ValueError):
-        old = 0
-    number = old + 1000
-    return number if -(2**31) <= number < 2**31 else 1000
-
-
 def _code(value: str, meaning: str) -> Dataset:
     item = Dataset()
     item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
@@ -145,8 +134,7 @@ def _slice_location(headers: tuple[Dataset, ...], t: float) -> float | None:
     return first + t * (last - first) / (len(headers) - 1)
 
 
-def set_slice_attributes(ds: Dataset, j: int, meta: Metadata, *, series_number: int,
-                         series_description: str, now: datetime.datetime) -> None:
+def set_slice_attributes(ds: Dataset, j: int, meta: Metadata) -> None:
     """The attributes of new slice ``j`` of a through-plane series (see the module doc)."""
     info = meta.extra["through_plane"]
     headers: tuple[Dataset, ...] = meta.extra["datasets"]
@@ -161,11 +149,6 @@ def set_slice_attributes(ds: Dataset, j: int, meta: Metadata, *, series_number: 
         ds.SliceLocation = format_number_as_ds(location)
     if "ImagesInAcquisition" in ds:
         ds.ImagesInAcquisition = meta.frames
-    ds.SeriesNumber = series_number
-    ds.SeriesDescription = series_description[:64]
-    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    ds.SeriesDate, ds.SeriesTime = date, time
-    ds.ContentDate, ds.ContentTime = date, time
     sources = [headers[i] for i in info["references"][j]]
     ds.SourceImageSequence = Sequence([_reference(h, purpose=True) for h in sources])
     uids = {str(h.SOPInstanceUID) for h in headers}

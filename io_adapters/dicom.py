@@ -56,11 +56,11 @@ from ._dicom_header import (
     sniff_dicom,
 )
 from .base import MedicalInfo, Metadata, Window
-from .dicom_writer import DicomWriter, scale_dicom_metadata
+from .dicom_writer import TRANSFER_SYNTAXES, DicomWriter, scale_dicom_metadata
 from .errors import CorruptFileError, InvalidDataError, IOAdapterError, UnsupportedFormatError
 
 __all__ = [
-    "DicomFrame", "DicomReader", "DicomWriter", "from_real_units", "open_dicom",
+    "DicomFrame", "DicomReader", "DicomWriter", "TRANSFER_SYNTAXES", "from_real_units", "open_dicom",
     "scale_dicom_metadata", "sniff_dicom", "stored_range", "to_real_units",
 ]
 

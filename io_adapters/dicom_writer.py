@@ -5,9 +5,15 @@ metadata of the super-resolved image: rows/columns times the scale, spacing
 divided by it, every frame's ``ImagePositionPatient`` moved to the centre of
 the old first pixel's top-left sub-pixel.  ``DicomWriter(path, scaled_meta)``
 then collects ``write(stored, window, frame=i)`` calls in memory and writes
-on ``commit()`` an uncompressed (Explicit VR Little Endian) derived image:
+on ``commit()`` a derived image, uncompressed (Explicit VR Little Endian) or, with
+``transfer_syntax="rle"`` or ``"jpeg2000-lossless"``, lossless compressed
+(:mod:`io_adapters._dicom_encode`):
 
-* new SOP Instance UID and one new Series Instance UID per output;
+* new SOP Instance UID and one new series per output: Series Instance UID,
+  SeriesNumber (the source's + 1000), a SeriesDescription saying what was done
+  (``ZSSR x2 <old description>``), series and content date/time of the write, and
+  the creating software (``provenance.software``/``version``, else this package) as
+  Processing Equipment in the Contributing Equipment Sequence;
   ImageType ``DERIVED\\SECONDARY\\<rest>``, derivation description/code and a
   reference to the source image (per frame for enhanced multi-frame);
 * patient and study attributes copied untouched, stored values written in the
@@ -18,8 +24,8 @@ on ``commit()`` an uncompressed (Explicit VR Little Endian) derived image:
   more, thinner slices), a folder ``IM0001.dcm``... of the new slices, each derived from
   the header of its nearest old slice, with the thin-slice attributes of
   :mod:`io_adapters._dicom_slices` (InstanceNumber, SliceThickness,
-  SpacingBetweenSlices, a new SeriesNumber and SeriesDescription, references to the old
-  slices it lies between);
+  SpacingBetweenSlices, references to the old slices it lies between) and a
+  SeriesDescription ``ZSSR thin <spacing>mm x<factor> <old description>``;
 * with ``deidentify=True``, patient-identifying attributes and private tags
   removed by :func:`io_adapters.deidentify.deidentify` (not a full
   de-identification profile: read its docstring).
@@ -35,6 +41,7 @@ import logging
 from dataclasses import replace
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pydicom
@@ -51,19 +58,20 @@ from ._common import (
     replace_into,
     write_failure,
 )
-from ._dicom_derive import derive_dataset
+from ._dicom_derive import DerivedSeries, derive_dataset, new_series_number
+from ._dicom_encode import TRANSFER_SYNTAXES, check_transfer_syntax
 from ._dicom_frames import DicomFrame, scaled_frame, stored_range
-from ._dicom_slices import (
-    new_series_number,
-    scale_dicom_slices,
-    set_slice_attributes,
-    slice_file_names,
-)
+from ._dicom_slices import scale_dicom_slices, set_slice_attributes, slice_file_names
 from .base import AtomicWriterMixin, Metadata, Window, check_output_path
 from .deidentify import deidentify
 from .errors import InvalidDataError, WriteError
 
-__all__ = ["DicomWriter", "scale_dicom_metadata", "scale_dicom_slices"]
+if TYPE_CHECKING:
+    from .provenance import Provenance
+
+__all__ = ["DicomWriter", "TRANSFER_SYNTAXES", "scale_dicom_metadata", "scale_dicom_slices"]
+
+SOFTWARE = "zssr-pipeline"  # the creating software without a provenance= keyword
 
 logger = logging.getLogger(__name__)
 
@@ -87,29 +95,43 @@ def scale_dicom_metadata(meta: Metadata, scale: ScaleLike) -> Metadata:
     return replace(meta, rows=rows, cols=cols, medical=medical, extra=extra)
 
 
-def _version() -> str:
+def _software(provenance: Provenance | None) -> tuple[str, str]:
+    """The creating software's name and version: the job's provenance, else this package."""
+    if provenance is not None:
+        return provenance.software, provenance.version
     try:
-        return importlib_metadata.version("zssr-pipeline")
+        return SOFTWARE, importlib_metadata.version(SOFTWARE)
     except importlib_metadata.PackageNotFoundError:
-        return "unknown"
+        return SOFTWARE, "unknown"
 
 
-def _default_description(meta: Metadata) -> str:
+def _factor(meta: Metadata) -> str:
+    """The in-plane scale as text: ``2``, ``1.5``, ``2x3`` (rows x columns)."""
+    sy, sx = meta.extra.get("scale", (1.0, 1.0))
+    return f"{sy:.4g}" if sy == sx else f"{sy:.4g}x{sx:.4g}"
+
+
+def _default_description(meta: Metadata, software: tuple[str, str],
+                         provenance: Provenance | None) -> str:
+    name = " ".join(software)
+    if provenance is not None:  # the resolved config that made it, as in COG/Zarr outputs
+        name += f"; config sha256:{provenance.config_sha256}"
     if "through_plane" in meta.extra:
         tp = meta.extra["through_plane"]
         return (f"Zero-Shot Super-Resolution through-plane x{tp['factor']:.4g}: slices "
                 f"{tp['old_spacing']:.4g} mm apart made {tp['spacing']:.4g} mm apart "
-                f"(SMORE-style, zssr-pipeline {_version()})")
-    scale = meta.extra.get("scale", (1.0, 1.0))
-    factor = f"{scale[0]:g}" if scale[0] == scale[1] else f"{scale[0]:g}x{scale[1]:g}"
-    return f"Zero-Shot Super-Resolution x{factor} (zssr-pipeline {_version()})"
+                f"(SMORE-style, {name})")
+    return f"Zero-Shot Super-Resolution x{_factor(meta)} ({name})"
 
 
 def _series_description(header: Dataset, meta: Metadata) -> str:
-    """SeriesDescription (LO, 64 chars) of a through-plane series: what was done, first."""
-    tp = meta.extra["through_plane"]
+    """SeriesDescription (LO, 64 chars): what was done, first, then the source's."""
     old = str(header.get("SeriesDescription") or "").strip()
-    done = f"ZSSR thin {tp['spacing']:.3g}mm x{tp['factor']:.3g}"
+    if "through_plane" in meta.extra:
+        tp = meta.extra["through_plane"]
+        done = f"ZSSR thin {tp['spacing']:.3g}mm x{tp['factor']:.3g}"
+    else:
+        done = f"ZSSR x{_factor(meta)}"
     return f"{done} {old}"[:64].strip()
 
 
@@ -118,7 +140,8 @@ class DicomWriter(AtomicWriterMixin):
 
     def __init__(self, path: str | Path, meta: Metadata, *, description: str | None = None,
                  inputs: tuple[Path, ...] = (), overwrite: bool = False,
-                 deidentify: bool = False) -> None:
+                 deidentify: bool = False, provenance: Provenance | None = None,
+                 transfer_syntax: str = "explicit-little") -> None:
         if meta.format != "dicom" or not meta.extra.get("datasets"):
             raise InvalidDataError(
                 f"{path}: DicomWriter needs DICOM metadata from DicomReader "
@@ -137,7 +160,11 @@ class DicomWriter(AtomicWriterMixin):
             raise InvalidDataError(
                 f"{meta.path}: a multi-frame input's through-plane result is not written as "
                 "DICOM yet (a folder series is); write NIfTI (.nii.gz) or Zarr (.zarr)")
-        self.description = (description or _default_description(meta))[:1024]
+        self.transfer_syntax = check_transfer_syntax(transfer_syntax, path=path,
+                                                     shape=(meta.rows, meta.cols))
+        self._software = _software(provenance)
+        self.description = (description or _default_description(
+            meta, self._software, provenance))[:1024]
         self._deidentify = bool(deidentify)  # io_adapters.deidentify on every output file
         self._pixels: dict[int, np.ndarray] = {}
         self._written: dict[int, np.ndarray] = {}
@@ -176,8 +203,12 @@ class DicomWriter(AtomicWriterMixin):
         m = self.meta
         frames: tuple[DicomFrame, ...] = m.extra["dicom_frames"]
         headers: tuple[Dataset, ...] = m.extra["datasets"]
-        series_uid = generate_uid()
-        common = {"meta": m, "series_uid": series_uid, "description": self.description}
+        series = DerivedSeries(
+            uid=generate_uid(), number=new_series_number(headers[0]),
+            description=_series_description(headers[0], m), derivation=self.description,
+            now=datetime.datetime.now(), software=self._software[0],
+            version=self._software[1], transfer_syntax=self.transfer_syntax)
+        common = {"meta": m, "series": series}
         if not self._series:
             pixels = np.stack([self._pixels[i] for i in range(m.frames)])
             out = [(self.path.name, derive_dataset(headers[0], pixels, list(frames), **common))]
@@ -196,14 +227,11 @@ class DicomWriter(AtomicWriterMixin):
     def _thin_slices(self, frames: tuple[DicomFrame, ...], headers: tuple[Dataset, ...],
                      common: dict) -> list[tuple[str, Dataset]]:
         """One new file per thin slice (:mod:`io_adapters._dicom_slices`)."""
-        m, now = self.meta, datetime.datetime.now()
-        number = new_series_number(headers[0])
-        description = _series_description(headers[0], m)
+        m = self.meta
         out = []
         for i, (name, f) in enumerate(zip(slice_file_names(m.frames), frames, strict=True)):
             ds = derive_dataset(headers[f.source], self._pixels[i][np.newaxis], [f], **common)
-            set_slice_attributes(ds, i, m, series_number=number,
-                                 series_description=description, now=now)
+            set_slice_attributes(ds, i, m)
             out.append((name, ds))
         return out
 

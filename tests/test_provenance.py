@@ -159,6 +159,6 @@ def test_upscale_records_provenance(reflectance: Path,
         assert [sr.tags(i)["BANDNAME"] for i in (1, 2, 3, 4)] == [b for b, _ in BANDS]
 
 
-def test_png_and_dicom_jobs_are_left_alone(tmp_path: Path) -> None:
+def test_png_jobs_are_left_alone(tmp_path: Path) -> None:
     job = ImageJob(input=LANDSAT, output=tmp_path / "x.png", scale=2.0)
     assert with_provenance(job) is job

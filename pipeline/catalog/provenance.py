@@ -2,9 +2,9 @@
 
 ``with_provenance(job)`` returns the job with ``writer_options["provenance"]`` set
 for the formats that record it (COG/GeoTIFF dataset tags, Zarr group attributes;
-see :mod:`io_adapters.provenance`).  PNG and DICOM outputs get nothing: the PNG
-writer has no tag to hold it and a DICOM output already names its source series
-and the software in its own attributes.
+see :mod:`io_adapters.provenance`; a derived DICOM names the software and version as
+Processing Equipment in its Contributing Equipment Sequence).  PNG outputs get nothing:
+the PNG writer has no tag to hold it.
 
 The config hash is the SHA-256 of the resolved config as sorted, compact JSON, the
 same text that is recorded beside it, so ``ZSSR_CONFIG_SHA256`` can be checked
@@ -31,7 +31,8 @@ __all__ = ["SOFTWARE", "config_sha256", "kernel_label", "job_provenance", "with_
            "RECORDING_SUFFIXES"]
 
 SOFTWARE = "zssr-pipeline"
-RECORDING_SUFFIXES = (".tif", ".tiff", ".zarr")  # writers with a provenance= keyword
+# writers with a provenance= keyword ("": a folder, i.e. a DICOM series)
+RECORDING_SUFFIXES = (".tif", ".tiff", ".zarr", ".dcm", "")
 
 
 def config_json(config: ZSSRConfig) -> str:

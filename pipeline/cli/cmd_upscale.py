@@ -14,6 +14,7 @@ from pathlib import Path
 
 from geometry import ScaleError, as_scale
 from io_adapters.base import check_output_path
+from io_adapters.dicom import TRANSFER_SYNTAXES
 from io_adapters.objstore import is_remote, staged_output
 from io_adapters.output_safety import (
     UnsafeOutputError,
@@ -115,6 +116,10 @@ def add_parser(sub, parents) -> None:
     p.add_argument("--slice-profile", type=float, default=None, metavar="R",
                    help="--through-plane: slice profile FWHM / slice spacing (default: the "
                    "file's slice thickness / spacing, 1 when unknown)")
+    p.add_argument("--transfer-syntax", choices=tuple(TRANSFER_SYNTAXES),
+                   default="explicit-little",
+                   help="DICOM outputs: explicit-little (uncompressed, default), rle (RLE "
+                   "Lossless) or jpeg2000-lossless (needs pylibjpeg-openjpeg); all lossless")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output that zssr wrote (a file or store of the "
                    "output's format; never a folder holding anything else, never an input)")
@@ -135,6 +140,17 @@ def pipeline_options(args: argparse.Namespace, pc: PipelineConfig) -> dict:
     return {"tile": tile, "bands": bands, "chain": pc.chain or None,
             "kernel_groups": pc.kernel_group_indexes,
             **kernel_options(args.kernel, args.kernel_sigma, pc)}
+
+
+def dicom_options(args: argparse.Namespace) -> dict:
+    """Writer options of a DICOM output: ``--deidentify`` and ``--transfer-syntax``."""
+    options = dicom_writer_options(args.output, args.deidentify)
+    if args.transfer_syntax != "explicit-little":
+        if Path(args.output).suffix.lower() not in (".dcm", ""):
+            raise UsageError(f"--transfer-syntax {args.transfer_syntax}: {args.output} is not "
+                             "a DICOM output (.dcm or a folder); drop the flag")
+        options["transfer_syntax"] = args.transfer_syntax
+    return options
 
 
 def check_paths(args: argparse.Namespace) -> None:
@@ -173,7 +189,7 @@ def run_local(args: argparse.Namespace) -> int:
     job = ImageJob(input=args.input, output=args.output, scale=scale_option(args.scale),
                    config=rc.engine, halo=parse_halo(args.halo),
                    device=parse_device(args.device), overwrite=args.overwrite,
-                   writer_options=dicom_writer_options(args.output, args.deidentify),
+                   writer_options=dicom_options(args),
                    max_pixels=args.max_pixels, **pipeline_options(args, rc.pipeline))
     job = record(job, args)  # provenance tags / attributes in COG, TIFF and Zarr outputs
     progress = ImageProgress(args.input.name, enabled=not args.quiet)
@@ -204,7 +220,8 @@ def run_through_plane(args: argparse.Namespace) -> int:
                          "(not --scale)")
     unused = [flag for flag, value in (("--kernel", args.kernel), ("--kernel-sigma",
               args.kernel_sigma), ("--tile", args.tile), ("--bands", args.bands),
-              ("--history", args.history), ("--deidentify", args.deidentify)) if value]
+              ("--history", args.history), ("--deidentify", args.deidentify),
+              ("--transfer-syntax", args.transfer_syntax != "explicit-little")) if value]
     if unused:  # refused, never silently ignored
         raise UsageError(f"{' '.join(unused)}: not used by --through-plane yet; drop it")
     rc = resolved_from_args(args)

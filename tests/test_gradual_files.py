@@ -54,7 +54,8 @@ def test_run_equals_upscale_with_gradual_steps(tmp_path, name):
     """zssr run follows the same step list as zssr upscale (pipeline.image.plan): the
     father pyramid (step 1's output, read back from the run's Zarr store), each step's
     back-projection iterations and the skipped step 0 give the same output bit for bit."""
-    from pipeline.runs.run import RunSettings, run_batch
+    from pipeline.runs.run import run_batch
+    from pipeline.runs.settings import RunSettings
 
     src = DATA / name
     up = upscale_file(ImageJob(input=src, output=tmp_path / f"up{src.suffix}", scale=2.0,

@@ -144,7 +144,8 @@ def test_rerun_skips_finished_images(batch):
 def test_run_equals_upscale_and_reports_progress(tmp_path: Path):
     from configs import resolve_config
     from pipeline.runs.progress import RunObserver
-    from pipeline.runs.run import RunSettings, run_batch
+    from pipeline.runs.run import run_batch
+    from pipeline.runs.settings import RunSettings
 
     class Recorder(RunObserver):
         def __init__(self):

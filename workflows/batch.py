@@ -55,7 +55,8 @@ from pipeline.image.kernel_io import kernel_options
 from pipeline.locking import FolderLock
 from pipeline.runs.config import DEFAULT_TILE, ResolvedConfig, refuse_kernel_groups
 from pipeline.runs.inputs import InputItem, expand_inputs
-from pipeline.runs.run import RunSettings, natural_suffix, run_batch
+from pipeline.runs.run import natural_suffix, run_batch
+from pipeline.runs.settings import RunSettings
 
 from .jobspec import JobSpec, check_targets, control_paths, load_job, render_name
 

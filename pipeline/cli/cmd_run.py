@@ -35,7 +35,8 @@ from pipeline.errors import UsageError, one_line
 from pipeline.runs.config import refuse_kernel_groups, resolved_from_args
 from pipeline.runs.graph import resolve_scheduler
 from pipeline.runs.progress import TqdmRunProgress
-from pipeline.runs.run import FORMAT_SUFFIXES, RunSettings, RunSummary, run_batch
+from pipeline.runs.run import FORMAT_SUFFIXES, RunSummary, run_batch
+from pipeline.runs.settings import RunSettings
 from pipeline.runs.upload import check_prefix
 
 log = logging.getLogger(__name__)

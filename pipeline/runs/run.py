@@ -12,12 +12,11 @@ attaches a progress observer and prints the summary.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +24,13 @@ import numpy as np
 import torch
 
 from io_adapters.base import Metadata
-from io_adapters.detect import DEFAULT_MAX_PIXELS, scale_metadata, stale_temps
+from io_adapters.detect import scale_metadata, stale_temps
 from io_adapters.errors import WriteError
 from io_adapters.output_safety import check_output
 from io_adapters.zarr_store import ZarrWriter
 from pipeline.catalog.provenance import with_provenance
 from pipeline.errors import EXIT, UsageError
 from pipeline.image.job import (
-    ImageJob,
     check_size,
     dicom_writer_options,
     open_input,
@@ -43,66 +41,20 @@ from pipeline.image.plan import plan_steps
 from pipeline.runs.graph import SchedulerInfo, execute, open_scheduler, resolve_scheduler
 from pipeline.runs.inputs import InputItem, expand_inputs, output_names, pair_ground_truth
 from pipeline.runs.rundir import JsonLinesHandler, RunDir, image_key, input_identity
+from pipeline.runs.settings import RunSettings
 from pipeline.runs.stac_run import write_run_stac
 from pipeline.runs.state import ImageState, build_nodes
 from pipeline.runs.tasks import LOCAL_SINKS, TRAIN_TOPIC, ImageSpec
 from pipeline.runs.upload import check_prefix_bucket, upload_run, with_upload
-from pipeline.steps.chain import ChainReader, ChainSpec
-from zssr.config import ConfigError, ZSSRConfig, config_to_dict
+from pipeline.steps.chain import ChainReader
+from zssr.config import ConfigError, config_to_dict
 from zssr.sr_steps import scale_steps
 
-__all__ = ["RunSettings", "RunSummary", "run_batch", "FORMAT_SUFFIXES", "natural_suffix"]
+__all__ = ["RunSummary", "run_batch", "FORMAT_SUFFIXES", "natural_suffix"]
 
 log = logging.getLogger(__name__)
 
 FORMAT_SUFFIXES = {"tif": ".tif", "png": ".png", "zarr": ".zarr", "dcm": ".dcm", "dicom": ".dcm"}
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """Everything a run needs besides its inputs (built once by the CLI)."""
-
-    out_dir: Path
-    scale: float
-    config: ZSSRConfig = field(default_factory=ZSSRConfig)
-    config_data: dict[str, Any] = field(default_factory=dict)  # as given (for config.yaml)
-    kernel: np.ndarray | str | None = None  # "estimate": each image's own (a Dask task)
-    fallback_kernel: np.ndarray | None = None  # when an estimate is unusable (None: bicubic)
-    bands: tuple[int, ...] | None = None
-    tile: int = 256
-    halo: int | None = None
-    device: str = "cpu"
-    scheduler: str | None = None  # None: DASK_SCHEDULER_ADDRESS or "local"
-    workers: int | None = None
-    torch_threads: int | None = None
-    resume: bool = True
-    overwrite: bool = False
-    ground_truth: Path | None = None
-    out_format: str | None = None  # a FORMAT_SUFFIXES key; None: the input's own format
-    batch_tiles: int | None = None  # tiles per infer task; None: automatic
-    retries: int = 2
-    chain: ChainSpec | None = None  # pre/post steps around SR (pipeline.steps.chain)
-    deidentify: bool = False  # DICOM outputs: drop patient-identifying attributes
-    max_pixels: int = DEFAULT_MAX_PIXELS  # declared size limit per input (--max-pixels)
-    stac_items: bool = False  # Items beside the outputs, a Collection (runs.stac_run)
-    output_prefix: str | None = None  # s3://bucket/prefix/: outputs uploaded (runs.upload)
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What shapes the result: a change gives a new image key."""
-        out = {"version": 1, "config": config_to_dict(self.config), "scale": self.scale,
-               "tile": self.tile, "halo": self.halo,
-               "bands": None if self.bands is None else list(self.bands),
-               "kernel": _kernel_id(self.kernel),
-               "chain": self.chain.to_config() if self.chain else None}
-        if self.fallback_kernel is not None:  # keys without one stay as before
-            out["fallback_kernel"] = _kernel_id(self.fallback_kernel)
-        return out
-
-
-def _kernel_id(kernel: np.ndarray | str | None) -> str | None:
-    if kernel is None or isinstance(kernel, str):
-        return kernel
-    return hashlib.sha256(np.ascontiguousarray(kernel, np.float64).tobytes()).hexdigest()
 
 
 @dataclass
@@ -150,11 +102,7 @@ def _plan(item: InputItem, name: str, settings: RunSettings, rd: RunDir, gt: Pat
     """Read the input's metadata, plan every step, decide what earlier runs did, and check
     the output can be written (nothing is computed yet)."""
     key = image_key(name, input_identity(item.path), settings.fingerprint())
-    job = ImageJob(input=item.path, output=Path(), scale=settings.scale, config=settings.config,
-                   kernel=settings.kernel, fallback_kernel=settings.fallback_kernel,
-                   bands=settings.bands, tile=settings.tile,
-                   halo=settings.halo, device=settings.device, overwrite=settings.overwrite,
-                   chain=settings.chain or None, max_pixels=settings.max_pixels)
+    job = settings.image_job(item.path)
     with open_input(job) as reader:
         meta = reader.meta  # in the units SR works in (after a chain's pre steps)
         chain = reader.chain if isinstance(reader, ChainReader) else None

@@ -61,6 +61,10 @@ def test_run_writes_items_and_a_collection(tmp_path: Path, offline_validator) ->
         assert item.get_single_link("derived_from").href == str(source.resolve())
         assert item.properties["processing:software"] == {"zssr-pipeline": __version__}
         assert PROCESSING_SCHEMA in item.stac_extensions
+        assert item.collection_id == "zssr-run-run"  # the run's Collection, linked beside it
+        link = next(ln for ln in json.loads(items[out].read_text())["links"]
+                    if ln["rel"] == "collection")
+        assert link["href"] == "collection.json"
     geo = pystac.Item.from_file(str(items[tif]))
     with rasterio.open(tif) as ds:
         assert geo.properties["proj:shape"] == [ds.height, ds.width] == [128, 160]
@@ -72,6 +76,11 @@ def test_run_writes_items_and_a_collection(tmp_path: Path, offline_validator) ->
     assert coll.validate()
     assert sorted(_item_links(collection)) == sorted(p.name for p in items.values())
     assert coll.extent.spatial.bboxes[0] == geo.bbox  # the only georeferenced Item
+    assert coll.id == "zssr-run-run"
+    start, end = coll.extent.temporal.intervals[0]
+    for path in items.values():  # the Collection's time span covers every Item's
+        meta = pystac.Item.from_file(str(path)).common_metadata
+        assert start <= meta.start_datetime <= meta.end_datetime <= end
 
     before = {p: p.read_bytes() for p in items.values()}
     assert _run(run, LANDSAT, PNG, stac=True) == 0  # all skipped: resume

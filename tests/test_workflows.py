@@ -186,7 +186,7 @@ def test_load_examples_and_template_rules(tmp_path):
     assert load_job(EXAMPLES / "dicom.yaml").resolve().pipeline.chain.post[0].name \
         == "clip_to_input"
     assert set(JOB_KEYS) == {"inputs", "output", "name", "scale", "preset", "set", "chain",
-                             "scheduler", "ground_truth"}
+                             "scheduler", "ground_truth", "output_prefix", "stac_items"}
     ok = job_from_dict({"inputs": "a.tif", "output": "o", "scale": 2, "name": "x/{stem}{suffix}",
                         "ground_truth": "gt"}, base=tmp_path)
     assert ok.ground_truth == tmp_path / "gt"

@@ -23,6 +23,10 @@ taken as inputs (no ``a_x2_x2`` generations); an existing output is replaced onl
 when the state file says this batch wrote it (or, that file being unreadable, when it
 is an output of the format zssr writes); a link at the lock, the state file,
 the run folder or an output is refused (exit 7 or a failed input), never followed.
+
+Inputs may be URLs (their content: an object's size and ETag), and with ``stac_items``
+and ``output_prefix`` each placed output gets its STAC Item and is uploaded
+(:mod:`workflows.batch_cloud`); the output folder, state file and lock stay local.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from io_adapters.detect import open_reader
+from io_adapters.errors import WriteError
 from io_adapters.output_safety import (
     BATCH_LOCK_FILE,
     BATCH_RUN_DIR,
@@ -50,6 +55,7 @@ from io_adapters.output_safety import (
     replace_onto,
     write_text_atomic,
 )
+from io_adapters.vsi import is_vsi
 from pipeline.errors import EXIT, UsageError
 from pipeline.image.kernel_io import kernel_options
 from pipeline.locking import FolderLock
@@ -58,7 +64,8 @@ from pipeline.runs.inputs import InputItem, expand_inputs
 from pipeline.runs.run import natural_suffix, run_batch
 from pipeline.runs.settings import RunSettings
 
-from .jobspec import JobSpec, check_targets, control_paths, load_job, render_name
+from . import batch_cloud as cloud
+from .jobspec import JobSpec, check_targets, control_paths, job_input, load_job, render_name
 
 __all__ = ["BatchSummary", "BatchLock", "run_job", "run_job_file", "content_hash",
            "config_hash", "expand_job_inputs", "STATE_FILE", "LOCK_FILE", "RUN_DIR"]
@@ -131,8 +138,7 @@ def expand_job_inputs(spec: JobSpec) -> list[InputItem]:
             for line in p.read_text(encoding="utf-8").splitlines():
                 line = line.strip()
                 if line and not line.startswith("#"):
-                    q = Path(line).expanduser()
-                    specs.append(str(q if q.is_absolute() else p.parent / q))
+                    specs.append(job_input(line, p.parent))
         else:
             specs.append(entry)
     return expand_inputs(specs, exclude=(spec.output / RUN_DIR,))
@@ -163,9 +169,8 @@ def _save_state(path: Path, state: dict[str, Any]) -> None:
 def _output_for(spec: JobSpec, item: InputItem) -> Path:
     with open_reader(item.path) as reader:
         suffix = natural_suffix(reader.meta)
-    name = item.path.name
-    return render_name(spec, stem=item.stem, name=name, parent=item.path.parent.name,
-                       suffix=suffix)
+    name, parent = cloud.input_names(item)
+    return render_name(spec, stem=item.stem, name=name, parent=parent, suffix=suffix)
 
 
 @dataclass
@@ -198,7 +203,7 @@ def _targets(spec: JobSpec, recorded: set[Path],
     items = [it for it in expand_job_inputs(spec) if it.path not in recorded]
     planned: list[tuple[InputItem, Path]] = []
     for item in items:
-        rec = {"input": str(item.path)}
+        rec = {"input": item.location}
         if not item.ok:
             summary.failed.append({**rec, "error_class": item.error_class, "error": item.error})
             continue
@@ -217,7 +222,7 @@ def _plan(spec: JobSpec, state: dict[str, Any], chash: str,
     taken: dict[Path, Path] = {}
     recorded = _recorded_outputs(state)
     for item, out in _targets(spec, recorded, summary):
-        rec = {"input": str(item.path)}
+        rec = {"input": item.location}
         if out in taken:
             summary.failed.append({**rec, "error_class": "UsageError", "error": (
                 f"output {out} is also the output of {taken[out]}; add {{parent}} or another "
@@ -225,31 +230,36 @@ def _plan(spec: JobSpec, state: dict[str, Any], chash: str,
             continue
         taken[out] = item.path
         try:
-            content = content_hash(item.path)
+            content = cloud.object_content(item.path) if is_vsi(item.path) \
+                else content_hash(item.path)
         except Exception as exc:  # noqa: BLE001 - one bad input fails alone
             summary.failed.append({**rec, "error_class": type(exc).__name__, "error": str(exc)})
             continue
-        done = state["inputs"].get(str(item.path), {})
+        done = state["inputs"].get(item.location, {})
         if done.get("content") == content and done.get("config") == chash \
                 and done.get("output") == str(out) and out.exists():
             summary.skipped.append({**rec, "output": str(out)})
             continue
         try:
             _check_target(spec, out, state)
-        except UnsafeOutputError as exc:
+            cloud.check_object(spec, out, ours=out in recorded)
+        except (UnsafeOutputError, WriteError) as exc:
             summary.failed.append({**rec, "error_class": type(exc).__name__, "error": str(exc)})
             continue
         todo.append(_Todo(item, content, out))
     return todo
 
 
-def _settings(spec: JobSpec, rc: ResolvedConfig, todo: list[_Todo]) -> RunSettings:
+def _settings(spec: JobSpec, rc: ResolvedConfig, ground_truth: Path | None = None) -> RunSettings:
+    """The run's settings; no ``stac_items``/``output_prefix`` there: the run's outputs
+    get their names from the job's template after it, and their Items and uploads then
+    (:mod:`workflows.batch_cloud`)."""
     pc = rc.pipeline
     return RunSettings(out_dir=spec.output / RUN_DIR, scale=spec.scale, config=rc.engine,
                        config_data=rc.data, **kernel_options(None, None, pc),
                        bands=pc.band_indexes, tile=pc.tile or DEFAULT_TILE,
                        scheduler=spec.scheduler, overwrite=True,
-                       ground_truth=_truth_folder(spec, todo), chain=pc.chain or None)
+                       ground_truth=ground_truth, chain=pc.chain or None)
 
 
 def _truth_folder(spec: JobSpec, todo: list[_Todo]) -> Path | None:
@@ -277,7 +287,7 @@ def _place(spec: JobSpec, src: Path, dst: Path, state: dict[str, Any]) -> None:
 
 
 def _record(state: dict[str, Any], path: Path, t: _Todo, chash: str) -> None:
-    state["inputs"][str(t.item.path)] = {
+    state["inputs"][t.item.location] = {
         "content": t.content, "config": chash, "output": str(t.output),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     _save_state(path, state)
@@ -286,22 +296,30 @@ def _record(state: dict[str, Any], path: Path, t: _Todo, chash: str) -> None:
 def _process_with_run(spec: JobSpec, rc: ResolvedConfig, todo: list[_Todo], chash: str,
                       state: dict[str, Any], summary: BatchSummary, *, observer: Any,
                       quiet: bool) -> None:
-    by_input = {str(t.item.path): t for t in todo}
-    result = run_batch([str(t.item.path) for t in todo], _settings(spec, rc, todo),
-                       observer=observer, quiet=quiet)
+    by_input = {t.item.location: t for t in todo}
+    settings = _settings(spec, rc, _truth_folder(spec, todo))
+    result = run_batch([str(t.item.path) for t in todo], settings, observer=observer,
+                       quiet=quiet)
     for entry in result.entries:
         t = by_input.get(str(entry.get("input")))
         if t is None:
             continue
         if entry.get("state") != "finalized" or not Path(str(entry.get("output"))).exists():
-            summary.failed.append({"input": str(t.item.path),
+            summary.failed.append({"input": t.item.location,
                                    "error_class": entry.get("error_class", "RunError"),
                                    "error": entry.get("error", "not finished")})
             continue
         _place(spec, Path(entry["output"]), t.output, state)
         _record(state, spec.output / STATE_FILE, t, chash)
+        try:  # done locally; a failed Item or upload is put back by the next run
+            cloud.finish_output(spec, settings, t.item.location, t.output)
+        except Exception as exc:  # noqa: BLE001 - one output fails alone
+            summary.failed.append({"input": t.item.location, "output": str(t.output),
+                                   "error_class": type(exc).__name__, "error": str(exc)})
+            continue
         scores = {k: entry[k] for k in ("psnr", "ssim") if k in entry}
-        summary.processed.append({"input": str(t.item.path), "output": str(t.output), **scores})
+        summary.processed.append({"input": t.item.location, "output": str(t.output),
+                                  **scores})
 
 
 def run_job(spec: JobSpec, *, observer: Any = None, quiet: bool = True) -> BatchSummary:
@@ -310,6 +328,7 @@ def run_job(spec: JobSpec, *, observer: Any = None, quiet: bool = True) -> Batch
     rc = spec.resolve()
     refuse_kernel_groups(rc.pipeline, "zssr batch")
     chash = config_hash(rc, spec.scale)
+    cloud.check_bucket_first(spec)  # a missing bucket: exit 7 before anything is made
     _check_output_folder(spec)
     spec.output.mkdir(parents=True, exist_ok=True)
     summary = BatchSummary(spec.output)
@@ -323,6 +342,13 @@ def run_job(spec: JobSpec, *, observer: Any = None, quiet: bool = True) -> Batch
         if todo:
             _process_with_run(spec, rc, todo, chash, state, summary, observer=observer,
                               quiet=quiet)
+        if spec.stac_items or spec.output_prefix:
+            done = [(loc, Path(str(r["output"]))) for loc, r in state["inputs"].items()
+                    if isinstance(r, dict) and r.get("output")]
+            failed = {f["input"] for f in summary.failed}  # reported once
+            summary.failed += [f for f in cloud.finish_batch(
+                spec, _settings(spec, rc), done, changed=bool(summary.processed))
+                if f["input"] not in failed]
     summary.seconds = time.perf_counter() - t0
     return summary
 

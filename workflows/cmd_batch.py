@@ -9,14 +9,16 @@ scale), and its output still exists: run it every night and it picks up the
 new files only.  A second ``zssr batch`` on the same output folder while one
 is running exits at once with code 9 (the lock file ``.zssr-batch.lock``).
 
-Job spec keys: inputs, output, name, scale, preset, set, chain, scheduler,
-ground_truth (see workflows/jobspec.py and workflows/examples/).  Scheduling
+Job spec keys: inputs (paths, or URLs: s3://bucket/prefix/, s3://bucket/a/*.tif),
+output, name, scale, preset, set, chain, scheduler, ground_truth, output_prefix
+(s3://bucket/prefix/: outputs uploaded there), stac_items (true: STAC Items and
+collection.json) (see workflows/jobspec.py and workflows/examples/).  Scheduling
 with cron, systemd or APScheduler: workflows/SCHEDULING.md.
 
 Exit codes: 0 all done, 1 some inputs failed (the others are done), 2 a bad
-job spec, 9 another batch holds the lock, 143 / 129 stopped by SIGTERM / SIGHUP
-(what timeout, cron and systemd send; cleaned up like Ctrl-C, 130): the next run
-picks up what is left.
+job spec, 7 the output_prefix's bucket missing or unreachable, 9 another batch
+holds the lock, 143 / 129 stopped by SIGTERM / SIGHUP (what timeout, cron and
+systemd send; cleaned up like Ctrl-C, 130): the next run picks up what is left.
 """
 
 from __future__ import annotations

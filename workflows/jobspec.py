@@ -2,7 +2,9 @@
 
 Keys (all others are errors, so jobs written today keep working)::
 
-    inputs:        [globs, folders or list files]   # relative to the job file
+    inputs:        [globs, folders or list files]   # relative to the job file; URLs
+                                                    # (s3://bucket/prefix/, s3://b/*.tif,
+                                                    # gs://, az://, https://) kept as given
     output:        sr/                              # output folder (relative to the job file)
     name:          "{stem}_x{scale}{suffix}"        # file name template inside output
     scale:         2
@@ -11,14 +13,18 @@ Keys (all others are errors, so jobs written today keep working)::
     chain:         {pre: [...], post: [...]}        # optional; each list replaces the preset's
     scheduler:     local                            # local | synchronous | tcp://host:8786
     ground_truth:  gt/                              # optional folder of references
+    output_prefix: s3://bucket/prefix/              # optional: outputs also uploaded there
+    stac_items:    true                             # optional: STAC Items + collection.json
 
 The name template knows ``{stem}`` (input name without suffix), ``{name}``
 (input file name), ``{parent}`` (its folder's name), ``{scale}`` (as ``2`` or
 ``1.5``) and ``{suffix}`` (the output format's, e.g. ``.tif``); it may hold
 sub-folders but must stay inside ``output``, and it may never name an input (or a
 folder around or inside one) or the batch's own control files
-(``.zssr-batch-state.json``, ``.zssr-batch.lock``, ``.zssr-batch-run``): such a job
-is refused before anything is processed (:func:`check_targets`).
+(``.zssr-batch-state.json``, ``.zssr-batch.lock``, ``.zssr-batch-run``, and
+``collection.json`` with ``stac_items``): such a job is refused before anything is
+processed (:func:`check_targets`).  The output folder, state file and lock stay local
+whatever the inputs and ``output_prefix`` are (:mod:`workflows.batch_cloud`).
 
 >>> spec = job_from_dict({"inputs": ["a/*.tif"], "output": "out", "scale": 2}, base=Path("/j"))
 >>> spec.output, spec.name
@@ -46,11 +52,14 @@ from io_adapters.output_safety import (
 )
 from pipeline.errors import UsageError
 from pipeline.runs.config import ResolvedConfig, resolve_run_config
+from pipeline.runs.remote_inputs import is_url
+from pipeline.runs.stac_run import COLLECTION_FILE
+from pipeline.runs.upload import check_prefix
 from zssr.errors import ConfigError
 from zssr.typed import build, public_fields
 
 __all__ = ["JobFile", "JobSpec", "JOB_KEYS", "NAME_FIELDS", "load_job", "job_from_dict", "render_name",
-           "control_paths", "check_targets"]
+           "control_paths", "check_targets", "job_input"]
 
 NAME_FIELDS = ("stem", "name", "parent", "scale", "suffix")
 DEFAULT_NAME = "{stem}_x{scale}{suffix}"
@@ -70,6 +79,8 @@ class JobFile:
     chain: dict[str, Any] | None = None
     scheduler: str | None = None
     ground_truth: str | None = None
+    output_prefix: str | None = None
+    stac_items: bool = False
 
 
 JOB_KEYS = tuple(public_fields(JobFile))
@@ -89,6 +100,8 @@ class JobSpec:
     scheduler: str | None = None
     ground_truth: Path | None = None
     source: Path | None = None  # the job file
+    output_prefix: str | None = None  # s3://bucket/prefix/ (ends in "/")
+    stac_items: bool = False
 
     def overrides(self) -> list[str]:
         """``set`` as ``key=value`` strings (values as JSON, which is YAML), chain last."""
@@ -123,6 +136,25 @@ def _path(value: str, key: str, base: Path, where: str) -> Path:
     return (p if p.is_absolute() else base / p).resolve()
 
 
+def job_input(text: str, base: Path) -> str:
+    """An input as written -> as run: a URL kept as given, a path made absolute
+    (relative to ``base``, the job file's or list file's folder)."""
+    if is_url(text):
+        return text
+    p = Path(text).expanduser()
+    return str(p if p.is_absolute() else base / p)
+
+
+def _prefix(value: str | None, where: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_prefix(value)
+    except UsageError:
+        raise UsageError(f"{where}: 'output_prefix' = {value!r}; expected s3://bucket/ or "
+                         "s3://bucket/prefix/") from None
+
+
 def _typed(data: dict, where: str) -> JobFile:
     if isinstance(data.get("inputs"), str):  # one input may be written without a list
         data = {**data, "inputs": [data["inputs"]]}
@@ -146,15 +178,14 @@ def job_from_dict(data: Any, *, base: Path, source: Path | None = None) -> JobSp
     if not job.inputs:
         raise UsageError(f"{where}: 'inputs' is empty; expected a list of globs, folders or "
                          "list files")
-    resolved = tuple(str(Path(i).expanduser()) if Path(i).expanduser().is_absolute()
-                     else str(base / i) for i in job.inputs)
-    spec = JobSpec(inputs=resolved, output=_path(job.output, "output", base, where),
+    spec = JobSpec(inputs=tuple(job_input(i, base) for i in job.inputs), output=_path(job.output, "output", base, where),
                    scale=_scale(job.scale, where), name=job.name or DEFAULT_NAME,
                    preset=job.preset, set=dict(job.set or {}), chain=job.chain,
                    scheduler=job.scheduler,
                    ground_truth=None if job.ground_truth is None
                    else _path(job.ground_truth, "ground_truth", base, where),
-                   source=source)
+                   source=source, output_prefix=_prefix(job.output_prefix, where),
+                   stac_items=job.stac_items)
     check_template(spec)
     spec.resolve()  # config errors now, naming the key, not at 2 a.m.
     return spec
@@ -187,9 +218,11 @@ def check_template(spec: JobSpec) -> None:
 
 
 def control_paths(spec: JobSpec) -> tuple[Path, ...]:
-    """The batch's own files in its output folder: state, lock, run folder."""
+    """The batch's own files in its output folder: state, lock, run folder (and the STAC
+    Collection with ``stac_items``)."""
     root = spec.output.resolve()
-    return (root / BATCH_STATE_FILE, root / BATCH_LOCK_FILE, root / BATCH_RUN_DIR)
+    stac = (root / COLLECTION_FILE,) if spec.stac_items else ()
+    return (root / BATCH_STATE_FILE, root / BATCH_LOCK_FILE, root / BATCH_RUN_DIR, *stac)
 
 
 def check_targets(spec: JobSpec, targets: dict[Path, Path], *,

@@ -15,7 +15,8 @@ reader and writes ``<output name>.stac-item.json`` beside it:
   ``derived_from`` link to the source Item (or the source file when there is none).
 
 ``write_run_collection`` writes a Collection whose extent covers the Items and which
-links each of them.  Item ids are the output's file name.
+links each of them; each Item names its Collection (``collection`` id and link) when
+written with ``collection=``.  Item ids are the output's file name.
 
 The Item's ``datetime`` is the source Item's acquisition time; without a source Item
 it is ``None`` with ``start_datetime = end_datetime`` = the time the Item is written
@@ -199,13 +200,20 @@ def output_item(output: Path, *, provenance: Provenance, source_href: str,
 def write_output_item(output: Path, *, provenance: Provenance, source_href: str,
                       source_item: pystac.Item | None = None,
                       eo_bands: Sequence[dict[str, Any]] | None = None,
-                      inputs: Iterable[Path] = ()) -> Path:
+                      inputs: Iterable[Path] = (),
+                      collection: tuple[str, str] | None = None) -> Path:
     """Write the Item of ``output`` beside it (atomic; the output rule applies: never an
-    input, never through a link, only over an earlier JSON document)."""
+    input, never through a link, only over an earlier JSON document).  ``collection``:
+    the ``(id, href)`` of the Collection the Item belongs to (``href`` relative to the
+    Item): its ``collection`` id and ``collection`` link."""
     path = item_path(output)
     check_output(path, inputs=tuple(inputs), overwrite=True)
     item = output_item(output, provenance=provenance, source_href=source_href,
                        source_item=source_item, eo_bands=eo_bands)
+    if collection is not None:
+        item.collection_id = collection[0]
+        item.add_link(pystac.Link(pystac.RelType.COLLECTION, collection[1],
+                                  media_type=pystac.MediaType.JSON))
     item.set_self_href(str(path.resolve()))
     data = item.to_dict(include_self_link=False, transform_hrefs=False)
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")

@@ -11,7 +11,9 @@ At the end of the run the driver writes ``outputs/collection.json``
 (:func:`pipeline.catalog.stac.write_run_collection`): one Collection linking the Item of
 every output of this run's inputs that has one, each once, by a path relative to the
 Collection, so ``outputs/`` is a self-contained static catalogue that can be copied or
-uploaded as it is.  A rerun rewrites it from the run's images, never appending.
+uploaded as it is.  A rerun rewrites it from the run's images, never appending.  Each Item
+names the Collection (``collection`` id ``zssr-run-<run folder name>`` and a
+``collection`` link to ``collection.json`` beside it).
 """
 
 from __future__ import annotations
@@ -24,22 +26,37 @@ from typing import Any
 from io_adapters.vsi import is_vsi
 from pipeline.catalog.provenance import job_provenance
 from pipeline.catalog.stac import item_path, write_output_item, write_run_collection
+from pipeline.image.job import ImageJob
 from pipeline.runs.tasks import ImageSpec
 
-__all__ = ["COLLECTION_FILE", "write_item", "write_run_stac", "write_collection"]
+__all__ = ["COLLECTION_FILE", "collection_id", "write_item", "write_job_item", "write_run_stac",
+           "write_collection", "write_items_collection"]
 
 log = logging.getLogger(__name__)
 
 COLLECTION_FILE = "collection.json"
 
 
+def collection_id(run_name: str) -> str:
+    """The id of the Collection of the run folder named ``run_name``."""
+    return f"zssr-run-{run_name}"
+
+
 def write_item(spec: ImageSpec) -> Path | None:
-    """The STAC Item of ``spec``'s committed output (None when the run asked for none)."""
+    """The STAC Item of ``spec``'s committed output (None when the run asked for none),
+    in the run's Collection (``outputs/collection.json``, beside the Item)."""
     if spec.stac_source is None:
         return None
-    inputs = () if is_vsi(spec.job.input) else (Path(spec.job.input),)
-    return write_output_item(Path(spec.job.output), provenance=job_provenance(
-        spec.job, source=spec.stac_source), source_href=spec.stac_source, inputs=inputs)
+    return write_job_item(spec.job, source=spec.stac_source,
+                          collection=(collection_id(spec.run_dir.name), COLLECTION_FILE))
+
+
+def write_job_item(job: ImageJob, *, source: str, collection: tuple[str, str]) -> Path:
+    """The Item of ``job``'s committed output: ``derived_from`` ``source`` (the input's
+    path or URL), in the Collection ``collection`` = ``(id, href relative to the Item)``."""
+    inputs = () if is_vsi(job.input) else (Path(job.input),)
+    return write_output_item(Path(job.output), provenance=job_provenance(job, source=source),
+                             source_href=source, inputs=inputs, collection=collection)
 
 
 def write_run_stac(outputs: Path, finished: Sequence[tuple[ImageSpec, bool]], *,
@@ -61,11 +78,18 @@ def write_collection(outputs: Path, specs: Iterable[ImageSpec], *,
         path = item_path(Path(spec.job.output))
         if spec.stac_source is not None and path.is_file():
             items.setdefault(path, spec)
+    return write_items_collection(sorted(items), Path(outputs) / COLLECTION_FILE,
+                                  collection_id=collection_id(run_name),
+                                  what=f"the zssr run {run_name}")
+
+
+def write_items_collection(items: Sequence[Path], path: Path, *, collection_id: str,
+                           what: str) -> Path | None:
+    """``path``, a Collection linking the Item files ``items`` (None: no Item)."""
     if not items:
         return None
-    path = write_run_collection(sorted(items), Path(outputs) / COLLECTION_FILE,
-                                collection_id=f"zssr-run-{run_name}",
-                                description=f"Outputs of the zssr run {run_name}: "
-                                f"{len(items)} super-resolved image(s)")
+    path = write_run_collection(items, path, collection_id=collection_id,
+                                description=f"Outputs of {what}: {len(items)} super-resolved "
+                                "image(s)")
     log.info("wrote STAC Collection %s (%d items)", path, len(items))
     return path

@@ -33,7 +33,8 @@ from pipeline.catalog.stac import item_path
 from pipeline.errors import UsageError
 from pipeline.runs.tasks import ImageSpec
 
-__all__ = ["check_prefix", "check_prefix_bucket", "with_upload", "upload_output", "upload_run"]
+__all__ = ["check_prefix", "check_prefix_bucket", "with_upload", "upload_output", "upload_run",
+           "upload_with_item", "upload_collection"]
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +65,25 @@ def upload_output(spec: ImageSpec) -> None:
     """Upload ``spec``'s committed output, then its STAC Item (if written)."""
     if spec.upload_to is None:
         return
-    output = Path(spec.job.output)
-    upload_atomic(output, spec.upload_to)
-    item = item_path(output)
-    if spec.stac_source is not None and item.is_file():
-        url = spec.upload_to + item.name[len(output.name):]
-        check_remote_output(url, overwrite=True)  # never over an object zssr did not write
-        upload_atomic(item, url)
-    log.info("uploaded %s", spec.upload_to)
+    upload_with_item(Path(spec.job.output), spec.upload_to, item=spec.stac_source is not None)
+
+
+def upload_with_item(output: Path, url: str, *, item: bool) -> None:
+    """Upload the committed ``output`` to ``url`` (checked before), then, with ``item``,
+    its STAC Item (if written) to ``url`` + ``.stac-item.json``."""
+    upload_atomic(output, url)
+    path = item_path(output)
+    if item and path.is_file():
+        item_url = url + path.name[len(output.name):]
+        check_remote_output(item_url, overwrite=True)  # never over an object zssr did not write
+        upload_atomic(path, item_url)
+    log.info("uploaded %s", url)
+
+
+def upload_collection(prefix: str, collection: Path) -> None:
+    """``collection`` to ``prefix`` + its name (never over an object zssr did not write)."""
+    check_remote_output(prefix + collection.name, overwrite=True)
+    upload_atomic(collection, prefix + collection.name)
 
 
 def upload_run(prefix: str, finished: Sequence[tuple[ImageSpec, bool]],
@@ -82,5 +94,4 @@ def upload_run(prefix: str, finished: Sequence[tuple[ImageSpec, bool]],
         if earlier and spec.upload_to is not None and not object_exists(spec.upload_to):
             upload_output(spec)
     if collection is not None:
-        check_remote_output(prefix + collection.name, overwrite=True)
-        upload_atomic(collection, prefix + collection.name)
+        upload_collection(prefix, collection)

@@ -7,7 +7,7 @@ config file <- ``--set key=value`` overrides.
 Besides the engine's sections (``net``, ``train``, ``infer``, ``norm``,
 ``scale_steps``, ...) a preset may carry the pipeline sections
 :data:`PIPELINE_SECTIONS` (``chain``, ``tile``, ``bands``, ``kernel_sigma``, ``kernel``,
-``kernel_groups``);
+``kernel_groups``, ``through_plane``);
 they are split off here and validated by :mod:`pipeline.runs.config`.
 
 >>> cfg, raw = resolve_config(preset="paper", overrides=["train.max_iters=10"])
@@ -32,7 +32,8 @@ __all__ = ["PRESETS_DIR", "PIPELINE_SECTIONS", "available_presets", "load_preset
 
 PRESETS_DIR = Path(__file__).resolve().parent
 #: Top-level keys that configure the pipeline around the engine (pipeline.runs.config).
-PIPELINE_SECTIONS = ("chain", "tile", "bands", "kernel_sigma", "kernel", "kernel_groups")
+PIPELINE_SECTIONS = ("chain", "tile", "bands", "kernel_sigma", "kernel", "kernel_groups",
+                     "through_plane")
 
 
 def available_presets() -> list[str]:

@@ -39,6 +39,10 @@ CASES = {
     # 48 x 64: too small to estimate from, so this runs the fallback (bicubic); the
     # estimate itself is tested in tests/test_kernel_pipeline.py
     "blind": (DATA / "io" / "plain" / "butterfly_48x64.png", ".png", 2, []),
+    # through-plane (implied by the presets): the factor is --scale-z; None: a NIfTI volume
+    # made in the test (MR-like: 4 slices of 3 mm, 0.9 x 0.8 mm pixels)
+    "ct-thin": (DATA / "dicom" / "series", ".nii", 2.5, []),
+    "mr-thin": (None, ".nii.gz", 2, []),
 }
 
 
@@ -66,8 +70,41 @@ def _valid_mean(path: Path) -> tuple[float, tuple]:
         return float(a[m].mean()), (r.meta.dtype, r.meta.bands, r.meta.rows, r.meta.cols)
 
 
+def _thin_end_to_end(preset: str, tmp_path: Path) -> None:
+    """A through-plane preset: the volume's slices (scale - 1) per gap more, same units."""
+    import nibabel as nib
+
+    src, suffix, scale, extra = CASES[preset]
+    if src is None:
+        src = tmp_path / "mr.nii"
+        vol = np.random.default_rng(3).gamma(2.0, 150.0, (20, 18, 4)).astype(np.int16)
+        nib.save(nib.Nifti1Image(vol, np.diag([0.9, 0.8, 3.0, 1.0])), src)
+    out = tmp_path / f"out{suffix}"
+    assert main(["upscale", str(src), str(out), "--scale-z", str(scale), "--preset", preset,
+                 *TINY, *extra]) == 0  # --through-plane implied by the preset
+    with open_reader(src) as r:
+        frames, meta = r.meta.frames, r.meta
+        mean_in = float(np.mean([r.read(frame=k).astype(float).mean() for k in range(frames)]))
+    img = nib.load(out)
+    assert img.shape == (meta.cols, meta.rows, int((frames - 1) * scale) + 1)
+    assert img.get_data_dtype() == meta.dtype
+    mean_out = float(img.dataobj.get_unscaled().astype(float).mean())  # stored values
+    assert abs(mean_out - mean_in) < 0.1 * abs(mean_in), (mean_in, mean_out)
+
+
+def test_thin_presets_carry_the_section_of_section_12():
+    for name, policy in (("ct-thin", "minmax"), ("mr-thin", "percentile")):
+        rc = resolve_run_config(preset=name)
+        assert rc.pipeline.through_plane is not None and not rc.pipeline.chain.pre
+        assert rc.pipeline.through_plane.slice_profile is None  # FWHM = SliceThickness
+        assert rc.engine.norm.policy == policy and rc.engine.infer.ensemble is False
+        assert rc.engine.train.max_iters == 800 and rc.engine.train.crop_size == 64  # fast
+
+
 @pytest.mark.parametrize("preset", sorted(CASES))
 def test_preset_end_to_end(preset, tmp_path):
+    if preset.endswith("-thin"):
+        return _thin_end_to_end(preset, tmp_path)
     src, suffix, scale, extra = CASES[preset]
     out = tmp_path / f"out{suffix}"
     assert main(["upscale", str(src), str(out), "--scale", str(scale), "--preset", preset,
@@ -107,7 +144,8 @@ def test_presets_carry_typed_pipeline_sections():
 
 
 @pytest.mark.parametrize("name", ["gradual-x4", "sentinel2", "landsat", "ct", "mr",
-                                  "fast-gradual", "blind", "scene", "scene-fast"])
+                                  "fast-gradual", "blind", "scene", "scene-fast", "ct-thin",
+                                  "mr-thin"])
 def test_new_presets_comment_every_value(name):
     for line in (PRESETS_DIR / f"{name}.yaml").read_text().splitlines():
         body = line.split("#")[0].strip()

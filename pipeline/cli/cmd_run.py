@@ -1,7 +1,10 @@
 """``zssr run``: a batch of images through one Dask graph, resumable, with a report.
 
 INPUT may be files, folders (a folder of DICOM slices is one series) or glob
-patterns.  Everything goes to the run directory ``--out DIR``: the outputs
+patterns.  With --through-plane (or a preset such as ct-thin) and --scale-z F or
+--slice-spacing MM each input is a volume made thin along its slice axis, one task each:
+``outputs/<name>_z<F>`` (or ``_<MM>mm``) in the input's own format (NIfTI as the input, a
+DICOM series as a new derived series folder) or --format zarr.  Everything goes to the run directory ``--out DIR``: the outputs
 (``outputs/<name>_x<scale>`` in the input's own format: GeoTIFF -> COG .tif,
 DICOM -> .dcm or a folder for a series, PNG -> .png, Zarr -> .zarr), the
 manifest, trained weights, tile markers, logs and ``report.html``.
@@ -31,8 +34,9 @@ from pathlib import Path
 
 from pipeline.cli.cmd_upscale import parse_device, parse_halo, pipeline_options, scale_option
 from pipeline.cli.options import add_config_args, add_image_args
+from pipeline.cli.through_plane import add_through_plane_args, through_plane_options
 from pipeline.errors import UsageError, one_line
-from pipeline.runs.config import refuse_kernel_groups, resolved_from_args
+from pipeline.runs.config import ThroughPlaneConfig, refuse_kernel_groups, resolved_from_args
 from pipeline.runs.graph import resolve_scheduler
 from pipeline.runs.progress import TqdmRunProgress
 from pipeline.runs.run import FORMAT_SUFFIXES, RunSummary, run_batch
@@ -48,7 +52,9 @@ def add_parser(sub, parents) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="run directory")
-    add_image_args(p, device_help="cpu or cuda (train and infer tasks then ask Dask for GPU=1)")
+    add_image_args(p, device_help="cpu or cuda (train and infer tasks then ask Dask for GPU=1)",
+                   scale_required=False)
+    add_through_plane_args(p)
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="local (default), synchronous, or a scheduler address tcp://host:port")
     p.add_argument("--workers", type=int, default=None,
@@ -96,6 +102,26 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         raise UsageError(f"--retries {args.retries}: expected a number >= 0")
     if resolve_scheduler(args.scheduler) in ("synchronous", "local"):
         parse_device(args.device)  # tasks run on this machine: the device must exist here
+    volume = through_plane_options(args, rc, {
+        "--kernel": args.kernel, "--kernel-sigma": args.kernel_sigma, "--tile": args.tile,
+        "--bands": args.bands, "--halo": args.halo != "auto", "--deidentify": args.deidentify,
+        "--ground-truth": args.ground_truth, "--batch-tiles": args.batch_tiles,
+        "--warm-start": args.warm_start, "--stac-item": args.stac_item,
+        "--output-prefix": args.output_prefix,
+        "--format": args.format not in (None, "zarr")})
+    if volume is not None:  # each input a volume, one task each (pipeline.runs.volumes)
+        return RunSettings(
+            out_dir=args.out, scale=1.0, config=rc.engine, config_data=rc.data,
+            device=args.device, scheduler=args.scheduler,
+            workers=_positive(args.workers, "--workers"),
+            torch_threads=_positive(args.torch_threads, "--torch-threads"),
+            resume=args.resume, overwrite=args.overwrite, out_format=args.format,
+            retries=args.retries, max_pixels=args.max_pixels,
+            through_plane=ThroughPlaneConfig(volume["scale_z"], volume["slice_spacing"],
+                                             volume["profile"], volume["slab"]))
+    if args.scale is None:
+        raise UsageError("--scale is required for in-plane SR (--through-plane takes "
+                         "--scale-z or --slice-spacing)")
     return RunSettings(
         out_dir=args.out, scale=scale_option(args.scale), config=rc.engine, config_data=rc.data,
         halo=parse_halo(args.halo), device=args.device, scheduler=args.scheduler,

@@ -26,13 +26,19 @@ from io_adapters.output_safety import (
 from pipeline.cli.cloud import add_cloud_args, record, stac_source, write_item
 from pipeline.cli.options import add_config_args, add_image_args
 from pipeline.cli.progress import ImageProgress
+from pipeline.cli.through_plane import add_through_plane_args, through_plane_options
 from pipeline.errors import UsageError
 from pipeline.image.job import ImageJob, dicom_writer_options
 from pipeline.image.kernel_estimate import describe_choice
 from pipeline.image.kernel_io import kernel_options
 from pipeline.image.upscale import upscale_file
 from pipeline.image.volume import VolumeJob, upscale_through_plane
-from pipeline.runs.config import DEFAULT_TILE, PipelineConfig, resolved_from_args
+from pipeline.runs.config import (
+    DEFAULT_TILE,
+    PipelineConfig,
+    ResolvedConfig,
+    resolved_from_args,
+)
 from pipeline.runs.inputs import input_location, output_location
 
 log = logging.getLogger(__name__)
@@ -106,16 +112,7 @@ def add_parser(sub, parents) -> None:
                    help="output path (or s3://bucket/key: built locally, then uploaded); "
                    "its suffix picks the format")
     add_image_args(p, scale_required=False)
-    p.add_argument("--through-plane", action="store_true",
-                   help="a thick-slice volume (NIfTI, DICOM series or multi-frame) made thin: "
-                   "SR along the slice axis (SMORE-style) with --scale-z or --slice-spacing")
-    p.add_argument("--scale-z", type=float, default=None, metavar="F",
-                   help="--through-plane: slices F times closer (e.g. 4 or 2.5)")
-    p.add_argument("--slice-spacing", type=float, default=None, metavar="MM",
-                   help="--through-plane: the new slice spacing in mm")
-    p.add_argument("--slice-profile", type=float, default=None, metavar="R",
-                   help="--through-plane: slice profile FWHM / slice spacing (default: the "
-                   "file's slice thickness / spacing, 1 when unknown)")
+    add_through_plane_args(p)
     p.add_argument("--transfer-syntax", choices=tuple(TRANSFER_SYNTAXES),
                    default="explicit-little",
                    help="DICOM outputs: explicit-little (uncompressed, default), rle (RLE "
@@ -180,12 +177,16 @@ def run(args: argparse.Namespace) -> int:
 
 def run_local(args: argparse.Namespace) -> int:
     check_paths(args)
-    if args.through_plane:
-        return run_through_plane(args)
-    if args.scale is None or args.scale_z is not None or args.slice_spacing is not None:
-        raise UsageError("--scale is required for in-plane SR; --scale-z and --slice-spacing "
-                         "go with --through-plane")
     rc = resolved_from_args(args)
+    volume = through_plane_options(args, rc, {
+        "--kernel": args.kernel, "--kernel-sigma": args.kernel_sigma, "--tile": args.tile,
+        "--bands": args.bands, "--history": args.history, "--deidentify": args.deidentify,
+        "--transfer-syntax": args.transfer_syntax != "explicit-little"})
+    if volume is not None:
+        return run_through_plane(args, rc, volume)
+    if args.scale is None:
+        raise UsageError("--scale is required for in-plane SR (--through-plane takes "
+                         "--scale-z or --slice-spacing)")
     job = ImageJob(input=args.input, output=args.output, scale=scale_option(args.scale),
                    config=rc.engine, halo=parse_halo(args.halo),
                    device=parse_device(args.device), overwrite=args.overwrite,
@@ -213,23 +214,12 @@ def run_local(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_through_plane(args: argparse.Namespace) -> int:
+def run_through_plane(args: argparse.Namespace, rc: ResolvedConfig,
+                      volume: dict) -> int:
     """``--through-plane``: :func:`pipeline.image.volume.upscale_through_plane`."""
-    if (args.scale_z is None) == (args.slice_spacing is None) or args.scale is not None:
-        raise UsageError("--through-plane takes one of --scale-z F and --slice-spacing MM "
-                         "(not --scale)")
-    unused = [flag for flag, value in (("--kernel", args.kernel), ("--kernel-sigma",
-              args.kernel_sigma), ("--tile", args.tile), ("--bands", args.bands),
-              ("--history", args.history), ("--deidentify", args.deidentify),
-              ("--transfer-syntax", args.transfer_syntax != "explicit-little")) if value]
-    if unused:  # refused, never silently ignored
-        raise UsageError(f"{' '.join(unused)}: not used by --through-plane yet; drop it")
-    rc = resolved_from_args(args)
     result = upscale_through_plane(VolumeJob(
-        input=args.input, output=args.output, config=rc.engine, scale_z=args.scale_z,
-        slice_spacing=args.slice_spacing, profile=args.slice_profile,
-        device=parse_device(args.device), overwrite=args.overwrite,
-        max_pixels=args.max_pixels))
+        input=args.input, output=args.output, config=rc.engine, device=parse_device(args.device),
+        overwrite=args.overwrite, max_pixels=args.max_pixels, **volume))
     if not args.quiet:
         h = result.history
         print(f"{result.output}: {result.slices[0]} -> {result.slices[1]} slices "

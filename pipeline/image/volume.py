@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -42,8 +43,8 @@ from zssr.through_plane import (
     super_resolve_through_plane,
 )
 
-__all__ = ["VolumeJob", "VolumeResult", "volume_geometry", "through_plane_metadata",
-           "upscale_through_plane"]
+__all__ = ["VolumeJob", "VolumePlan", "VolumeResult", "volume_geometry",
+           "through_plane_metadata", "plan_volume", "upscale_through_plane"]
 
 log = logging.getLogger(__name__)
 
@@ -133,36 +134,60 @@ def _factor(job: VolumeJob, dz: float) -> float:
     return float(factor)
 
 
-def upscale_through_plane(job: VolumeJob) -> VolumeResult:
-    """Read the volume, super-resolve it through-plane and write it atomically."""
+def upscale_through_plane(job: VolumeJob, *,
+                          before_commit: Callable[[], None] | None = None) -> VolumeResult:
+    """Read the volume, super-resolve it through-plane and write it atomically
+    (``before_commit`` is called once the result is ready, just before the write)."""
     t0 = time.perf_counter()
     check_output_path(Path(job.output), inputs=(Path(job.input),))
     with OutputLock(job.output):
         clean_stale_partials(job.output)
         try:
-            return _run(job, t0)
+            return _run(job, t0, before_commit)
         except BaseException:
             abort_partials(job.output)
             raise
 
 
-def _run(job: VolumeJob, t0: float) -> VolumeResult:
+@dataclass(frozen=True)
+class VolumePlan:
+    """What :func:`plan_volume` reads from a volume's metadata, before any pixel."""
+
+    factor: float
+    profile: float  # slice profile FWHM / slice spacing
+    spacing: float  # old slice spacing, mm
+    out_meta: Metadata  # the thin-slice result's
+
+    @property
+    def slices(self) -> int:
+        return self.out_meta.frames
+
+
+def plan_volume(job: VolumeJob, meta: Metadata) -> VolumePlan:
+    """The factor, profile and output geometry of ``job`` on ``meta``, or the one-line
+    error of a volume that cannot go through-plane (``zssr upscale`` and ``zssr run``)."""
+    dz, dr, dc, thickness = volume_geometry(meta)
+    if slice_axis((dz, dr, dc)) != 0:
+        raise InvalidDataError(f"{job.input}: slices {dz:.4g} mm apart with pixels of "
+                               f"{dr:.4g} x {dc:.4g} mm: the slices are not the thickest "
+                               "axis; through-plane SR works along the slice axis only")
+    if meta.bands != 1:
+        raise InvalidDataError(f"{job.input}: {meta.bands} bands; through-plane SR takes "
+                               "single-band volumes only")
+    factor = _factor(job, dz)
+    profile = job.profile if job.profile is not None else thickness / dz
+    out_meta = through_plane_metadata(meta, factor, output_slices(meta.frames, factor))
+    return VolumePlan(factor, profile, dz, out_meta)
+
+
+def _run(job: VolumeJob, t0: float, before_commit: Callable[[], None] | None) -> VolumeResult:
     with open_reader(job.input, max_pixels=job.max_pixels) as reader:
         meta = reader.meta
-        dz, dr, dc, thickness = volume_geometry(meta)
-        if slice_axis((dz, dr, dc)) != 0:
-            raise InvalidDataError(f"{job.input}: slices {dz:.4g} mm apart with pixels of "
-                                   f"{dr:.4g} x {dc:.4g} mm: the slices are not the thickest "
-                                   "axis; through-plane SR works along the slice axis only")
-        if meta.bands != 1:
-            raise InvalidDataError(f"{job.input}: {meta.bands} bands; through-plane SR takes "
-                                   "single-band volumes only")
-        factor = _factor(job, dz)
-        profile = job.profile if job.profile is not None else thickness / dz
+        plan = plan_volume(job, meta)
         full = Window(0, 0, meta.cols, meta.rows)
         volume = np.stack([reader.read(full, frame=k)[0] for k in range(meta.frames)])
-    n_out = output_slices(meta.frames, factor)
-    out_meta = through_plane_metadata(meta, factor, n_out)
+    factor, profile, dz, out_meta = plan.factor, plan.profile, plan.spacing, plan.out_meta
+    n_out = plan.slices
     writer = open_writer(job.output, out_meta, inputs=(Path(job.input),),
                          overwrite=job.overwrite)
     writer.abort()  # a bad output fails before the training
@@ -175,6 +200,8 @@ def _run(job: VolumeJob, t0: float) -> VolumeResult:
         from io_adapters.dicom import stored_range
 
         sr = np.clip(sr, *stored_range(out_meta)).astype(out_meta.dtype, copy=False)
+    if before_commit is not None:  # zssr run: this run's claim on the output
+        before_commit()
     with open_writer(job.output, out_meta, inputs=(Path(job.input),),
                      overwrite=job.overwrite) as writer:
         for k in range(n_out):

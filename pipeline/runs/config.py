@@ -1,5 +1,5 @@
 """Typed pipeline sections of a config: chain, tile, bands, kernel_sigma, kernel,
-kernel_groups.
+kernel_groups, through_plane.
 
 Presets and config files hold the engine's sections (typed by
 :class:`zssr.config.ZSSRConfig`) and, beside them, the pipeline's
@@ -16,7 +16,7 @@ merged data (defaults <- preset <- file <- ``--set``); command-line flags
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,9 +28,37 @@ from zssr.typed import build
 
 __all__ = ["PipelineConfig", "ResolvedConfig", "pipeline_config_from_dict",
            "resolve_run_config", "resolved_from_args", "check_kernel_groups",
-           "refuse_kernel_groups", "DEFAULT_TILE"]
+           "refuse_kernel_groups", "refuse_through_plane", "ThroughPlaneConfig",
+           "DEFAULT_TILE"]
 
 DEFAULT_TILE = 256  # LR tile side when neither the config nor --tile gives one
+
+
+@dataclass(frozen=True)
+class ThroughPlaneConfig:
+    """Config section ``through_plane`` (presets ``ct-thin``, ``mr-thin``): its presence
+    makes ``zssr upscale``/``zssr run`` super-resolve along the slice axis (as
+    ``--through-plane``); the flags ``--scale-z``/``--slice-spacing``/``--slice-profile``
+    win over its keys."""
+
+    scale_z: float | None = None  # slices F times closer (as --scale-z)
+    slice_spacing: float | None = None  # the new slice spacing in mm (as --slice-spacing)
+    slice_profile: float | None = None  # profile FWHM / slice spacing; None: thickness / spacing
+    slab: int = 64  # planes per inference slab (memory: one slab of the engine's tensors)
+
+    def validate(self) -> None:
+        for key, value, low in (("scale_z", self.scale_z, 1.0),
+                                ("slice_spacing", self.slice_spacing, 0.0),
+                                ("slice_profile", self.slice_profile, 0.0)):
+            if value is not None and not (low < value < 1e6):
+                raise ConfigError(f"config key 'through_plane.{key}': invalid value {value:g}; "
+                                  f"expected a number > {low:g}")
+        if self.scale_z is not None and self.slice_spacing is not None:
+            raise ConfigError("config keys 'through_plane.scale_z' and 'through_plane."
+                              "slice_spacing': give one of them, not both")
+        if not 1 <= self.slab <= 4096:
+            raise ConfigError(f"config key 'through_plane.slab': invalid value {self.slab}; "
+                              "expected an integer in [1, 4096]")
 
 
 @dataclass(frozen=True)
@@ -43,6 +71,7 @@ class PipelineConfig:
     #: kernel_sigma's Gaussian (or bicubic) is then the fallback when an estimate is unusable
     kernel_groups: tuple[tuple[int, ...], ...] | None = None  # with kernel: estimate, one
     #: kernel (and one network) per group of 1-based band numbers, e.g. [[1, 2, 3], [4]]
+    through_plane: ThroughPlaneConfig | None = None  # SR along the slice axis of a volume
 
     def validate(self) -> None:
         if self.tile is not None and not 8 <= self.tile <= 8192:
@@ -58,6 +87,8 @@ class PipelineConfig:
                                   "1-based band numbers in [1, 65535]")
         if self.kernel_groups is not None:
             check_kernel_groups(self.kernel_groups)
+        if self.through_plane is not None:
+            self.through_plane.validate()
         if self.kernel_sigma is not None and not 0 < self.kernel_sigma <= 10:
             raise ConfigError(f"config key 'kernel_sigma': invalid value {self.kernel_sigma:g}; "
                               "expected a number in (0, 10] (HR pixels)")
@@ -78,7 +109,9 @@ class PipelineConfig:
                 "bands": None if self.bands is None else list(self.bands),
                 "kernel_sigma": self.kernel_sigma, "kernel": self.kernel,
                 **({} if self.kernel_groups is None else  # keys without groups stay as before
-                   {"kernel_groups": [list(g) for g in self.kernel_groups]})}
+                   {"kernel_groups": [list(g) for g in self.kernel_groups]}),
+                **({} if self.through_plane is None else
+                   {"through_plane": asdict(self.through_plane)})}
 
 
 def check_kernel_groups(groups: tuple[tuple[int, ...], ...]) -> None:
@@ -104,7 +137,16 @@ def refuse_kernel_groups(pc: PipelineConfig, command: str) -> None:
                           "(drop kernel_groups)")
 
 
-PIPELINE_KEYS = ("chain", "tile", "bands", "kernel_sigma", "kernel", "kernel_groups")
+def refuse_through_plane(pc: PipelineConfig, command: str) -> None:
+    """A ``through_plane`` section where it is not wired: refused, never ignored."""
+    if pc.through_plane is not None:
+        raise ConfigError(f"config key 'through_plane': {command} does not run through-plane "
+                          "SR yet; use zssr upscale or zssr run (drop the section or the "
+                          "preset)")
+
+
+PIPELINE_KEYS = ("chain", "tile", "bands", "kernel_sigma", "kernel", "kernel_groups",
+                 "through_plane")
 
 
 def pipeline_config_from_dict(data: dict[str, Any] | None) -> PipelineConfig:
@@ -112,10 +154,19 @@ def pipeline_config_from_dict(data: dict[str, Any] | None) -> PipelineConfig:
     (:func:`zssr.typed.build`; unknown keys are errors naming the key)."""
     data = dict(data or {})
     chain = ChainSpec.from_config(data.pop("chain", None))
-    cfg = build(PipelineConfig, data, where=lambda key: f"config key {key!r}",
-                unknown=lambda key, _: f"unknown pipeline config key {key!r}; allowed: "
-                + ", ".join(PIPELINE_KEYS))
-    cfg = replace(cfg, chain=chain)
+    where = lambda key: f"config key {key!r}"  # noqa: E731
+    unknown = lambda key, _: (f"unknown pipeline config key {key!r}; allowed: "  # noqa: E731
+                              + ", ".join(PIPELINE_KEYS))
+    section = data.pop("through_plane", None)
+    if section is not None and not isinstance(section, dict):
+        raise ConfigError("config key 'through_plane': expected a mapping of scale_z, "
+                          "slice_spacing, slice_profile, slab")
+    cfg = build(PipelineConfig, data, where=where, unknown=unknown)
+    through_plane = None if section is None else build(
+        ThroughPlaneConfig, section, where=where, prefix="through_plane.",
+        unknown=lambda key, allowed: f"unknown config key {key!r}; allowed keys: "
+        + ", ".join(allowed))
+    cfg = replace(cfg, chain=chain, through_plane=through_plane)
     cfg.validate()
     return cfg
 

@@ -39,7 +39,7 @@ __all__ = ["Node", "Ref", "SchedulerInfo", "open_scheduler", "execute", "resolve
 
 log = logging.getLogger(__name__)
 
-NodeKind = Literal["kernel", "train", "infer", "finalize"]
+NodeKind = Literal["kernel", "train", "infer", "finalize", "volume"]
 #: The address schemes of distributed's comm registry (``distributed.comm.registry``):
 #: any other is refused at once instead of failing inside ``Client`` (a 40 s close hang).
 DASK_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss", "inproc")

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from configs import split_sections
 from io_adapters.base import Metadata
-from io_adapters.detect import scale_metadata, stale_temps
-from io_adapters.errors import WriteError
+from io_adapters.detect import scale_metadata
 from io_adapters.output_safety import check_output
 from io_adapters.zarr_store import ZarrWriter
 from pipeline.catalog.provenance import with_provenance
@@ -38,14 +38,16 @@ from pipeline.image.job import (
     working_meta,
 )
 from pipeline.image.plan import plan_steps
+from pipeline.runs.config import pipeline_config_from_dict, refuse_through_plane
 from pipeline.runs.graph import SchedulerInfo, execute, open_scheduler, resolve_scheduler
 from pipeline.runs.inputs import InputItem, expand_inputs, output_names, pair_ground_truth
 from pipeline.runs.rundir import JsonLinesHandler, RunDir, image_key, input_identity
 from pipeline.runs.settings import RunSettings
 from pipeline.runs.stac_run import write_run_stac
-from pipeline.runs.state import ImageState, build_nodes
+from pipeline.runs.state import ImageState, build_nodes, resume_output
 from pipeline.runs.tasks import LOCAL_SINKS, TRAIN_TOPIC, ImageSpec
 from pipeline.runs.upload import check_prefix_bucket, upload_run, with_upload
+from pipeline.runs.volumes import VolumeState, plan_volume_state
 from pipeline.steps.chain import ChainReader
 from zssr.config import ConfigError, config_to_dict
 from zssr.sr_steps import scale_steps
@@ -163,26 +165,11 @@ def _ensure_stores(state: ImageState, rd: RunDir) -> None:
 def _resume(state: ImageState, rd: RunDir, settings: RunSettings,
             last: dict[str, dict[str, Any]], owners: dict[str, str]) -> None:
     """Decide what of ``state`` earlier runs already did."""
-    spec = state.spec
-    output = Path(spec.job.output)
-    owner = owners.get(str(output))
-    if not settings.resume:
-        rd.clear_work(spec.key)
-    elif last.get(spec.key, {}).get("state") == "finalized" and output.exists() \
-            and owner == spec.key:
-        state.skipped = True
+    resume_output(state, rd, resume=settings.resume, overwrite=settings.overwrite, last=last,
+                  owners=owners)
+    if state.skipped:
         return
-    replace_output = settings.overwrite or owner == spec.key
-    if output.exists() and not replace_output:
-        raise WriteError(f"{output}: output exists and was not written by this configuration "
-                         "of this input; pass --overwrite to replace it, or use another --out")
-    state.spec = replace(spec, replace_output=replace_output)
-    for temp in stale_temps(output):  # a writer killed in an earlier run (we hold the lock)
-        log.info("%s: removing a temporary left by an interrupted run", temp)
-        if temp.is_dir():
-            shutil.rmtree(temp, ignore_errors=True)
-        else:
-            temp.unlink(missing_ok=True)
+    spec = state.spec
     _ensure_stores(state, rd)
     state.trained_before = [rd.weights(spec.key, s).exists() for s in range(len(spec.plans))]
     state.done_before = [rd.done_tiles(spec.key, s) for s in range(len(spec.plans))]
@@ -205,7 +192,11 @@ def run_batch(inputs: list[str | Path], settings: RunSettings, *, observer: Any 
     items = expand_inputs(inputs, exclude=(settings.out_dir,))
     if not items:
         raise UsageError("no inputs given; pass image files, folders or glob patterns")
-    scale_steps(settings.scale, settings.config)  # a config error fails the run at once
+    if settings.through_plane is None:  # a config error fails the run at once
+        scale_steps(settings.scale, settings.config)
+        if "through_plane" in settings.config_data:  # e.g. preset ct-thin in a batch job
+            refuse_through_plane(pipeline_config_from_dict(
+                split_sections(settings.config_data)[1]), "zssr batch")
     ok_items = [it for it in items if it.ok]
     pairs = pair_ground_truth(ok_items, settings.ground_truth) if settings.ground_truth else {}
     names = output_names(items)
@@ -251,7 +242,9 @@ def _run_fields(settings: RunSettings) -> dict[str, Any]:
             "bands": None if settings.bands is None else list(settings.bands),
             "device": settings.device, "scheduler": settings.scheduler,
             "workers": settings.workers, "format": settings.out_format,
-            "kernel": settings.fingerprint()["kernel"]}
+            "kernel": settings.fingerprint()["kernel"],
+            **({} if settings.through_plane is None else
+               {"through_plane": settings.fingerprint()["through_plane"]})}
 
 
 def _plan_all(items: list[InputItem], names: dict[Path, str], settings: RunSettings,
@@ -265,7 +258,9 @@ def _plan_all(items: list[InputItem], names: dict[Path, str], settings: RunSetti
             state = ImageState.failed_input(item, name, settings.fingerprint())
         else:
             try:
-                state = _plan(item, name, settings, rd, pairs.get(item.path), last, owners)
+                state = plan_volume_state(item, name, settings, rd, last, owners) \
+                    if settings.through_plane is not None else \
+                    _plan(item, name, settings, rd, pairs.get(item.path), last, owners)
             except (UsageError, ConfigError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # noqa: BLE001 - a bad input fails its image only
@@ -288,6 +283,11 @@ def _run_graph(states: list[ImageState], rd: RunDir, settings: RunSettings,
     nodes = []
     last_by_bands: dict[int, str] = {}  # warm start: previous image with as many bands
     for state in active:
+        if isinstance(state, VolumeState):  # one node: the volume read, SR'd and written
+            nodes += state.nodes(gpu=settings.device.startswith("cuda"))
+            rd.record(state.key, "queued", input=state.item.location,
+                      output=str(state.spec.job.output), run=state.run_id)
+            continue
         size = _batch_size(settings, sched, state.pending_units())
         bands = len(state.spec.plans[0].bands)
         warm_from = (last_by_bands.get(bands) if state.spec.job.config.warm_start

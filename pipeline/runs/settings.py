@@ -5,7 +5,7 @@ from it (:meth:`RunSettings.image_job`)."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import numpy as np
 
 from io_adapters.detect import DEFAULT_MAX_PIXELS
 from pipeline.image.job import ImageJob
+from pipeline.runs.config import ThroughPlaneConfig
 from pipeline.steps.chain import ChainSpec
 from zssr.config import ZSSRConfig, config_to_dict
 
@@ -54,6 +55,8 @@ class RunSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS  # declared size limit per input (--max-pixels)
     stac_items: bool = False  # Items beside the outputs, a Collection (runs.stac_run)
     output_prefix: str | None = None  # s3://bucket/prefix/: outputs uploaded (runs.upload)
+    #: each input a volume made thin along its slice axis (runs.volumes); scale is then 1
+    through_plane: ThroughPlaneConfig | None = None
 
     def image_job(self, input: Path) -> ImageJob:
         """The job of one input: every :class:`ImageJob` field the run sets for all its
@@ -71,6 +74,8 @@ class RunSettings:
                "chain": self.chain.to_config() if self.chain else None}
         if self.fallback_kernel is not None:  # keys without one stay as before
             out["fallback_kernel"] = _kernel_id(self.fallback_kernel)
+        if self.through_plane is not None:
+            out["through_plane"] = asdict(self.through_plane)
         return out
 
 

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
+from io_adapters.detect import stale_temps
+from io_adapters.errors import WriteError
 from pipeline.image.kernel_estimate import describe_choice, is_estimate
 from pipeline.runs.finalize import finalize_task
 from pipeline.runs.graph import Node, Ref
@@ -25,7 +29,7 @@ from pipeline.runs.tasks import ImageSpec, TrainOutcome, infer_task, kernel_task
 from zssr.api import merge_history
 from zssr.train import TrainingHistory
 
-__all__ = ["ImageState", "build_nodes", "history_summary", "MAX_CURVE_POINTS"]
+__all__ = ["ImageState", "build_nodes", "history_summary", "resume_output", "MAX_CURVE_POINTS"]
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +196,33 @@ class ImageState:
                  "output": str(self.spec.job.output), "state": "finalized"}
         e["skipped"] = True
         return e
+
+
+def resume_output(state: ImageState, rd: RunDir, *, resume: bool, overwrite: bool,
+                  last: dict[str, dict[str, Any]], owners: dict[str, str]) -> None:
+    """What an earlier run did to ``state``'s output: finished it (``state.skipped``), or
+    claimed it (``spec.replace_output``); an output of another configuration is refused
+    without ``overwrite``; temporaries of an interrupted writer are removed."""
+    spec = state.spec
+    output = Path(spec.job.output)
+    owner = owners.get(str(output))
+    if not resume:
+        rd.clear_work(spec.key)
+    elif last.get(spec.key, {}).get("state") == "finalized" and output.exists() \
+            and owner == spec.key:
+        state.skipped = True
+        return
+    replace_output = overwrite or owner == spec.key
+    if output.exists() and not replace_output:
+        raise WriteError(f"{output}: output exists and was not written by this configuration "
+                         "of this input; pass --overwrite to replace it, or use another --out")
+    state.spec = replace(spec, replace_output=replace_output)
+    for temp in stale_temps(output):  # a writer killed in an earlier run (we hold the lock)
+        log.info("%s: removing a temporary left by an interrupted run", temp)
+        if temp.is_dir():
+            shutil.rmtree(temp, ignore_errors=True)
+        else:
+            temp.unlink(missing_ok=True)
 
 
 def build_nodes(state: ImageState, *, batch_size: int, gpu: bool,

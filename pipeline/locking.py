@@ -74,6 +74,38 @@ class FolderLock:
         self._fd: int | None = None
 
     def __enter__(self) -> FolderLock:
+        try:
+            self._acquire()
+        except BaseException:
+            # a stop signal raises Terminated/KeyboardInterrupt from its Python handler at
+            # any bytecode, so also between the lock file's creation and our flock;
+            # __exit__ never runs for a failed __enter__ and the file would stay (seen in
+            # tests/test_corpus_adversarial.py, which signals as soon as it appears)
+            self._abandon()
+            raise
+        return self
+
+    def _abandon(self) -> None:
+        """After a failed or interrupted acquisition: release what we hold, and remove a
+        lock file (``remove=True``) that nobody holds: we may have just created it."""
+        if self._fd is not None:
+            self.__exit__()
+            return
+        if not self._remove:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by another writer: theirs
+        except OSError:
+            os.close(fd)
+            return
+        self._fd = fd
+        self.__exit__()  # unlinks it if the name still holds this file, then unlocks
+
+    def _acquire(self) -> None:
         for _ in range(100):  # a release between our open and our flock: retry
             fd = open_lock_file(self.path)
             try:
@@ -87,6 +119,7 @@ class FolderLock:
                 raise WriteError(f"{self.path}: cannot lock the file: {exc.strerror or exc}; "
                                  "use a local folder") from None
             if self._same_file(fd):
+                self._fd = fd
                 break
             os.close(fd)  # the holder removed the file we locked: lock the new one
         else:  # pragma: no cover - a hundred releases in a row
@@ -94,8 +127,6 @@ class FolderLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, (f"pid {os.getpid()} on {os.uname().nodename} "
                        f"since {time.strftime('%Y-%m-%d %H:%M:%S')}\n").encode(), 0)
-        self._fd = fd
-        return self
 
     def _same_file(self, fd: int) -> bool:
         try:

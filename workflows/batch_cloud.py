@@ -38,6 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from io_adapters.objstore import check_remote_output, object_exists
+from io_adapters.output_safety import check_output
 from io_adapters.vsi import display_url, gdal_path, is_vsi
 from pipeline.catalog.stac import item_path
 from pipeline.runs.inputs import InputItem
@@ -76,14 +77,20 @@ def remote_url(spec: JobSpec, out: Path) -> str:
 
 
 def check_bucket_first(spec: JobSpec) -> None:
-    """Before any work: the prefix's bucket exists and is reachable (else exit 7)."""
+    """Before any work: the prefix's bucket exists and is reachable, and
+    ``collection.json`` obeys the output rule (no link there; else exit 7)."""
     if spec.output_prefix:
         check_prefix_bucket(spec.output_prefix)
+    if spec.stac_items:
+        check_output(spec.output / COLLECTION_FILE, root=spec.output, overwrite=True)
 
 
 def check_object(spec: JobSpec, out: Path, *, ours: bool) -> None:
     """Before an input is processed: its object may be written (``ours``: this batch
-    wrote that output before, so an object zssr wrote there may be replaced)."""
+    wrote that output before, so an object zssr wrote there may be replaced), and its
+    Item's name obeys the output rule (no link there)."""
+    if spec.stac_items:
+        check_output(item_path(out), root=spec.output, overwrite=True)
     if spec.output_prefix:
         check_remote_output(remote_url(spec, out), overwrite=ours)
 
@@ -103,6 +110,12 @@ def _write_item(spec: JobSpec, settings: RunSettings, location: str, out: Path) 
                    collection=(collection_id(spec), href))
 
 
+def _own_file(path: Path) -> bool:
+    """A file at ``path`` that is no link (a planted link is refused when written, never
+    read as an Item nor uploaded)."""
+    return path.is_file() and not path.is_symlink()
+
+
 def finish_batch(spec: JobSpec, settings: RunSettings, done: Iterable[tuple[str, Path]], *,
                  changed: bool) -> list[dict[str, Any]]:
     """The end of a batch over ``done`` (every ``(input, output)`` the state file
@@ -112,7 +125,7 @@ def finish_batch(spec: JobSpec, settings: RunSettings, done: Iterable[tuple[str,
     done = [(loc, out) for loc, out in done if out.exists()]
     for loc, out in done:
         try:
-            if spec.stac_items and not item_path(out).is_file():
+            if spec.stac_items and not _own_file(item_path(out)):
                 _write_item(spec, settings, loc, out)
                 changed = True
             if spec.output_prefix and not object_exists(remote_url(spec, out)):
@@ -123,8 +136,8 @@ def finish_batch(spec: JobSpec, settings: RunSettings, done: Iterable[tuple[str,
     if not spec.stac_items:
         return failed
     collection = spec.output / COLLECTION_FILE
-    if changed or not collection.is_file():
-        items = sorted(p for p in (item_path(out) for _, out in done) if p.is_file())
+    if changed or not _own_file(collection):
+        items = sorted(p for p in (item_path(out) for _, out in done) if _own_file(p))
         if write_items_collection(items, collection, collection_id=collection_id(spec),
                                   what=f"the zssr batch {spec.output}") is None:
             return failed

@@ -19,14 +19,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from io_adapters.output_safety import check_output
 from io_adapters.vsi import display_url
 from pipeline.catalog.provenance import job_provenance, with_provenance
-from pipeline.catalog.stac import write_output_item
+from pipeline.catalog.stac import item_path, write_output_item
 from pipeline.catalog.stac_input import StacInput, is_stac_item, resolve_stac_input
 from pipeline.errors import UsageError
 from pipeline.image.job import ImageJob
 
-__all__ = ["add_cloud_args", "stac_source", "source_name", "record", "write_item"]
+__all__ = ["add_cloud_args", "stac_source", "source_name", "record", "check_item",
+           "write_item"]
 
 
 def add_cloud_args(p: argparse.ArgumentParser) -> None:
@@ -71,6 +73,13 @@ def source_name(args: argparse.Namespace) -> str:
 def record(job: ImageJob, args: argparse.Namespace) -> ImageJob:
     """``job`` whose writer records its provenance."""
     return with_provenance(job, source=source_name(args))
+
+
+def check_item(args: argparse.Namespace) -> None:
+    """Before any work: the Item's name obeys the output rule (no link there, never an
+    input, only over an earlier JSON document), like the output's."""
+    if getattr(args, "stac_input", None) is not None or args.stac_item:
+        check_output(item_path(Path(args.output)), inputs=(Path(args.input),), overwrite=True)
 
 
 def write_item(job: ImageJob, args: argparse.Namespace, stac: StacInput | None) -> Path | None:

@@ -23,7 +23,7 @@ from io_adapters.output_safety import (
     conflict,
     write_text_atomic,
 )
-from pipeline.cli.cloud import add_cloud_args, record, stac_source, write_item
+from pipeline.cli.cloud import add_cloud_args, check_item, record, stac_source, write_item
 from pipeline.cli.options import add_config_args, add_image_args
 from pipeline.cli.progress import ImageProgress
 from pipeline.cli.through_plane import add_through_plane_args, through_plane_options
@@ -157,6 +157,7 @@ def check_paths(args: argparse.Namespace) -> None:
     check_output(args.output, inputs=(args.input,), overwrite=args.overwrite)
     if args.history is not None:
         check_history(args)
+    check_item(args)  # --stac-item: the Item beside the output
 
 
 def check_history(args: argparse.Namespace) -> None:

@@ -18,6 +18,7 @@ before any work, that image failing.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +30,7 @@ from io_adapters.objstore import (
     object_exists,
     upload_atomic,
 )
+from io_adapters.output_safety import check_no_links
 from pipeline.catalog.stac import item_path
 from pipeline.errors import UsageError
 from pipeline.runs.tasks import ImageSpec
@@ -73,7 +75,8 @@ def upload_with_item(output: Path, url: str, *, item: bool) -> None:
     its STAC Item (if written) to ``url`` + ``.stac-item.json``."""
     upload_atomic(output, url)
     path = item_path(output)
-    if item and path.is_file():
+    if item and os.path.lexists(path):
+        check_no_links(path)  # never upload what a planted link points at
         item_url = url + path.name[len(output.name):]
         check_remote_output(item_url, overwrite=True)  # never over an object zssr did not write
         upload_atomic(path, item_url)

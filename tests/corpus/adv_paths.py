@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import _files as F
-from _adv_base import TOKEN, Builder, esc
+from _adv_base import RUN_FILES, SYNC, TINY, TOKEN, Builder, esc
 
 __all__ = ["PATH_GROUPS"]
 
@@ -242,6 +242,32 @@ def _links(b: Builder) -> None:
         a = b.png(i / "a.png")
         plant(o / "run" / rel, c / "outside" / target)
         b.run(name, k, (a,), o / "run", "write", "symbolic link|every name tried", token=TOKEN)
+    # STAC Items and Collections (--stac-item, stac_items) and through-plane outputs
+    c, i, o = b.case("link_upscale_stac_item")
+    plant(o / "sr.png.stac-item.json", c / "outside" / "precious.png")
+    b.upscale(c.name, k, b.png(i / "a.png"), o / "sr.png", "write",
+              r"sr\.png\.stac-item\.json.*symbolic link", "--stac-item")
+    for name, rel, target in (("link_run_stac_item", "a_x2.png.stac-item.json", "precious.png"),
+                              ("link_run_collection", "collection.json", "created-there.png")):
+        c, i, o = b.case(name)
+        plant(o / "run" / "outputs" / rel, c / "outside" / target)
+        b.run(name, k, (b.png(i / "a.png"),), o / "run", "write", "symbolic link",
+              "--stac-item")
+    for name, target in (("link_run_through_plane", "folder"),
+                         ("link_run_through_plane_dangling", "created-there.png")):
+        c, i, o = b.case(name)
+        series = F.copy(F.DATA / "dicom" / "series", i / "series")
+        plant(o / "run" / "outputs" / "series_z2", c / "outside" / target)
+        b.add(name, k, ("run", series, "--out", o / "run", "--through-plane", "--scale-z", "2",
+                        *SYNC, *TINY), "write", "symbolic link", out_dir=o / "run",
+              bookkeeping=RUN_FILES)
+    for name, rel, expect in (("link_batch_stac_item", "a_x2.png.stac-item.json", "batch"),
+                              ("link_batch_collection", "collection.json", "write")):
+        c, i, o = b.case(name)
+        b.png(i / "a.png")
+        plant(o / rel, c / "outside" / "precious.png")
+        b.batch(name, k, b.job(c, inputs=[str(i / "*.png")], output=str(o), stac_items=True),
+                expect, "symbolic link")
     # the control files of ``zssr batch``
     for name, rel, target, expect in (
             ("link_batch_lock", ".zssr-batch.lock", "precious.png", "write"),

@@ -35,6 +35,8 @@ REQUIRED = (  # scenarios the issue names, by case-name prefix
     "tpl_onto_state", "tpl_onto_lock", "tpl_into_run_dir", "tpl_regenerate_in_place",
     "link_output_png_dangling", "link_output_png_to_sentinel_ow", "link_temporary_",
     "link_output_lock", "link_batch_lock", "link_batch_state", "link_run_outputs_",
+    "link_upscale_stac_item", "link_run_stac_item", "link_run_collection",
+    "link_run_through_plane", "link_batch_stac_item", "link_batch_collection",
     "lr_1e6", "diverge_", "cfg_laughs_", "cfg_fifo_", "cfg_dev_zero_", "cfg_latin1_",
     "cfg_set_inf", "cfg_set_nan", "cfg_user_step_", "huge_sparse_tiff_1e5", "huge_zarr_3e5",
     "huge_png8_1e5", "bound_depth_", "bound_width_", "bound_kernel_size_", "scale_1_3333_",

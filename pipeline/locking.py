@@ -87,7 +87,9 @@ class FolderLock:
 
     def _abandon(self) -> None:
         """After a failed or interrupted acquisition: release what we hold, and remove a
-        lock file (``remove=True``) that nobody holds: we may have just created it."""
+        lock file (``remove=True``) that nobody holds: we may have just created it.  A
+        name that is not one of our lock files (a link, a hard-linked file) is left as
+        it is: the refusal said so."""
         if self._fd is not None:
             self.__exit__()
             return
@@ -96,6 +98,10 @@ class FolderLock:
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError:
+            return
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:  # not a lock file of ours
+            os.close(fd)
             return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by another writer: theirs

@@ -57,9 +57,17 @@ FALSE_POSITIVES = re.compile(r"Attribute present when condition unsatisfied .*Mo
 
 def dciodvfy_errors(path: Path) -> tuple[set[str], int]:
     """Normalised error lines of one file and the number of ignored false positives."""
-    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False,
+                         timeout=120)
+    text = run.stdout + run.stderr
+    # exit 0 (clean) or 1 (errors reported) with output; anything else means the file was
+    # not verified, and an empty error set from a tool that never ran must not pass
+    if run.returncode not in (0, 1) or not text.strip() or "Abort -" in text \
+            or "Dicom dataset read failed" in text or "Information Object Not found" in text:
+        raise SystemExit(f"dciodvfy did not verify {path} (exit {run.returncode}): "
+                         f"{text.strip()[:300]!r}")
     errors, ignored = set(), 0
-    for line in (run.stdout + run.stderr).splitlines():
+    for line in text.splitlines():
         if not line.startswith("Error"):
             continue
         if FALSE_POSITIVES.search(line):

@@ -105,6 +105,17 @@ SPECS: dict[str, Spec] = {
     "io_adapters/_dicom_derive.py": Spec(
         tests=("tests/test_mut_scale_metadata.py", "tests/test_io_dicom_write.py"),
         functions=("_scale_spacing", "_scale_us_regions", "_set_geometry")),
+    "io_adapters/zarr_store.py": Spec(
+        tests=("tests/test_mut_scale_metadata.py",), functions=("scale_zarr_metadata",)),
+    "io_adapters/nifti.py": Spec(
+        tests=("tests/test_mut_slices.py", "tests/test_mut_scale_metadata.py",
+               "tests/test_nifti.py"),
+        functions=("scale_nifti_metadata", "scale_nifti_slices", "_with_affine"),
+        k="not end_to_end"),
+    # test_through_plane_dicom runs a tiny through-plane upscale per test: seconds each
+    "io_adapters/_dicom_slices.py": Spec(
+        tests=("tests/test_mut_slices.py", "tests/test_through_plane_dicom.py"),
+        k="not dciodvfy"),
 }
 
 

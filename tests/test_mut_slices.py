@@ -16,9 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 
 from io_adapters._dicom_frames import DicomFrame
-from io_adapters._dicom_slices import scale_dicom_slices
+from io_adapters._dicom_slices import (
+    _code,
+    _reference,
+    scale_dicom_slices,
+    set_slice_attributes,
+    slice_file_names,
+)
 from io_adapters.base import MedicalInfo, Metadata
 from io_adapters.errors import InvalidDataError
 from io_adapters.nifti import scale_nifti_metadata, scale_nifti_slices
@@ -228,3 +236,177 @@ def test_nifti_slices_refuse_a_bad_factor_or_count(factor, slices):
                "factor > 0 and at least one slice")
     with pytest.raises(InvalidDataError, match=f"^{re.escape(message)}$"):
         scale_nifti_slices(_nifti(), factor, slices)
+
+
+# --- exact refusals, file names and the per-slice attributes (issue 14, second pass) ------
+
+def _refusal(meta: Metadata, factor: float = 2, slices: int = 9) -> str:
+    with pytest.raises(InvalidDataError) as info:
+        scale_dicom_slices(meta, factor, slices)
+    return str(info.value)
+
+
+def test_refusal_messages_in_full():
+    frames = _frames()
+    frames[2] = replace(frames[2], slope=2.0)
+    assert _refusal(_meta(frames)) == (
+        "/in/IM0002.dcm: RescaleSlope/Intercept 2/0, the first slice has 1/0; through-plane "
+        "SR needs one rescale for the whole series")
+    assert _refusal(replace(_meta(_frames()), format="nifti")) == (
+        "/in: not a DICOM volume of at least 2 slices from DicomReader")
+    frames = _frames()
+    frames[1] = replace(frames[1], position=None)
+    assert _refusal(_meta(frames)) == (
+        "/in/IM0001.dcm: no ImagePositionPatient/ImageOrientationPatient; through-plane SR "
+        "needs every slice's position and orientation")
+    frames = [replace(f, position=tuple(P0)) for f in _frames()]
+    assert _refusal(_meta(frames)) == (
+        "/in: the first and last slices share a position along the slice normal; "
+        "through-plane SR needs a stack")
+    frames = _frames()
+    frames[3] = replace(frames[3], position=tuple(float(v) for v in np.array(
+        frames[3].position) + 0.5 * np.array(ORIENT[:3])))
+    assert _refusal(_meta(frames)) == (
+        "/in/IM0003.dcm: slice lies 0.5 mm off the slice normal of ImageOrientationPatient "
+        "(gantry tilt or a shifted slice); through-plane SR needs slices stacked along "
+        "their normal")
+
+
+def test_refusal_names_the_volume_without_a_file_for_the_slice():
+    frames = _frames()
+    frames[1] = replace(frames[1], orientation=None)
+    meta = _meta(frames)
+    no_medical = replace(meta, medical=None)  # no sources at all: the volume's path
+    assert _refusal(no_medical).startswith("/in: no ImagePositionPatient/")
+    short = replace(meta, medical=replace(meta.medical, sources=("/in/a.dcm",)))
+    assert _refusal(short).startswith("/in: no ImagePositionPatient/")  # source 1 of 1 file
+
+
+def _axial(count: int, dz: float) -> list[DicomFrame]:
+    return [DicomFrame(source=k, index=0, position=(0.0, 0.0, k * dz),
+                       orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0), spacing=(1.0, 1.0),
+                       slice_thickness=dz) for k in range(count)]
+
+
+def test_a_stack_thinner_than_1_mm_is_accepted():
+    out = scale_dicom_slices(_meta(_axial(5, 0.5)), 2, 9)
+    assert out.extra["through_plane"]["old_spacing"] == 0.5
+    assert out.extra["dicom_frames"][8].position == (0.0, 0.0, 2.0)
+
+
+def test_a_shift_exactly_at_the_shear_tolerance_is_accepted():
+    frames = _axial(5, 1.0)
+    limit = 1e-3 * 1.0 + 1e-4  # _SHEAR_TOLERANCE * |dz| + 1e-4: refused only above it
+    frames[2] = replace(frames[2], position=(limit, 0.0, 2.0))
+    assert scale_dicom_slices(_meta(frames), 2, 9).frames == 9
+    frames[2] = replace(frames[2], position=(limit * 1.01, 0.0, 2.0))
+    assert _refusal(_meta(frames)).startswith("/in/IM0002.dcm: slice lies 0.001111 mm off")
+
+
+def test_the_normal_is_the_first_slices():
+    frames = _frames()
+    frames[1] = replace(frames[1], orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0))
+    out = scale_dicom_slices(_meta(frames), 2, 9)  # slice 1's own normal would be z
+    np.testing.assert_allclose(out.extra["dicom_frames"][8].position, P0 + 4 * DZ * NORMAL,
+                               atol=1e-9)
+
+
+def test_a_new_slice_1e_6_off_an_old_one_lies_between_two():
+    out = scale_dicom_slices(_meta(_frames(2)), 1e6, 2)  # slice 1 at old index 1e-6
+    assert out.extra["through_plane"]["references"] == ((0,), (0, 1))
+
+
+def test_new_slices_of_a_multiframe_file_restart_the_frame_index():
+    frames = [replace(f, source=0, index=k) for k, f in enumerate(_frames())]
+    out = scale_dicom_slices(_meta(frames, layout="file"), 2, 9)
+    assert [f.index for f in out.extra["dicom_frames"]] == [0] * 9
+
+
+def test_slice_file_names():
+    assert slice_file_names(3) == ["IM0001.dcm", "IM0002.dcm", "IM0003.dcm"]
+    assert slice_file_names(0) == []
+    names = slice_file_names(10000)
+    assert names[0] == "IM00001.dcm" and names[9999] == "IM10000.dcm"
+    assert slice_file_names(9999)[-1] == "IM9999.dcm"
+
+
+CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+OLD_UIDS = ("1.2.826.0.1.3680043.2.1.1", "1.2.826.0.1.3680043.2.1.2",
+            "1.2.826.0.1.3680043.2.1.3")
+LOCALIZER = "1.2.826.0.1.3680043.2.1.99"
+
+
+def _headers(*, location: bool = True) -> tuple[Dataset, ...]:
+    headers = []
+    for k, uid in enumerate(OLD_UIDS):
+        h = Dataset()
+        h.SOPClassUID, h.SOPInstanceUID = CT_STORAGE, uid
+        if location:
+            h.SliceLocation = 10.0 + 3.0 * k
+        headers.append(h)
+    return tuple(headers)
+
+
+def _slice_meta(headers: tuple[Dataset, ...]) -> Metadata:
+    return Metadata(path=Path("/in"), format="dicom", bands=1, rows=6, cols=5,
+                    dtype=np.dtype(np.int16), frames=5, medical=None,
+                    extra={"datasets": headers, "through_plane": {
+                        "factor": 2.0, "spacing": 1.5, "old_spacing": 3.0,
+                        "references": ((0,), (0, 1), (1,), (1, 2), (2,))}})
+
+
+def _items(sequence) -> list[tuple]:
+    """(class UID, instance UID, purpose codes) of each item, as plain strings."""
+    return [(item.get("ReferencedSOPClassUID"), item.get("ReferencedSOPInstanceUID"),
+             [(c.CodeValue, c.CodingSchemeDesignator, c.CodeMeaning)
+              for c in item.get("PurposeOfReferenceCodeSequence") or ()]
+             if "PurposeOfReferenceCodeSequence" in item else None) for item in sequence]
+
+
+PURPOSE = [("121322", "DCM", "Source image for image processing operation")]
+
+
+def test_code_and_reference_items():
+    code = _code("121322", "Source image for image processing operation")
+    assert (code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning) == PURPOSE[0]
+    header = _headers()[1]
+    assert _items([_reference(header, purpose=True)]) == [(CT_STORAGE, OLD_UIDS[1], PURPOSE)]
+    plain = _reference(header, purpose=False)
+    assert _items([plain]) == [(CT_STORAGE, OLD_UIDS[1], None)]
+    assert "PurposeOfReferenceCodeSequence" not in plain
+
+
+def test_slice_attributes_between_two_old_slices_keep_a_localizer():
+    ds = Dataset()
+    ds.SliceLocation = 10.0
+    ds.ImagesInAcquisition = 3
+    localizer, old, bare = Dataset(), Dataset(), Dataset()
+    localizer.ReferencedSOPClassUID, localizer.ReferencedSOPInstanceUID = CT_STORAGE, LOCALIZER
+    old.ReferencedSOPClassUID, old.ReferencedSOPInstanceUID = CT_STORAGE, OLD_UIDS[2]
+    bare.ReferencedFrameNumber = 1  # no instance UID: not one of the old slices, kept
+    ds.ReferencedImageSequence = Sequence([localizer, old, bare])
+    set_slice_attributes(ds, 1, _slice_meta(_headers()))
+    assert ds.InstanceNumber == 2
+    assert (str(ds.SliceThickness), str(ds.SpacingBetweenSlices)) == ("1.5", "1.5")
+    assert float(ds.SliceLocation) == 11.5  # 10 + 0.5 * (16 - 10) / 2
+    assert ds.ImagesInAcquisition == 5
+    assert _items(ds.SourceImageSequence) == [(CT_STORAGE, OLD_UIDS[0], PURPOSE),
+                                              (CT_STORAGE, OLD_UIDS[1], PURPOSE)]
+    refs = ds.ReferencedImageSequence
+    assert _items(refs) == [(CT_STORAGE, LOCALIZER, None), (None, None, None),
+                            (CT_STORAGE, OLD_UIDS[0], None), (CT_STORAGE, OLD_UIDS[1], None)]
+    assert refs[1].ReferencedFrameNumber == 1
+
+
+def test_slice_attributes_on_an_old_slice_without_locations():
+    ds = Dataset()
+    ds.SliceLocation = 10.0  # the old slices have none: the new one gets none either
+    set_slice_attributes(ds, 2, _slice_meta(_headers(location=False)))
+    assert "SliceLocation" not in ds and "ImagesInAcquisition" not in ds
+    assert ds.InstanceNumber == 3
+    assert _items(ds.SourceImageSequence) == [(CT_STORAGE, OLD_UIDS[1], PURPOSE)]
+    assert _items(ds.ReferencedImageSequence) == [(CT_STORAGE, OLD_UIDS[1], None)]
+    bare = Dataset()  # and none to remove: no error
+    set_slice_attributes(bare, 4, _slice_meta(_headers(location=False)))
+    assert "SliceLocation" not in bare
+    assert _items(bare.ReferencedImageSequence) == [(CT_STORAGE, OLD_UIDS[2], None)]

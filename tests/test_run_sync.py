@@ -227,6 +227,33 @@ def test_changed_config_gets_a_new_key_and_needs_overwrite(tmp_path: Path):
     assert (out / "outputs" / "butterfly_48x64_x3.png").is_file()
 
 
+def test_an_edited_input_replaces_its_stale_output_but_a_changed_config_does_not(
+        tmp_path: Path):
+    """The same input path under the same settings, edited since its output was written:
+    the run replaces its own stale output (issue 20: no stale result kept behind a
+    refusal); other settings for that input still need --overwrite."""
+    src = tmp_path / "in" / "a.png"
+    src.parent.mkdir()
+    shutil.copy(PNG, src)
+    out = tmp_path / "run"
+    target = out / "outputs" / "a_x2.png"
+    assert run(src, "--out", out, "--scale", "2") == 0
+    first = pixels(target)
+    with open_reader(src) as r:
+        edited = 255 - r.read()[:3]
+    from PIL import Image
+    Image.fromarray(np.moveaxis(edited, 0, -1).astype(np.uint8)).save(src)
+    assert run(src, "--out", out, "--scale", "2") == 0
+    second = pixels(target)
+    assert not np.array_equal(second, first)
+    keys = [r["key"] for r in manifest(out) if r["state"] == "finalized"]
+    assert len(keys) == 2 and keys[0] != keys[1]  # the edit made a new key
+    assert run(src, "--out", out, "--scale", "2", "--seed", "7") == 1  # other settings
+    failed = [r for r in manifest(out) if r["state"] == "failed"]
+    assert len(failed) == 1 and "pass --overwrite" in failed[0]["error"]
+    assert np.array_equal(pixels(target), second)
+
+
 def test_gradual_steps_match_upscale(tmp_path: Path):
     from configs import resolve_config
 

@@ -166,7 +166,7 @@ def _resume(state: ImageState, rd: RunDir, settings: RunSettings,
             last: dict[str, dict[str, Any]], owners: dict[str, str]) -> None:
     """Decide what of ``state`` earlier runs already did."""
     resume_output(state, rd, resume=settings.resume, overwrite=settings.overwrite, last=last,
-                  owners=owners)
+                  owners=owners, same_settings=(state.item.location, settings.fingerprint_id()))
     if state.skipped:
         return
     spec = state.spec
@@ -298,7 +298,8 @@ def _run_graph(states: list[ImageState], rd: RunDir, settings: RunSettings,
         last_by_bands[bands] = next(n.key for n in image_nodes
                                     if n.kind == "train" and n.step == 0)
         rd.record(state.key, "queued", input=state.item.location, output=str(
-            state.spec.job.output), scale=settings.scale, run=state.run_id)
+            state.spec.job.output), scale=settings.scale, settings=settings.fingerprint_id(),
+            run=state.run_id)
     observer.start(names={s.key: s.name for s in states}, total=len(states),
                    skipped=sum(s.skipped for s in states),
                    failed=sum(s.error is not None for s in states), dashboard=sched.dashboard)

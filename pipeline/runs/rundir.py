@@ -363,6 +363,11 @@ class RunDir(RunPaths):
         """The latest manifest record of each key."""
         return {rec["key"]: rec for rec in self.manifest()}
 
+    def queued_records(self) -> dict[str, dict[str, Any]]:
+        """``{key: its latest "queued" record}`` (input location, output, settings id)."""
+        return {rec["key"]: rec for rec in self.manifest()
+                if rec.get("state") == "queued" and "key" in rec}
+
     def output_owners(self) -> dict[str, str]:
         """``{output path: key}``: the key that last claimed each output, else the key of
         its latest finalized record."""

@@ -5,6 +5,7 @@ from it (:meth:`RunSettings.image_job`)."""
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,13 @@ class RunSettings:
         options are per image (``replace`` them in)."""
         values = {name: getattr(self, name) for name in IMAGE_FIELDS}
         return ImageJob(input=input, output=Path(), **{**values, "chain": self.chain or None})
+
+    def fingerprint_id(self) -> str:
+        """A short hash of :meth:`fingerprint`, recorded with each queued image: an output
+        written under the same settings for the same input path may be replaced when
+        that input changed (:func:`pipeline.runs.state.resume_output`)."""
+        blob = json.dumps(self.fingerprint(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def fingerprint(self) -> dict[str, Any]:
         """What shapes the result: a change gives a new image key."""

@@ -199,10 +199,16 @@ class ImageState:
 
 
 def resume_output(state: ImageState, rd: RunDir, *, resume: bool, overwrite: bool,
-                  last: dict[str, dict[str, Any]], owners: dict[str, str]) -> None:
+                  last: dict[str, dict[str, Any]], owners: dict[str, str],
+                  same_settings: tuple[str, str] | None = None) -> None:
     """What an earlier run did to ``state``'s output: finished it (``state.skipped``), or
     claimed it (``spec.replace_output``); an output of another configuration is refused
-    without ``overwrite``; temporaries of an interrupted writer are removed."""
+    without ``overwrite``; temporaries of an interrupted writer are removed.
+
+    ``same_settings`` = ``(input location, RunSettings.fingerprint_id())``: an output this
+    run folder wrote for the same input path under the same settings, whose input has
+    changed since (an edited file: a new key), is this run's to replace: a stale result
+    is not kept behind a refusal."""
     spec = state.spec
     output = Path(spec.job.output)
     owner = owners.get(str(output))
@@ -213,6 +219,13 @@ def resume_output(state: ImageState, rd: RunDir, *, resume: bool, overwrite: boo
         state.skipped = True
         return
     replace_output = overwrite or owner == spec.key
+    if not replace_output and owner is not None and same_settings is not None \
+            and output.exists():
+        record = rd.queued_records().get(owner, {})
+        if (record.get("input"), record.get("settings")) == same_settings:
+            log.info("%s: its input %s changed since this run folder wrote it (same "
+                     "settings); replacing it", output, same_settings[0])
+            replace_output = True
     if output.exists() and not replace_output:
         raise WriteError(f"{output}: output exists and was not written by this configuration "
                          "of this input; pass --overwrite to replace it, or use another --out")

@@ -160,6 +160,13 @@ class DicomWriter(AtomicWriterMixin):
             raise InvalidDataError(
                 f"{meta.path}: a multi-frame input's through-plane result is not written as "
                 "DICOM yet (a folder series is); write NIfTI (.nii.gz) or Zarr (.zarr)")
+        for i, header in enumerate(meta.extra["datasets"]):  # before any compute
+            missing = [k for k in ("SOPClassUID", "SOPInstanceUID") if not header.get(k)]
+            if missing:
+                where = sources[i] if i < len(sources) else meta.path
+                raise InvalidDataError(
+                    f"{where}: no {' or '.join(missing)} (a required attribute): a derived "
+                    "DICOM references its source by it; write NIfTI (.nii.gz) or Zarr (.zarr)")
         self.transfer_syntax = check_transfer_syntax(transfer_syntax, path=path,
                                                      shape=(meta.rows, meta.cols))
         self._software = _software(provenance)

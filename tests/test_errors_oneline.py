@@ -240,3 +240,19 @@ def test_newline_in_a_file_name_stays_on_the_one_error_line(tmp_path, capsys, tr
 
 def test_one_line_escapes_every_control_character():
     assert one_line("a\nb\rc\x00d\te\x7f é") == "a\\nb\\rc\\x00d\\te\\x7f é"
+
+
+def test_dicom_without_sop_instance_uid_is_refused_before_training(tmp_path, capsys, trained):
+    """A derived DICOM references its source by SOPInstanceUID: a source without one is
+    refused when the writer is planned (it failed after the compute with an
+    AttributeError text), and NIfTI is named as the way out."""
+    ds = pydicom.dcmread(DATA / "dicom" / "CT_small.dcm")
+    del ds.SOPInstanceUID
+    src = tmp_path / "nouid.dcm"
+    ds.save_as(src)
+    before = src.read_bytes()
+    code, err, _ = run_cli(capsys, "upscale", src, tmp_path / "out.dcm", "--scale", "2", *TINY)
+    assert code == EXIT["data"], err
+    assert err.startswith(f"zssr upscale: error: {src}: no SOPInstanceUID") and ".nii.gz" in err
+    assert trained == [] and sorted(p.name for p in tmp_path.iterdir()) == ["nouid.dcm"]
+    assert src.read_bytes() == before

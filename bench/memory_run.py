@@ -60,9 +60,13 @@ def run_segment(args: argparse.Namespace, mosaic: Path, run_dir: Path) -> dict:
     before, commit = _tiles_done(run_dir), _commit()
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    # own session: SIGINT goes to zssr (GNU time ignores SIGINT while it waits)
+    # own session: SIGINT goes to zssr (GNU time ignores SIGINT while it waits).  SIGINT's
+    # default action is restored for the child: a bench started in the background (`cmd &`
+    # in a non-interactive shell) inherits SIGINT ignored, and zssr would then run on past
+    # the budget (seen: 5 min of tiles after the SIGINT, then the SIGKILL below)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     stopped = False
     try:
         out, err = proc.communicate(timeout=args.budget)

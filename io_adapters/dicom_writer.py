@@ -25,7 +25,9 @@ on ``commit()`` a derived image, uncompressed (Explicit VR Little Endian) or, wi
   the header of its nearest old slice, with the thin-slice attributes of
   :mod:`io_adapters._dicom_slices` (InstanceNumber, SliceThickness,
   SpacingBetweenSlices, references to the old slices it lies between) and a
-  SeriesDescription ``ZSSR thin <spacing>mm x<factor> <old description>``;
+  SeriesDescription ``ZSSR thin <spacing>mm x<factor> <old description>``; of an
+  enhanced multi-frame file, one ``.dcm`` of the same SOP class whose frames are the new
+  slices (per-frame functional groups of the new grid, references to the old frames);
 * with ``deidentify=True``, patient-identifying attributes and private tags
   removed by :func:`io_adapters.deidentify.deidentify` (not a full
   de-identification profile: read its docstring).
@@ -61,7 +63,13 @@ from ._common import (
 from ._dicom_derive import DerivedSeries, derive_dataset, new_series_number
 from ._dicom_encode import TRANSFER_SYNTAXES, check_transfer_syntax
 from ._dicom_frames import DicomFrame, scaled_frame, stored_range
-from ._dicom_slices import scale_dicom_slices, set_slice_attributes, slice_file_names
+from ._dicom_slices import (
+    check_thin_frames,
+    derive_thin_frames,
+    scale_dicom_slices,
+    set_slice_attributes,
+    slice_file_names,
+)
 from .base import AtomicWriterMixin, Metadata, Window, check_output_path
 from .deidentify import deidentify
 from .errors import InvalidDataError, WriteError
@@ -157,9 +165,7 @@ class DicomWriter(AtomicWriterMixin):
         self.path = check_output_path(Path(path), inputs=(Path(meta.path), *sources, *inputs),
                                       overwrite=overwrite)
         if "through_plane" in meta.extra and not self._series:
-            raise InvalidDataError(
-                f"{meta.path}: a multi-frame input's through-plane result is not written as "
-                "DICOM yet (a folder series is); write NIfTI (.nii.gz) or Zarr (.zarr)")
+            check_thin_frames(meta)  # an enhanced object: its thin slices in one file
         for i, header in enumerate(meta.extra["datasets"]):  # before any compute
             missing = [k for k in ("SOPClassUID", "SOPInstanceUID") if not header.get(k)]
             if missing:
@@ -218,7 +224,9 @@ class DicomWriter(AtomicWriterMixin):
         common = {"meta": m, "series": series}
         if not self._series:
             pixels = np.stack([self._pixels[i] for i in range(m.frames)])
-            out = [(self.path.name, derive_dataset(headers[0], pixels, list(frames), **common))]
+            ds = derive_thin_frames(headers[0], pixels, **common) if "through_plane" in \
+                m.extra else derive_dataset(headers[0], pixels, list(frames), **common)
+            out = [(self.path.name, ds)]
         elif "through_plane" in m.extra:
             out = self._thin_slices(frames, headers, common)
         else:

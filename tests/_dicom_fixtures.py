@@ -162,3 +162,105 @@ def thick_series(folder: Path, *, oblique: bool = True, rows: int = 24, cols: in
             "normal": normal, "spacing": spacing, "pixel_spacing": pixel_spacing,
             "uids": uids, "series_uid": series_uid, "frame_uid": str(source.FrameOfReferenceUID),
             "series_number": int(source.SeriesNumber)}
+
+
+def _item(**attributes: object) -> Dataset:
+    item = Dataset()
+    for keyword, value in attributes.items():
+        setattr(item, keyword, value)
+    return item
+
+
+def thick_enhanced(folder: Path, *, oblique: bool = True, descending: bool = False,
+                   rows: int = 24, cols: int = 20, spacing: float = 3.0,
+                   pixel_spacing: tuple[float, float] = (0.7, 0.8),
+                   origin: tuple[float, float, float] = (-12.5, 30.25, 101.0)) -> dict:
+    """A thick-slice Enhanced MR file of 5 frames from emri_small.dcm's header.
+
+    Slice k (``origin + k * spacing * normal``, the orientation of :func:`thick_series`)
+    holds a ``rows x cols`` window of emri_small's frame 2 k (12-bit MR values); the file
+    stores the slices in order, or from the last to the first with ``descending``.  The
+    functional groups are what a scanner writes: shared Pixel Measures (thickness =
+    ``spacing``), Plane Orientation, Pixel Value Transformation and MR Image Frame Type;
+    per frame Plane Position and Frame Content (StackID "1", InStackPositionNumber k + 1,
+    DimensionIndexValues ``[1, k + 1]`` for the Dimension Index Sequence (StackID,
+    InStackPositionNumber)).  UIDs are seeded.  Returns the path and the geometry the
+    tests check against (``positions`` in file frame order, ``uid``, ``frame_uid``,
+    ``series_uid``, ``series_number``, ``stack``: the slice k of each frame).
+    """
+    seed = f"zssr-pipeline thick_enhanced oblique={oblique} descending={descending}"
+    axes = rotation(OBLIQUE_AXIS, OBLIQUE_ANGLE) if oblique else np.eye(3)
+    row, col, normal = axes[:, 0], axes[:, 1], axes[:, 2]
+    ds = pydicom.dcmread(DICOM / "emri_small.dcm")
+    source = ds.pixel_array
+    stack = [4 - i for i in range(5)] if descending else list(range(5))
+    uid = lambda name: pydicom.uid.generate_uid(entropy_srcs=[seed, name])  # noqa: E731
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid("sop")
+    ds.SeriesInstanceUID, ds.FrameOfReferenceUID = uid("series"), uid("frame of reference")
+    ds.Manufacturer = ds.ManufacturerModelName = ds.DeviceSerialNumber = "zssr-fixture"
+    ds.NumberOfFrames, ds.Rows, ds.Columns = 5, rows, cols
+    ds.SpacingBetweenSlices = spacing
+    ds.DimensionOrganizationSequence = Sequence([_item(DimensionOrganizationUID=uid("dims"))])
+    ds.DimensionIndexSequence = Sequence([
+        _item(DimensionOrganizationUID=uid("dims"), DimensionIndexPointer=pointer,
+              FunctionalGroupPointer=0x00209111) for pointer in (0x00209056, 0x00209057)])
+    frame_type = _item(FrameType=["ORIGINAL", "PRIMARY", "T1", "NONE"],
+                       PixelPresentation="MONOCHROME", VolumetricProperties="VOLUME",
+                       VolumeBasedCalculationTechnique="NONE", ComplexImageComponent="MAGNITUDE",
+                       AcquisitionContrast="T1")
+    ds.SharedFunctionalGroupsSequence = Sequence([_item(
+        PixelMeasuresSequence=Sequence([_item(PixelSpacing=list(pixel_spacing),
+                                              SliceThickness=spacing)]),
+        PlaneOrientationSequence=Sequence([_item(ImageOrientationPatient=[
+            format_number_as_ds(float(v)) for v in (*row, *col)])]),
+        PixelValueTransformationSequence=Sequence([_item(
+            RescaleSlope=1, RescaleIntercept=0, RescaleType="US")]),
+        MRImageFrameTypeSequence=Sequence([frame_type]))])
+    positions, items = [], []
+    for k in stack:
+        position = np.asarray(origin) + k * spacing * normal
+        positions.append(np.asarray([float(format_number_as_ds(float(v))) for v in position]))
+        content = _item(FrameAcquisitionNumber=1, FrameReferenceDateTime="20000101120000",
+                        FrameAcquisitionDateTime="20000101120000", FrameAcquisitionDuration=1.0,
+                        StackID="1", InStackPositionNumber=k + 1, DimensionIndexValues=[1, k + 1])
+        items.append(_item(
+            FrameContentSequence=Sequence([content]),
+            PlanePositionSequence=Sequence([_item(ImagePositionPatient=[
+                format_number_as_ds(float(v)) for v in position])])))
+    ds.PerFrameFunctionalGroupsSequence = Sequence(items)
+    ds.PixelData = np.ascontiguousarray(np.stack(
+        [source[2 * k, 20:20 + rows, 22:22 + cols] for k in stack])).tobytes()
+    path = folder / ("enhanced_oblique.dcm" if oblique else "enhanced_axial.dcm")
+    ds.save_as(path, enforce_file_format=True)
+    return {"path": path, "positions": positions, "row": row, "col": col, "normal": normal,
+            "spacing": spacing, "pixel_spacing": pixel_spacing, "uid": str(ds.SOPInstanceUID),
+            "series_uid": str(ds.SeriesInstanceUID), "frame_uid": str(ds.FrameOfReferenceUID),
+            "series_number": int(ds.SeriesNumber), "stack": stack}
+
+
+def enhanced_as_series(path: Path, folder: Path) -> Path:
+    """The frames of an enhanced file from :func:`thick_enhanced` as a folder of
+    single-frame MR slices (MR_small.dcm's header) with the same stored values, pixel
+    module, geometry and rescale: the same volume for the folder-series path."""
+    enhanced = pydicom.dcmread(path)
+    shared = enhanced.SharedFunctionalGroupsSequence[0]
+    measures = shared.PixelMeasuresSequence[0]
+    out = folder / "series"
+    out.mkdir()
+    series_uid = pydicom.uid.generate_uid(entropy_srcs=[str(path), "series"])
+    for i, item in enumerate(enhanced.PerFrameFunctionalGroupsSequence):
+        ds = pydicom.dcmread(DICOM / "MR_small.dcm")
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid(
+            entropy_srcs=[str(path), str(i)])
+        ds.SeriesInstanceUID, ds.InstanceNumber = series_uid, i + 1
+        ds.FrameOfReferenceUID = enhanced.FrameOfReferenceUID
+        ds.Rows, ds.Columns = enhanced.Rows, enhanced.Columns
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, enhanced.BitsStored, enhanced.HighBit
+        ds.PixelRepresentation = enhanced.PixelRepresentation
+        ds.PixelSpacing = measures.PixelSpacing
+        ds.SliceThickness = ds.SpacingBetweenSlices = measures.SliceThickness
+        ds.ImageOrientationPatient = shared.PlaneOrientationSequence[0].ImageOrientationPatient
+        ds.ImagePositionPatient = item.PlanePositionSequence[0].ImagePositionPatient
+        ds.PixelData = np.ascontiguousarray(enhanced.pixel_array[i]).tobytes()
+        ds.save_as(out / f"F{i}.dcm", enforce_file_format=True)
+    return out

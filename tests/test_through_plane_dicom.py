@@ -154,7 +154,9 @@ def _full(meta):
     return Window(0, 0, meta.cols, meta.rows)
 
 
-def test_multiframe_input_is_not_written_as_a_thin_series(tmp_path) -> None:
+def test_multiframe_input_with_per_frame_rescales_is_refused(tmp_path) -> None:
+    """Per-frame rescales are refused; without them the enhanced file is written as one
+    enhanced file (tests/test_through_plane_enhanced.py), not as a folder series."""
     path = enhanced_with_groups(tmp_path)  # per-frame rescales: refused for a volume
     with open_reader(path) as reader, pytest.raises(
             InvalidDataError, match=r"enhanced.dcm \(frame 2\): RescaleSlope/Intercept 1.5/-1"):
@@ -165,8 +167,10 @@ def test_multiframe_input_is_not_written_as_a_thin_series(tmp_path) -> None:
     ds.save_as(path)
     with open_reader(path) as reader:
         meta = through_plane_metadata(reader.meta, 2.0, 19)
-    with pytest.raises(InvalidDataError, match="enhanced.dcm: a multi-frame .* not written as DICOM"):
+    with pytest.raises(WriteError, match="thin: is a folder; give a .dcm file name"):
+        (tmp_path / "thin").mkdir()
         DicomWriter(tmp_path / "thin", meta)
+    DicomWriter(tmp_path / "thin.dcm", meta).abort()
 
 
 # ------------------------------------------------------------------ bad input (issue 18.6)

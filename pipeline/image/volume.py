@@ -11,11 +11,12 @@ does the rest; the result is written by the output's format writer with the new
 slices' geometry (NIfTI: :func:`io_adapters.nifti.scale_nifti_slices`; DICOM:
 :func:`io_adapters.dicom_writer.scale_dicom_slices`, the positions along the slice
 normal of ImageOrientationPatient, the first on the first old slice; a DICOM output
-folder is a new derived series, one file per thin slice).
+folder is a new derived series, one file per thin slice; an enhanced multi-frame input
+gives one enhanced ``.dcm`` whose frames are the thin slices).
 
 Limits, said plainly: the LR volume and the result are held in memory (the engine's
-working memory is one slab); one band; a multi-frame (enhanced) DICOM input is written
-as NIfTI or Zarr, not yet as an enhanced DICOM; a volume whose thickest axis is not the
+working memory is one slab); one band; a legacy multi-frame DICOM (no per-frame
+functional groups) is written as NIfTI or Zarr only; a volume whose thickest axis is not the
 slice axis is refused, and so is a DICOM stack off its normal (gantry tilt) or with
 per-slice rescales.
 """

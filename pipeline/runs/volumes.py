@@ -73,7 +73,8 @@ def volume_task(spec: VolumeSpec) -> dict[str, Any]:
 def volume_output(meta: Metadata, name: str, settings: RunSettings) -> str:
     """``<name>_z<F>`` or ``<name>_<MM>mm`` (``z2p5``, ``1p2mm``), and the suffix: the input's own format (a DICOM
     series: a folder, a new derived series; NIfTI: as the input; an enhanced multi-frame
-    DICOM: ``.nii.gz``, not yet an enhanced DICOM), or ``.zarr`` with ``--format zarr``."""
+    DICOM: ``.dcm``, one enhanced file of the thin slices; a legacy one: ``.nii.gz``), or
+    ``.zarr`` with ``--format zarr``."""
     tp = settings.through_plane
     tag = f"z{tp.scale_z:g}" if tp.scale_z is not None else f"{tp.slice_spacing:g}mm"
     tag = tag.replace(".", "p")  # z2p5, 1p2mm: a dot would make a suffix of a series folder
@@ -86,7 +87,9 @@ def volume_output(meta: Metadata, name: str, settings: RunSettings) -> str:
     elif meta.format == "nifti":
         suffix = ".nii.gz" if str(meta.path).endswith(".gz") else ".nii"
     elif meta.format == "dicom":
-        suffix = "" if meta.extra.get("layout") == "series" else ".nii.gz"
+        enhanced = meta.extra["datasets"][0].get("PerFrameFunctionalGroupsSequence")
+        suffix = "" if meta.extra.get("layout") == "series" else ".dcm" if enhanced \
+            else ".nii.gz"
     else:
         suffix = ".zarr"
     return f"{stem}_{tag}{suffix}"

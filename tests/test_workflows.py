@@ -186,7 +186,8 @@ def test_load_examples_and_template_rules(tmp_path):
     assert load_job(EXAMPLES / "dicom.yaml").resolve().pipeline.chain.post[0].name \
         == "clip_to_input"
     assert set(JOB_KEYS) == {"inputs", "output", "name", "scale", "preset", "set", "chain",
-                             "scheduler", "ground_truth", "output_prefix", "stac_items"}
+                             "scheduler", "ground_truth", "output_prefix", "stac_items",
+                             "transfer_syntax"}
     ok = job_from_dict({"inputs": "a.tif", "output": "o", "scale": 2, "name": "x/{stem}{suffix}",
                         "ground_truth": "gt"}, base=tmp_path)
     assert ok.ground_truth == tmp_path / "gt"
@@ -218,6 +219,9 @@ BASE = {"inputs": ["a/*.tif"], "output": "out", "scale": 2}
     ({"name": "{stem}/.."}, r"which is not inside the output folder"),
     ({"name": "{date}{suffix}"}, r"unknown field \{date\}; allowed: \{stem\}, \{name\}"),
     ({"name": "{stem"}, r"name template '\{stem'"),
+    ({"transfer_syntax": "jpeg"}, r"^job: 'transfer_syntax' = 'jpeg'; expected one of "
+                                  r"explicit-little, rle, jpeg2000-lossless$"),
+    ({"transfer_syntax": 3}, r"^job: 'transfer_syntax': expected a string, got 3$"),
 ])
 def test_job_spec_errors(tmp_path, change, match):
     with pytest.raises(UsageError, match=match):

@@ -259,7 +259,8 @@ def _settings(spec: JobSpec, rc: ResolvedConfig, ground_truth: Path | None = Non
                        config_data=rc.data, **kernel_options(None, None, pc),
                        bands=pc.band_indexes, tile=pc.tile or DEFAULT_TILE,
                        scheduler=spec.scheduler, overwrite=True,
-                       ground_truth=ground_truth, chain=pc.chain or None)
+                       ground_truth=ground_truth, chain=pc.chain or None,
+                       transfer_syntax=spec.transfer_syntax)
 
 
 def _truth_folder(spec: JobSpec, todo: list[_Todo]) -> Path | None:

@@ -15,6 +15,7 @@ Keys (all others are errors, so jobs written today keep working)::
     ground_truth:  gt/                              # optional folder of references
     output_prefix: s3://bucket/prefix/              # optional: outputs also uploaded there
     stac_items:    true                             # optional: STAC Items + collection.json
+    transfer_syntax: rle                            # optional: DICOM outputs' encoding
 
 The name template knows ``{stem}`` (input name without suffix), ``{name}``
 (input file name), ``{parent}`` (its folder's name), ``{scale}`` (as ``2`` or
@@ -25,6 +26,9 @@ folder around or inside one) or the batch's own control files
 ``collection.json`` with ``stac_items``): such a job is refused before anything is
 processed (:func:`check_targets`).  The output folder, state file and lock stay local
 whatever the inputs and ``output_prefix`` are (:mod:`workflows.batch_cloud`).
+
+``transfer_syntax`` is ``zssr run --transfer-syntax`` (``explicit-little``, the default,
+``rle`` or ``jpeg2000-lossless``) for the job's DICOM outputs; other outputs ignore it.
 
 >>> spec = job_from_dict({"inputs": ["a/*.tif"], "output": "out", "scale": 2}, base=Path("/j"))
 >>> spec.output, spec.name
@@ -42,6 +46,7 @@ from typing import Any
 
 from configs import load_yaml
 from geometry import ScaleError, as_scale
+from io_adapters.dicom import TRANSFER_SYNTAXES
 from io_adapters.output_safety import (
     BATCH_LOCK_FILE,
     BATCH_RUN_DIR,
@@ -81,6 +86,7 @@ class JobFile:
     ground_truth: str | None = None
     output_prefix: str | None = None
     stac_items: bool = False
+    transfer_syntax: str | None = None
 
 
 JOB_KEYS = tuple(public_fields(JobFile))
@@ -102,6 +108,7 @@ class JobSpec:
     source: Path | None = None  # the job file
     output_prefix: str | None = None  # s3://bucket/prefix/ (ends in "/")
     stac_items: bool = False
+    transfer_syntax: str = "explicit-little"  # of DICOM outputs (io_adapters.dicom)
 
     def overrides(self) -> list[str]:
         """``set`` as ``key=value`` strings (values as JSON, which is YAML), chain last."""
@@ -155,6 +162,15 @@ def _prefix(value: str | None, where: str) -> str | None:
                          "s3://bucket/prefix/") from None
 
 
+def _transfer_syntax(value: str | None, where: str) -> str:
+    if value is None:
+        return "explicit-little"
+    if value not in TRANSFER_SYNTAXES:
+        raise UsageError(f"{where}: 'transfer_syntax' = {value!r}; expected one of "
+                         f"{', '.join(TRANSFER_SYNTAXES)}")
+    return value
+
+
 def _typed(data: dict, where: str) -> JobFile:
     if isinstance(data.get("inputs"), str):  # one input may be written without a list
         data = {**data, "inputs": [data["inputs"]]}
@@ -185,7 +201,8 @@ def job_from_dict(data: Any, *, base: Path, source: Path | None = None) -> JobSp
                    ground_truth=None if job.ground_truth is None
                    else _path(job.ground_truth, "ground_truth", base, where),
                    source=source, output_prefix=_prefix(job.output_prefix, where),
-                   stac_items=job.stac_items)
+                   stac_items=job.stac_items,
+                   transfer_syntax=_transfer_syntax(job.transfer_syntax, where))
     check_template(spec)
     spec.resolve()  # config errors now, naming the key, not at 2 a.m.
     return spec

@@ -33,7 +33,7 @@ import logging
 from pathlib import Path
 
 from pipeline.cli.cmd_upscale import parse_device, parse_halo, pipeline_options, scale_option
-from pipeline.cli.options import add_config_args, add_image_args
+from pipeline.cli.options import add_config_args, add_image_args, add_transfer_syntax_arg
 from pipeline.cli.through_plane import add_through_plane_args, through_plane_options
 from pipeline.errors import UsageError, one_line
 from pipeline.runs.config import ThroughPlaneConfig, refuse_kernel_groups, resolved_from_args
@@ -70,6 +70,7 @@ def add_parser(sub, parents) -> None:
                    help="reference images, one per input with the same name: PSNR/SSIM")
     p.add_argument("--format", choices=sorted(FORMAT_SUFFIXES), default=None,
                    help="output format (default: the input's own)")
+    add_transfer_syntax_arg(p)
     p.add_argument("--batch-tiles", type=int, default=None,
                    help="tiles per inference task (default: automatic)")
     p.add_argument("--warm-start", action="store_true",
@@ -92,6 +93,15 @@ def _positive(value: int | None, flag: str) -> int | None:
     if value is not None and value < 1:
         raise UsageError(f"{flag} {value}: expected a number >= 1")
     return value
+
+
+def _transfer_syntax(args: argparse.Namespace) -> str:
+    """``--transfer-syntax``: for the run's DICOM outputs (others are left as they are);
+    refused with a ``--format`` that writes none."""
+    if args.transfer_syntax != "explicit-little" and args.format not in (None, "dcm", "dicom"):
+        raise UsageError(f"--transfer-syntax {args.transfer_syntax}: --format {args.format} "
+                         "writes no DICOM; drop one of them")
+    return args.transfer_syntax
 
 
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
@@ -117,6 +127,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
             torch_threads=_positive(args.torch_threads, "--torch-threads"),
             resume=args.resume, overwrite=args.overwrite, out_format=args.format,
             retries=args.retries, max_pixels=args.max_pixels,
+            transfer_syntax=_transfer_syntax(args),
             through_plane=ThroughPlaneConfig(volume["scale_z"], volume["slice_spacing"],
                                              volume["profile"], volume["slab"]))
     if args.scale is None:
@@ -130,6 +141,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         overwrite=args.overwrite, ground_truth=args.ground_truth, out_format=args.format,
         batch_tiles=_positive(args.batch_tiles, "--batch-tiles"), retries=args.retries,
         deidentify=args.deidentify, max_pixels=args.max_pixels, stac_items=args.stac_item,
+        transfer_syntax=_transfer_syntax(args),
         output_prefix=None if args.output_prefix is None else check_prefix(args.output_prefix),
         **{k: v for k, v in pipeline_options(args, rc.pipeline).items()
            if k != "kernel_groups"})

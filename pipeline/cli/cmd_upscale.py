@@ -14,7 +14,6 @@ from pathlib import Path
 
 from geometry import ScaleError, as_scale
 from io_adapters.base import check_output_path
-from io_adapters.dicom import TRANSFER_SYNTAXES
 from io_adapters.objstore import is_remote, staged_output
 from io_adapters.output_safety import (
     UnsafeOutputError,
@@ -24,7 +23,7 @@ from io_adapters.output_safety import (
     write_text_atomic,
 )
 from pipeline.cli.cloud import add_cloud_args, check_item, record, stac_source, write_item
-from pipeline.cli.options import add_config_args, add_image_args
+from pipeline.cli.options import add_config_args, add_image_args, add_transfer_syntax_arg
 from pipeline.cli.progress import ImageProgress
 from pipeline.cli.through_plane import add_through_plane_args, through_plane_options
 from pipeline.errors import UsageError
@@ -113,10 +112,7 @@ def add_parser(sub, parents) -> None:
                    "its suffix picks the format")
     add_image_args(p, scale_required=False)
     add_through_plane_args(p)
-    p.add_argument("--transfer-syntax", choices=tuple(TRANSFER_SYNTAXES),
-                   default="explicit-little",
-                   help="DICOM outputs: explicit-little (uncompressed, default), rle (RLE "
-                   "Lossless) or jpeg2000-lossless (needs pylibjpeg-openjpeg); all lossless")
+    add_transfer_syntax_arg(p)
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output that zssr wrote (a file or store of the "
                    "output's format; never a folder holding anything else, never an input)")
@@ -141,13 +137,11 @@ def pipeline_options(args: argparse.Namespace, pc: PipelineConfig) -> dict:
 
 def dicom_options(args: argparse.Namespace) -> dict:
     """Writer options of a DICOM output: ``--deidentify`` and ``--transfer-syntax``."""
-    options = dicom_writer_options(args.output, args.deidentify)
-    if args.transfer_syntax != "explicit-little":
-        if Path(args.output).suffix.lower() not in (".dcm", ""):
-            raise UsageError(f"--transfer-syntax {args.transfer_syntax}: {args.output} is not "
-                             "a DICOM output (.dcm or a folder); drop the flag")
-        options["transfer_syntax"] = args.transfer_syntax
-    return options
+    if args.transfer_syntax != "explicit-little" and \
+            Path(args.output).suffix.lower() not in (".dcm", ""):
+        raise UsageError(f"--transfer-syntax {args.transfer_syntax}: {args.output} is not "
+                         "a DICOM output (.dcm or a folder); drop the flag")
+    return dicom_writer_options(args.output, args.deidentify, args.transfer_syntax)
 
 
 def check_paths(args: argparse.Namespace) -> None:
@@ -181,8 +175,7 @@ def run_local(args: argparse.Namespace) -> int:
     rc = resolved_from_args(args)
     volume = through_plane_options(args, rc, {
         "--kernel": args.kernel, "--kernel-sigma": args.kernel_sigma, "--tile": args.tile,
-        "--bands": args.bands, "--history": args.history, "--deidentify": args.deidentify,
-        "--transfer-syntax": args.transfer_syntax != "explicit-little"})
+        "--bands": args.bands, "--history": args.history, "--deidentify": args.deidentify})
     if volume is not None:
         return run_through_plane(args, rc, volume)
     if args.scale is None:
@@ -220,7 +213,8 @@ def run_through_plane(args: argparse.Namespace, rc: ResolvedConfig,
     """``--through-plane``: :func:`pipeline.image.volume.upscale_through_plane`."""
     result = upscale_through_plane(VolumeJob(
         input=args.input, output=args.output, config=rc.engine, device=parse_device(args.device),
-        overwrite=args.overwrite, max_pixels=args.max_pixels, **volume))
+        overwrite=args.overwrite, max_pixels=args.max_pixels,
+        writer_options=dicom_options(args), **volume))
     if not args.quiet:
         h = result.history
         print(f"{result.output}: {result.slices[0]} -> {result.slices[1]} slices "

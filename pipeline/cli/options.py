@@ -2,6 +2,7 @@
 
 :func:`add_image_args`: what one image is and how it is super-resolved (scale, kernel,
 tiles, bands, device, de-identification, user steps, size limit);
+:func:`add_transfer_syntax_arg`: the encoding of DICOM outputs;
 :func:`add_config_args`: ``--preset/--config/--set/--seed`` and their resolution.
 Each subcommand adds only its own options beside these.
 """
@@ -12,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from io_adapters.detect import DEFAULT_MAX_PIXELS
+from io_adapters.dicom import TRANSFER_SYNTAXES
 from pipeline.image.budget import parse_max_pixels
 from pipeline.runs.config import resolve_run_config
 from zssr.config import ZSSRConfig
@@ -44,6 +46,14 @@ def add_image_args(p: argparse.ArgumentParser, *, device_help: str = "cpu, cuda 
     p.add_argument("--max-pixels", type=parse_max_pixels, default=DEFAULT_MAX_PIXELS,
                    help="refuse inputs declaring more pixels (rows x cols x frames) than this "
                    f"(default {DEFAULT_MAX_PIXELS:.0e}); checked on the header, before reading")
+
+
+def add_transfer_syntax_arg(p: argparse.ArgumentParser) -> None:
+    """``--transfer-syntax`` of DICOM outputs (``zssr upscale`` and ``zssr run``)."""
+    p.add_argument("--transfer-syntax", choices=tuple(TRANSFER_SYNTAXES),
+                   default="explicit-little",
+                   help="DICOM outputs: explicit-little (uncompressed, default), rle (RLE "
+                   "Lossless) or jpeg2000-lossless (needs pylibjpeg-openjpeg); all lossless")
 
 
 def add_config_args(p: argparse.ArgumentParser, *, default_preset: str | None = None) -> None:

@@ -321,15 +321,20 @@ def infer_tiles(job: ImageJob, reader: Reader, plan: StepPlan, result: TrainResu
     return n
 
 
-def dicom_writer_options(output: Path, deidentify: bool) -> dict:
-    """``{"deidentify": True}`` for a DICOM output (``.dcm`` or a series folder)."""
-    if not deidentify:
+def dicom_writer_options(output: Path, deidentify: bool,
+                         transfer_syntax: str = "explicit-little") -> dict:
+    """The DICOM writer's options of a DICOM output (``.dcm`` or a series folder):
+    ``{"deidentify": True}`` and a ``transfer_syntax`` other than the default (uncompressed);
+    none for another format (``zssr run`` of mixed inputs: its DICOM outputs only)."""
+    options: dict = {"deidentify": True} if deidentify else {}
+    if transfer_syntax != "explicit-little":
+        options["transfer_syntax"] = transfer_syntax
+    if options and Path(output).suffix.lower() not in (".dcm", ""):
+        if deidentify:
+            log.info("--deidentify: %s is not a DICOM output; it holds no patient attributes",
+                     output)
         return {}
-    if Path(output).suffix.lower() not in (".dcm", ""):
-        log.info("--deidentify: %s is not a DICOM output; it holds no patient attributes",
-                 output)
-        return {}
-    return {"deidentify": True}
+    return options
 
 
 def writer_options(path: Path, plan: StepPlan, options: dict) -> dict:

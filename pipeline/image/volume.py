@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +62,7 @@ class VolumeJob:
     overwrite: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     slab: int = 64
+    writer_options: dict = field(default_factory=dict)  # e.g. a DICOM transfer_syntax
 
 
 @dataclass
@@ -190,7 +191,7 @@ def _run(job: VolumeJob, t0: float, before_commit: Callable[[], None] | None) ->
     factor, profile, dz, out_meta = plan.factor, plan.profile, plan.spacing, plan.out_meta
     n_out = plan.slices
     writer = open_writer(job.output, out_meta, inputs=(Path(job.input),),
-                         overwrite=job.overwrite)
+                         overwrite=job.overwrite, **job.writer_options)
     writer.abort()  # a bad output fails before the training
     log.info("%s: %d slices %.4g mm apart -> %d slices %.4g mm apart (x%.4g, profile %.3g)",
              job.input, meta.frames, dz, n_out, dz / factor, factor, profile)
@@ -204,7 +205,7 @@ def _run(job: VolumeJob, t0: float, before_commit: Callable[[], None] | None) ->
     if before_commit is not None:  # zssr run: this run's claim on the output
         before_commit()
     with open_writer(job.output, out_meta, inputs=(Path(job.input),),
-                     overwrite=job.overwrite) as writer:
+                     overwrite=job.overwrite, **job.writer_options) as writer:
         for k in range(n_out):
             writer.write(sr[k][None], Window(0, 0, out_meta.cols, out_meta.rows), frame=k)
     return VolumeResult(Path(job.output), factor, (meta.frames, n_out), history,

@@ -114,7 +114,7 @@ def _plan(item: InputItem, name: str, settings: RunSettings, rd: RunDir, gt: Pat
             inputs=(item.path,))
         source = item.location  # a URL input named as the user gave it
         job = with_provenance(replace(job, output=output, writer_options=dicom_writer_options(
-            output, settings.deidentify)), source=source)  # provenance tags, as zssr upscale
+            output, settings.deidentify, settings.transfer_syntax)), source=source)  # provenance tags, as zssr upscale
         check_size(meta, job)
         steps = plan_steps(meta, job)
         metas: list[Metadata | None] = []  # of each step's store (None: not computed)

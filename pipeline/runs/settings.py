@@ -53,6 +53,9 @@ class RunSettings:
     retries: int = 2
     chain: ChainSpec | None = None  # pre/post steps around SR (pipeline.steps.chain)
     deidentify: bool = False  # DICOM outputs: drop patient-identifying attributes
+    #: DICOM outputs: a name of io_adapters.dicom.TRANSFER_SYNTAXES (a writer option, like
+    #: deidentify: not in the fingerprint, the pixels are the same)
+    transfer_syntax: str = "explicit-little"
     max_pixels: int = DEFAULT_MAX_PIXELS  # declared size limit per input (--max-pixels)
     stac_items: bool = False  # Items beside the outputs, a Collection (runs.stac_run)
     output_prefix: str | None = None  # s3://bucket/prefix/: outputs uploaded (runs.upload)

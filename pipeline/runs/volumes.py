@@ -23,6 +23,7 @@ from typing import Any
 from io_adapters.base import Metadata
 from io_adapters.detect import open_reader, open_writer
 from pipeline.errors import UsageError
+from pipeline.image.job import dicom_writer_options
 from pipeline.image.volume import VolumeJob, plan_volume, upscale_through_plane
 from pipeline.runs.graph import Node
 from pipeline.runs.inputs import InputItem
@@ -141,7 +142,9 @@ def plan_volume_state(item: InputItem, name: str, settings: RunSettings, rd: Run
         plan = plan_volume(job, meta)  # a volume that cannot go through-plane fails here
     output = rd.check_output(rd.outputs / volume_output(meta, name, settings),
                              inputs=(item.path,))
-    spec = VolumeSpec(key=key, name=name, job=replace(job, output=output), run_dir=rd.root,
+    job = replace(job, output=output, writer_options=dicom_writer_options(
+        output, False, settings.transfer_syntax))  # --transfer-syntax: DICOM outputs
+    spec = VolumeSpec(key=key, name=name, job=job, run_dir=rd.root,
                       factor=plan.factor, slices=(meta.frames, plan.slices),
                       out_shape=(plan.out_meta.rows, plan.out_meta.cols),
                       torch_threads=settings.torch_threads)
@@ -150,5 +153,5 @@ def plan_volume_state(item: InputItem, name: str, settings: RunSettings, rd: Run
                   owners=owners)
     if not state.skipped:  # the output's writer accepts it (then nothing is left behind)
         open_writer(output, plan.out_meta, inputs=(item.path,),
-                    overwrite=state.spec.replace_output).abort()
+                    overwrite=state.spec.replace_output, **job.writer_options).abort()
     return state

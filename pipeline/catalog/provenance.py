@@ -19,11 +19,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from geometry import as_scale
 from io_adapters.provenance import Provenance
 from pipeline.image.job import ImageJob
+from pipeline.image.kernel_estimate import kernel_label  # the one label (image floor)
 from zssr import __version__
 from zssr.config import ZSSRConfig, config_to_dict
 
@@ -42,19 +41,6 @@ def config_json(config: ZSSRConfig) -> str:
 
 def config_sha256(config: ZSSRConfig) -> str:
     return hashlib.sha256(config_json(config).encode()).hexdigest()
-
-
-def kernel_label(kernel: np.ndarray | str | None, fallback: np.ndarray | None = None) -> str:
-    """``"bicubic"`` (MATLAB imresize) or ``"<rows>x<cols> sha256:<hex>"`` of the float64
-    kernel, the hash ``zssr run``'s fingerprint uses; ``"estimate"`` (the image's own,
-    chosen while the job runs) is recorded as such, with its fallback."""
-    if isinstance(kernel, str):
-        return f"{kernel} (per image; fallback {kernel_label(fallback)})"
-    if kernel is None:
-        return "bicubic"
-    k = np.ascontiguousarray(kernel, np.float64)
-    digest = hashlib.sha256(k.tobytes()).hexdigest()
-    return f"{k.shape[0]}x{k.shape[1]} sha256:{digest}"
 
 
 def job_provenance(job: ImageJob, *, source: str | None = None) -> Provenance:

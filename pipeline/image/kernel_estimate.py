@@ -14,6 +14,7 @@ resumed run reuses it.  The halo follows the kernel used (:func:`pipeline.image.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -37,7 +38,8 @@ from zssr.kernel_estimation import (
 from zssr.sr_steps import scale_steps
 
 __all__ = ["ESTIMATE", "is_estimate", "KernelChoice", "GroupChoices", "estimate_file_kernel",
-           "save_choice", "load_choice", "kernel_picture", "describe_choice"]
+           "save_choice", "load_choice", "kernel_picture", "describe_choice",
+           "kernel_label"]
 
 log = logging.getLogger(__name__)
 
@@ -190,3 +192,16 @@ def kernel_picture(kernel: np.ndarray, *, side: int = 96) -> np.ndarray:
     rows = (np.arange(side) * k.shape[0] // side)[:, None]
     cols = (np.arange(side) * k.shape[1] // side)[None, :]
     return np.clip(np.rint(k[rows, cols] * 255), 0, 255).astype(np.uint8)
+
+
+def kernel_label(kernel: np.ndarray | str | None, fallback: np.ndarray | None = None) -> str:
+    """``"bicubic"`` (MATLAB imresize) or ``"<rows>x<cols> sha256:<hex>"`` of the float64
+    kernel, the hash ``zssr run``'s fingerprint uses; ``"estimate"`` (the image's own,
+    chosen while the job runs) is recorded as such, with its fallback."""
+    if isinstance(kernel, str):
+        return f"{kernel} (per image; fallback {kernel_label(fallback)})"
+    if kernel is None:
+        return "bicubic"
+    k = np.ascontiguousarray(kernel, np.float64)
+    digest = hashlib.sha256(k.tobytes()).hexdigest()
+    return f"{k.shape[0]}x{k.shape[1]} sha256:{digest}"

@@ -14,15 +14,21 @@ therefore equals stacking separate runs of the groups (``--bands`` of each group
 ``--kernel estimate``) when the bands share their nodata, as a scene's bands do: each
 group sees the same pixels, statistics, seeds, tiles and halos as its separate run.
 One SR step only (as ``--kernel estimate``); images with an alpha band are refused.
+
+``zssr run`` uses the same pieces as Dask tasks (:mod:`pipeline.runs.tasks`): one kernel
+task (:func:`estimate_group_kernel` per group), one train task per group, and infer tasks
+that each run :func:`infer_group_tiles` on a batch of tiles.  The output's provenance
+names each group's kernel (:func:`group_writer_options`), in both commands.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 import numpy as np
+import torch
 
 from geometry import Tile
 from io_adapters.base import Metadata, Reader
@@ -39,8 +45,14 @@ from pipeline.image.job import (
     write_core,
     writer_options,
 )
-from pipeline.image.kernel_estimate import GroupChoices, estimate_file_kernel, is_estimate
-from pipeline.image.plan import plan_steps
+from pipeline.image.kernel_estimate import (
+    GroupChoices,
+    KernelChoice,
+    estimate_file_kernel,
+    is_estimate,
+    kernel_label,
+)
+from pipeline.image.plan import ImageStep, plan_steps
 from pipeline.source import ReaderCropSource, sr_bands
 from pipeline.steps.chain import BoundChain
 from zssr.api import merge_history
@@ -48,7 +60,8 @@ from zssr.config import ConfigError
 from zssr.model import build_model
 from zssr.train import TrainEvent, TrainingHistory
 
-__all__ = ["group_positions", "upscale_groups"]
+__all__ = ["group_positions", "plan_groups", "group_names", "estimate_group_kernel",
+           "group_plan", "group_writer_options", "infer_group_tiles", "upscale_groups"]
 
 
 def group_positions(job: ImageJob, meta: Metadata) -> list[list[int]]:
@@ -77,6 +90,49 @@ def group_positions(job: ImageJob, meta: Metadata) -> list[list[int]]:
     return groups
 
 
+def plan_groups(job: ImageJob, meta: Metadata, steps: list[ImageStep]
+                ) -> tuple[tuple[int, ...], ...] | None:
+    """``job.kernel_groups`` as reader band positions (:func:`group_positions`), checked
+    against the planned ``steps`` (one x2 or x4 step); None without groups."""
+    if job.kernel_groups is None:
+        return None
+    groups = group_positions(job, meta)
+    if len(steps) != 1:
+        raise ConfigError(f"config key 'kernel_groups' ({job.input}): needs one x2 or x4 "
+                          f"step, got {len(steps)} gradual steps; drop them")
+    return tuple(tuple(g) for g in groups)
+
+
+def group_names(job: ImageJob) -> tuple[tuple[int, ...], ...]:
+    """Each group's 1-based file band numbers (what the report and the console show)."""
+    return tuple(tuple(b + 1 for b in g) for g in (job.kernel_groups or ()))
+
+
+def estimate_group_kernel(job: ImageJob, reader: Reader, bands: tuple[int, ...],
+                          name: tuple[int, ...]) -> KernelChoice:
+    """One group's kernel: estimated from its bands ``bands`` (reader positions) only."""
+    return estimate_file_kernel(
+        reader, scale=job.scale, config=job.config, bands=list(bands),
+        fallback=job.fallback_kernel, where=f"{job.input} (bands {','.join(map(str, name))})")
+
+
+def group_plan(plan: StepPlan, job: ImageJob, bands: tuple[int, ...],
+               choice: KernelChoice) -> StepPlan:
+    """The step's plan for one group: its bands, its kernel and that kernel's halo."""
+    return with_kernel(replace(plan, bands=list(bands)), job, choice.kernel)
+
+
+def group_writer_options(options: dict, choices: GroupChoices) -> dict:
+    """Writer options whose provenance (if recorded) names each group's kernel, e.g.
+    ``bands 1,2: 13x13 sha256:... (estimated); bands 3: bicubic (fallback)``."""
+    prov = options.get("provenance")
+    if prov is None:
+        return options
+    label = "; ".join(f"bands {','.join(map(str, g))}: {kernel_label(c.kernel)} ({c.used})"
+                      for g, c in zip(choices.groups, choices.choices, strict=True))
+    return {**options, "provenance": replace(prov, kernel=label)}
+
+
 def upscale_groups(job: ImageJob, reader: Reader, *, chain: BoundChain | None,
                    timings: dict[str, float],
                    on_event: Callable[[TrainEvent], None] | None = None,
@@ -86,19 +142,15 @@ def upscale_groups(job: ImageJob, reader: Reader, *, chain: BoundChain | None,
     """Estimate, train and infer each group of ``job.kernel_groups``; write the output
     (preflighted first).  Returns the merged history, the tiles done and the choices."""
     meta = reader.meta
-    groups = group_positions(job, meta)
     steps = plan_steps(meta, job)
-    if len(steps) != 1:
-        raise ConfigError(f"config key 'kernel_groups' ({job.input}): needs one x2 or x4 "
-                          f"step, got {len(steps)} gradual steps; drop them")
+    groups = plan_groups(job, meta, steps)
     step = steps[0]
-    names = tuple(tuple(b + 1 for b in g) for g in (job.kernel_groups or ()))
-    choices = tuple(estimate_file_kernel(
-        reader, scale=job.scale, config=job.config, bands=g, fallback=job.fallback_kernel,
-        where=f"{job.input} (bands {','.join(map(str, n))})") for g, n in zip(groups, names, strict=True))
+    names = group_names(job)
+    choices = GroupChoices(names, tuple(estimate_group_kernel(job, reader, g, n)
+                                        for g, n in zip(groups, names, strict=True)))
     preflight_output(job, meta, step.scale, chain=chain)
-    plans = [with_kernel(replace(step.plan, bands=g), job, c.kernel)
-             for g, c in zip(groups, choices, strict=True)]
+    plans = [group_plan(step.plan, job, g, c)
+             for g, c in zip(groups, choices.choices, strict=True)]
     history, results = TrainingHistory(), []
     for i, plan in enumerate(plans):
         t0 = time.perf_counter()
@@ -108,46 +160,54 @@ def upscale_groups(job: ImageJob, reader: Reader, *, chain: BoundChain | None,
     if on_stage:
         on_stage("infer", len(plans[0].grid) * meta.frames)
     out_meta = scale_metadata(meta, step.scale)
+    options = group_writer_options(job.writer_options, choices)
     writer = open_output(job, out_meta, chain=chain, overwrite=job.overwrite,
-                         **writer_options(job.output, plans[0], job.writer_options))
+                         **writer_options(job.output, plans[0], options))
+    units = [(f, t) for f in range(meta.frames) for t in range(len(plans[0].grid))]
     t0 = time.perf_counter()
     with writer:
-        tiles = _write_tiles(job, reader, plans, results, writer,
-                             (out_meta.rows, out_meta.cols), on_tile)
+        tiles = infer_group_tiles(
+            job, reader, plans, results, units, writer, hr_shape=(out_meta.rows, out_meta.cols),
+            on_tile=None if on_tile is None else lambda _frame, tile: on_tile(tile))
         t1 = time.perf_counter()
         timings["infer"] += t1 - t0
     timings["write"] += time.perf_counter() - t1
-    return history, tiles, GroupChoices(names, choices)
+    return history, tiles, choices
 
 
-def _write_tiles(job: ImageJob, reader: Reader, plans: list[StepPlan],
-                 results: list[TrainResult], writer, hr_shape: tuple[int, int],
-                 on_tile: Callable[[Tile], None] | None) -> int:
-    """Every tile of every frame: each group's HR core at its bands, written once."""
+def infer_group_tiles(job: ImageJob, reader: Reader, plans: list[StepPlan],
+                      results: list[TrainResult], units: Iterable[tuple[int, int]], writer, *,
+                      hr_shape: tuple[int, int],
+                      on_tile: Callable[[int, Tile], None] | None = None,
+                      models: list[torch.nn.Module] | None = None) -> int:
+    """The ``(frame, tile)`` units: each group's HR core at its bands, written once.
+
+    ``models``: the groups' networks already built (a worker's cache); by default built
+    here.  ``writer``: the output file (``zssr upscale``) or a region writer of the run's
+    Zarr store (``zssr run``'s infer tasks)."""
     cfg, meta = job.config, reader.meta
-    models = [build_model(len(p.bands), cfg.net, seed=cfg.seed, device=job.device,
-                          state=r.state) for p, r in zip(plans, results, strict=True)]
+    if models is None:
+        models = [build_model(len(p.bands), cfg.net, seed=cfg.seed, device=job.device,
+                              state=r.state) for p, r in zip(plans, results, strict=True)]
     sources = [ReaderCropSource(reader, p.bands, r.stats, seed=cfg.seed)
                for p, r in zip(plans, results, strict=True)]
     nan_marks = meta.dtype.kind == "f" and meta.nodata is None  # as infer_tile's own rule
     n = 0
-    for frame in range(meta.frames):
-        for index in range(len(plans[0].grid)):
-            out = valid = None
-            for plan, result, model, source in zip(plans, results, models, sources,
-                                                   strict=True):
-                part, part_valid = infer_tile(model, source, plan, plan.grid.tile(index),
-                                              frame=frame, infer_cfg=cfg.infer,
-                                              normalizer=result.stats.normalizer)
-                if out is None:
-                    out = np.empty((meta.bands, *part.shape[1:]), part.dtype)
-                    valid = np.empty(part_valid.shape, bool)
-                out[plan.bands], valid[plan.bands] = part, part_valid[plan.bands]
-            if nan_marks and out.dtype.kind == "f":
-                out = np.where(valid, out, np.float32(np.nan)).astype(out.dtype)
-            tile = plans[0].grid.tile(index)  # the same core in every group's grid
-            write_core(writer, tile, out, valid, hr_shape=hr_shape, frame=frame)
-            n += 1
-            if on_tile is not None:
-                on_tile(tile)
+    for frame, index in units:
+        out = valid = None
+        for plan, result, model, source in zip(plans, results, models, sources, strict=True):
+            part, part_valid = infer_tile(model, source, plan, plan.grid.tile(index),
+                                          frame=frame, infer_cfg=cfg.infer,
+                                          normalizer=result.stats.normalizer)
+            if out is None:
+                out = np.empty((meta.bands, *part.shape[1:]), part.dtype)
+                valid = np.empty(part_valid.shape, bool)
+            out[plan.bands], valid[plan.bands] = part, part_valid[plan.bands]
+        if nan_marks and out.dtype.kind == "f":
+            out = np.where(valid, out, np.float32(np.nan)).astype(out.dtype)
+        tile = plans[0].grid.tile(index)  # the same core in every group's grid
+        write_core(writer, tile, out, valid, hr_shape=hr_shape, frame=frame)
+        n += 1
+        if on_tile is not None:
+            on_tile(frame, tile)
     return n

@@ -113,15 +113,6 @@ def test_bad_groups_fail_in_one_line_before_any_work(stack, tmp_path, capsys, ar
     assert not out.exists()
 
 
-def test_run_refuses_groups_in_one_line(stack, tmp_path, capsys):
-    code = main(["run", str(stack), "--out", str(tmp_path / "run"), "--scale", "2",
-                 "--kernel", "estimate", *GROUPS, "--scheduler", "synchronous", *TINY])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code not in (0, 10) and len(err) == 1
-    assert "zssr run estimates one kernel per image" in err[0]
-    assert not (tmp_path / "run").exists()
-
-
 @pytest.mark.parametrize("preset, path", [
     ("landsat", None),  # the stack above: its Gaussian becomes the fallback
     ("ct", DATA / "dicom" / "CT_small.dcm"),  # a chain to Hounsfield units, bicubic fallback

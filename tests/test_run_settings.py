@@ -26,7 +26,8 @@ def test_image_job_carries_every_run_setting():
     fallback = np.full((3, 3), 1 / 9)
     chain = ChainSpec.from_config({"pre": ["clip"]})
     given = {"scale": 3.0, "config": config_from_dict({"train": {"max_iters": 7}}),
-             "kernel": kernel, "fallback_kernel": fallback, "bands": (2, 0), "tile": 96,
+             "kernel": kernel, "fallback_kernel": fallback, "kernel_groups": ((0,), (2,)),
+             "bands": (2, 0), "tile": 96,
              "halo": 11, "device": "cuda:1", "overwrite": True, "chain": chain,
              "max_pixels": 12345}
     assert set(given) == set(IMAGE_FIELDS)  # every field set away from its default

@@ -59,7 +59,7 @@ from io_adapters.vsi import is_vsi
 from pipeline.errors import EXIT, UsageError
 from pipeline.image.kernel_io import kernel_options
 from pipeline.locking import FolderLock
-from pipeline.runs.config import DEFAULT_TILE, ResolvedConfig, refuse_kernel_groups
+from pipeline.runs.config import DEFAULT_TILE, ResolvedConfig
 from pipeline.runs.inputs import InputItem, expand_inputs
 from pipeline.runs.run import natural_suffix, run_batch
 from pipeline.runs.settings import RunSettings
@@ -257,6 +257,7 @@ def _settings(spec: JobSpec, rc: ResolvedConfig, ground_truth: Path | None = Non
     pc = rc.pipeline
     return RunSettings(out_dir=spec.output / RUN_DIR, scale=spec.scale, config=rc.engine,
                        config_data=rc.data, **kernel_options(None, None, pc),
+                       kernel_groups=pc.kernel_group_indexes,
                        bands=pc.band_indexes, tile=pc.tile or DEFAULT_TILE,
                        scheduler=spec.scheduler, overwrite=True,
                        ground_truth=ground_truth, chain=pc.chain or None,
@@ -327,7 +328,6 @@ def run_job(spec: JobSpec, *, observer: Any = None, quiet: bool = True) -> Batch
     """Process the inputs of ``spec`` not yet done under its config (see the module doc)."""
     t0 = time.perf_counter()
     rc = spec.resolve()
-    refuse_kernel_groups(rc.pipeline, "zssr batch")
     chash = config_hash(rc, spec.scale)
     cloud.check_bucket_first(spec)  # a missing bucket: exit 7 before anything is made
     _check_output_folder(spec)

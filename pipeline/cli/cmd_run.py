@@ -36,7 +36,7 @@ from pipeline.cli.cmd_upscale import parse_device, parse_halo, pipeline_options,
 from pipeline.cli.options import add_config_args, add_image_args, add_transfer_syntax_arg
 from pipeline.cli.through_plane import add_through_plane_args, through_plane_options
 from pipeline.errors import UsageError, one_line
-from pipeline.runs.config import ThroughPlaneConfig, refuse_kernel_groups, resolved_from_args
+from pipeline.runs.config import ThroughPlaneConfig, resolved_from_args
 from pipeline.runs.graph import resolve_scheduler
 from pipeline.runs.progress import TqdmRunProgress
 from pipeline.runs.run import FORMAT_SUFFIXES, RunSummary, run_batch
@@ -107,7 +107,6 @@ def _transfer_syntax(args: argparse.Namespace) -> str:
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
     """The run's settings: flags over the config's pipeline sections over the defaults."""
     rc = resolved_from_args(args)
-    refuse_kernel_groups(rc.pipeline, "zssr run")
     if args.retries < 0:
         raise UsageError(f"--retries {args.retries}: expected a number >= 0")
     if resolve_scheduler(args.scheduler) in ("synchronous", "local"):
@@ -143,8 +142,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         deidentify=args.deidentify, max_pixels=args.max_pixels, stac_items=args.stac_item,
         transfer_syntax=_transfer_syntax(args),
         output_prefix=None if args.output_prefix is None else check_prefix(args.output_prefix),
-        **{k: v for k, v in pipeline_options(args, rc.pipeline).items()
-           if k != "kernel_groups"})
+        **pipeline_options(args, rc.pipeline))
 
 
 def print_summary(summary: RunSummary) -> None:

@@ -28,7 +28,7 @@ from zssr.typed import build
 
 __all__ = ["PipelineConfig", "ResolvedConfig", "pipeline_config_from_dict",
            "resolve_run_config", "resolved_from_args", "check_kernel_groups",
-           "refuse_kernel_groups", "refuse_through_plane", "ThroughPlaneConfig",
+           "refuse_through_plane", "ThroughPlaneConfig",
            "DEFAULT_TILE"]
 
 DEFAULT_TILE = 256  # LR tile side when neither the config nor --tile gives one
@@ -127,14 +127,6 @@ def check_kernel_groups(groups: tuple[tuple[int, ...], ...]) -> None:
             raise ConfigError(f"config key 'kernel_groups': invalid value ({what}); expected "
                               "groups of 1-based band numbers, each band in one group, e.g. "
                               "[[1, 2, 3], [4]]")
-
-
-def refuse_kernel_groups(pc: PipelineConfig, command: str) -> None:
-    """``kernel_groups`` is ``zssr upscale``'s only for now: refused, never ignored."""
-    if pc.kernel_groups is not None:
-        raise ConfigError(f"config key 'kernel_groups': {command} estimates one kernel per "
-                          "image; one kernel per band group is zssr upscale's only for now "
-                          "(drop kernel_groups)")
 
 
 def refuse_through_plane(pc: PipelineConfig, command: str) -> None:

@@ -18,6 +18,7 @@ import io
 import logging
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,13 @@ from io_adapters.errors import WriteError
 from io_adapters.output_safety import make_dirs, write_bytes_atomic
 from io_adapters.zarr_reader import ZarrReader
 from pipeline.image.job import clip_to_output, open_input, open_output
-from pipeline.image.kernel_estimate import KernelChoice, describe_choice, kernel_picture
+from pipeline.image.kernel_estimate import (
+    GroupChoices,
+    KernelChoice,
+    describe_choice,
+    kernel_picture,
+)
+from pipeline.image.kernel_groups import group_names, group_writer_options
 from pipeline.runs.stac_run import write_item
 from pipeline.runs.tasks import ImageSpec, TrainOutcome, apply_threads
 from pipeline.runs.upload import upload_output
@@ -102,6 +109,10 @@ def finalize_task(spec: ImageSpec, *deps: Any) -> dict[str, Any]:
 def finalize_image(spec: ImageSpec, outcomes: list[TrainOutcome]) -> dict[str, Any]:
     """Write the output, then the crops and metrics of the report entry."""
     t0 = time.perf_counter()
+    kernel = _chosen_kernel(spec, outcomes)
+    if isinstance(kernel, GroupChoices):  # the output's provenance names each group's kernel
+        spec = replace(spec, job=replace(spec.job, writer_options=group_writer_options(
+            spec.job.writer_options, kernel)))
     reader = open_input(spec.job)
     try:
         meta = reader.meta
@@ -118,11 +129,20 @@ def finalize_image(spec: ImageSpec, outcomes: list[TrainOutcome]) -> dict[str, A
                                  "shape_out": [out_meta.frames, out_meta.bands, out_meta.rows,
                                                out_meta.cols],
                                  "format_in": meta.format}
-        kernel = next((o.kernel for o in outcomes if o.kernel is not None), None)
         entry.update(_report_material(spec, reader, store, kernel))
     finally:
         reader.close()
     return entry
+
+
+def _chosen_kernel(spec: ImageSpec, outcomes: list[TrainOutcome]
+                   ) -> KernelChoice | GroupChoices | None:
+    """The kernel chosen by ``--kernel estimate`` (None: none estimated); with
+    ``kernel_groups`` each group's, from its train outcome."""
+    if spec.groups is None:
+        return next((o.kernel for o in outcomes if o.kernel is not None), None)
+    by_group = {o.group: o.kernel for o in outcomes}
+    return GroupChoices(group_names(spec.job), tuple(by_group[g] for g in range(len(spec.groups))))
 
 
 def _check_complete(spec: ImageSpec) -> None:
@@ -204,7 +224,7 @@ def _data_range(meta: Metadata, sample: np.ndarray) -> float:
 
 
 def _report_material(spec: ImageSpec, reader: Reader, store: ZarrReader,
-                     kernel: KernelChoice | None = None) -> dict[str, Any]:
+                     kernel: KernelChoice | GroupChoices | None = None) -> dict[str, Any]:
     meta, scale = reader.meta, spec.job.scale
     frame = meta.frames // 2
     q = math.lcm(*(s.denominator for s in as_scale(scale)))
@@ -223,15 +243,11 @@ def _report_material(spec: ImageSpec, reader: Reader, store: ZarrReader,
                      "sr": f"report_assets/{spec.key}_sr.png"}
     out["crop"] = {"lr": [crop.row, crop.col, crop.height, crop.width],
                    "hr": [hr.row, hr.col, hr.height, hr.width], "zoom": float(scale)}
-    raw_kernel = spec.job.kernel
-    if kernel is not None:  # --kernel estimate: the kernel chosen for this image
-        raw_kernel = kernel.kernel
-        out["kernel"] = {**kernel.summary(), "description": describe_choice(kernel)}
-        if kernel.kernel is not None:
-            _save_png(kernel_picture(kernel.kernel)[None], assets / f"{spec.key}_kernel.png")
-            out["assets"]["kernel"] = f"report_assets/{spec.key}_kernel.png"
-    try:
-        out["lr_consistency_db"] = _consistency(spec, reader, store, frame, q, raw_kernel)
+    kernels = _kernel_material(spec, meta, kernel, out)
+    try:  # kernel_groups: the mean per-band PSNR over the groups, each with its own kernel
+        values = [(len(b), _consistency(spec, reader, store, frame, q, k, b)) for b, k in kernels]
+        out["lr_consistency_db"] = values[0][1] if len(values) == 1 else \
+            sum(n * v for n, v in values) / sum(n for n, _ in values)
     except (ValueError, ZeroDivisionError) as exc:
         out["lr_consistency_error"] = str(exc)
     if spec.ground_truth is not None:
@@ -242,13 +258,36 @@ def _report_material(spec: ImageSpec, reader: Reader, store: ZarrReader,
     return out
 
 
+def _kernel_material(spec: ImageSpec, meta: Metadata,
+                     kernel: KernelChoice | GroupChoices | None, out: dict[str, Any]
+                     ) -> list[tuple[list[int], np.ndarray | None]]:
+    """``--kernel estimate``: the chosen kernel (each group's with ``kernel_groups``) into
+    the entry ``out``, with its picture.  Returns ``(bands, raw kernel)`` pairs: the kernel
+    SR assumed for those bands."""
+    if kernel is None:
+        return [(sr_bands(meta), spec.job.kernel)]
+    out["kernel"] = {**kernel.summary(), "description": describe_choice(kernel)}
+    assets = spec.paths.assets
+    if isinstance(kernel, KernelChoice):
+        if kernel.kernel is not None:
+            _save_png(kernel_picture(kernel.kernel)[None], assets / f"{spec.key}_kernel.png")
+            out["assets"]["kernel"] = f"report_assets/{spec.key}_kernel.png"
+        return [(sr_bands(meta), kernel.kernel)]
+    for i, (part, c) in enumerate(zip(out["kernel"]["groups"], kernel.choices, strict=True)):
+        part["description"] = describe_choice(c)
+        if c.kernel is not None:  # a picture per group, named in the entry's group
+            _save_png(kernel_picture(c.kernel)[None], assets / f"{spec.key}_kernel_g{i}.png")
+            part["asset"] = f"report_assets/{spec.key}_kernel_g{i}.png"
+    return [(list(g), c.kernel) for g, c in zip(spec.groups, kernel.choices, strict=True)]
+
+
 def _consistency(spec: ImageSpec, reader: Reader, store: ZarrReader, frame: int,
-                 q: int, raw_kernel: np.ndarray | None) -> float:
-    """LR-consistency (dB) of a centred window, degraded by the kernel SR assumed."""
+                 q: int, raw_kernel: np.ndarray | None, bands: list[int]) -> float:
+    """LR-consistency (dB) of a centred window of ``bands``, degraded by the kernel SR
+    assumed for them."""
     meta, scale = reader.meta, spec.job.scale
     win = _centred(meta.rows, meta.cols, CONSISTENCY_LR, q)
     hr = _hr_region(win, scale, (store.meta.rows, store.meta.cols))
-    bands = sr_bands(meta)
     lr = reader.read(win.to_window(), frame=frame)[bands].astype(np.float64)
     sr = store.read(hr.to_window(), frame=frame)[bands].astype(np.float64)
     kernel = None if raw_kernel is None else prepare_kernel(raw_kernel, scale)

@@ -63,6 +63,7 @@ class Node:
     kind: NodeKind
     step: int = 0
     tiles: int = 0  # infer: tiles in the batch
+    group: int | None = None  # train: the band group (config kernel_groups)
     gpu: bool = False  # request resources={"GPU": 1}
 
 

@@ -101,6 +101,16 @@ code{font-size:.85em}
 """
 
 
+def _kernel_figures(e: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(picture, label)`` of the estimated kernel, with its widths; with
+    ``kernel_groups`` one per group, labelled with the group's bands."""
+    kernel, assets = e.get("kernel", {}), e.get("assets", {})
+    if "kernel" in assets:
+        return [(assets["kernel"], f"estimated kernel: {kernel.get('description', '')}")]
+    return [(g["asset"], f"estimated kernel, bands {','.join(map(str, g.get('bands', [])))}: "
+             f"{g.get('description', '')}") for g in kernel.get("groups", []) if "asset" in g]
+
+
 def _image_section(e: dict[str, Any], root: Path) -> str:
     esc = html.escape
     name = esc(str(e.get("name", e.get("key", "?"))))
@@ -124,12 +134,11 @@ def _image_section(e: dict[str, Any], root: Path) -> str:
             if uri:
                 figs.append(f'<figure><img alt="{esc(label)}" src="{uri}">'
                             f"<figcaption>{esc(label)}</figcaption></figure>")
-        kernel = e.get("kernel", {})
-        uri = _data_uri(root / assets["kernel"]) if "kernel" in assets else None
-        if uri:  # --kernel estimate: the kernel beside the crops, with its widths
-            label = f"estimated kernel: {kernel.get('description', '')}"
-            figs.append(f'<figure><img class="kernel" alt="{esc(label)}" src="{uri}">'
-                        f"<figcaption>{esc(label)}</figcaption></figure>")
+        for rel, label in _kernel_figures(e):  # --kernel estimate: beside the crops
+            uri = _data_uri(root / rel)
+            if uri:
+                figs.append(f'<figure><img class="kernel" alt="{esc(label)}" src="{uri}">'
+                            f"<figcaption>{esc(label)}</figcaption></figure>")
         parts.append('<div class="pair">' + "".join(figs) + "</div>")
     if "curves" in assets:
         uri = _data_uri(root / assets["curves"])

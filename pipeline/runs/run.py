@@ -37,6 +37,7 @@ from pipeline.image.job import (
     preflight_output,
     working_meta,
 )
+from pipeline.image.kernel_groups import plan_groups
 from pipeline.image.plan import plan_steps
 from pipeline.runs.config import pipeline_config_from_dict, refuse_through_plane
 from pipeline.runs.graph import SchedulerInfo, execute, open_scheduler, resolve_scheduler
@@ -117,6 +118,7 @@ def _plan(item: InputItem, name: str, settings: RunSettings, rd: RunDir, gt: Pat
             output, settings.deidentify, settings.transfer_syntax)), source=source)  # provenance tags, as zssr upscale
         check_size(meta, job)
         steps = plan_steps(meta, job)
+        groups = plan_groups(job, meta, steps)  # kernel_groups: checked before any work
         metas: list[Metadata | None] = []  # of each step's store (None: not computed)
         for step in steps:
             reads = metas[-1] if step.rebase else meta
@@ -126,7 +128,7 @@ def _plan(item: InputItem, name: str, settings: RunSettings, rd: RunDir, gt: Pat
         spec = ImageSpec(key=key, name=name, job=job, run_dir=rd.root, steps=tuple(steps),
                          frames=meta.frames, out_shape=(metas[-1].rows, metas[-1].cols),
                          ground_truth=gt, torch_threads=settings.torch_threads,
-                         stac_source=source if settings.stac_items else None)
+                         stac_source=source if settings.stac_items else None, groups=groups)
         state = ImageState(spec=spec, item=item, store_metas=metas)
         _resume(state, rd, settings, last, owners)
         if settings.output_prefix:  # the object checked before any work (runs.upload)

@@ -7,6 +7,8 @@ Layout::
     DIR/config.yaml             the resolved config of the latest run
     DIR/log.jsonl               structured log lines
     DIR/weights/<key>_s<i>.pt   trained weights + normaliser + history of step i
+    DIR/kernels/<key>.npz       --kernel estimate: the image's kernel choice
+    (kernel_groups: weights/<key>_s0_g<j>.pt and kernels/<key>_g<j>.npz of each group j)
     DIR/work/<key>/s<i>.zarr    the step's super-resolved image (working Zarr)
     DIR/tiles/<key>/s<i>/f<frame>_t<tile>.done   one marker per finished tile
     DIR/entries/<key>.json      the image's report entry
@@ -100,12 +102,12 @@ class RunPaths:
 
     root: Path
 
-    def weights(self, key: str, step: int) -> Path:
-        return self.root / "weights" / f"{key}_s{step}.pt"
+    def weights(self, key: str, step: int, group: int | None = None) -> Path:
+        return self.root / "weights" / f"{key}_s{step}{'' if group is None else f'_g{group}'}.pt"
 
-    def kernel(self, key: str) -> Path:
-        """``--kernel estimate``: the image's kernel choice (``.npz``: kernel + summary)."""
-        return self.root / "kernels" / f"{key}.npz"
+    def kernel(self, key: str, group: int | None = None) -> Path:
+        """``--kernel estimate``: the kernel choice (``.npz``), of band group ``group``."""
+        return self.root / "kernels" / f"{key}{'' if group is None else f'_g{group}'}.npz"
 
     def store(self, key: str, step: int) -> Path:
         return self.root / "work" / key / f"s{step}.zarr"
@@ -181,8 +183,8 @@ class RunPaths:
             if os.path.islink(folder):  # never reach through it
                 raise UnsafeOutputError(f"{folder}: is a symbolic link inside the run "
                                         "directory; zssr never writes through links")
-        if (self.root / "weights").is_dir():
-            for p in (self.root / "weights").glob(f"{key}_s*.pt"):
+        for folder, pattern in (("weights", f"{key}_s*.pt"), ("kernels", f"{key}_g*.npz")):
+            for p in (self.root / folder).glob(pattern):  # a missing folder: nothing
                 remove_tree(p)
         remove_tree(self.entry(key))
         remove_tree(self.kernel(key))

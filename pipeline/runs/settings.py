@@ -21,11 +21,11 @@ from zssr.config import ZSSRConfig, config_to_dict
 __all__ = ["RunSettings", "IMAGE_FIELDS", "RUN_ONLY_IMAGE_FIELDS"]
 
 #: ImageJob fields a run sets from its settings, the same for every image
-IMAGE_FIELDS = ("scale", "config", "kernel", "fallback_kernel", "bands", "tile", "halo", "device",
-                "overwrite", "chain", "max_pixels")
+IMAGE_FIELDS = ("scale", "config", "kernel", "fallback_kernel", "kernel_groups", "bands", "tile",
+                "halo", "device", "overwrite", "chain", "max_pixels")
 #: ImageJob fields a run does not take from its settings: per image (input, output,
-#: writer options), or not offered by ``zssr run`` (kernel_groups: refused there)
-RUN_ONLY_IMAGE_FIELDS = ("input", "output", "writer_options", "kernel_groups")
+#: writer options)
+RUN_ONLY_IMAGE_FIELDS = ("input", "output", "writer_options")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ class RunSettings:
     config_data: dict[str, Any] = field(default_factory=dict)  # as given (for config.yaml)
     kernel: np.ndarray | str | None = None  # "estimate": each image's own (a Dask task)
     fallback_kernel: np.ndarray | None = None  # when an estimate is unusable (None: bicubic)
+    #: 0-based file bands: with kernel="estimate", one kernel and network per group
+    kernel_groups: tuple[tuple[int, ...], ...] | None = None
     bands: tuple[int, ...] | None = None
     tile: int = 256
     halo: int | None = None
@@ -85,6 +87,8 @@ class RunSettings:
                "chain": self.chain.to_config() if self.chain else None}
         if self.fallback_kernel is not None:  # keys without one stay as before
             out["fallback_kernel"] = _kernel_id(self.fallback_kernel)
+        if self.kernel_groups is not None:
+            out["kernel_groups"] = [list(g) for g in self.kernel_groups]
         if self.through_plane is not None:
             out["through_plane"] = asdict(self.through_plane)
         return out

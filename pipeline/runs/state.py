@@ -25,7 +25,15 @@ from pipeline.runs.finalize import finalize_task
 from pipeline.runs.graph import Node, Ref
 from pipeline.runs.inputs import InputItem
 from pipeline.runs.rundir import RunDir, atomic_write_text, image_key
-from pipeline.runs.tasks import ImageSpec, TrainOutcome, infer_task, kernel_task, train_task
+from pipeline.runs.tasks import (
+    ImageSpec,
+    TrainOutcome,
+    group_infer_task,
+    group_train_task,
+    infer_task,
+    kernel_task,
+    train_task,
+)
 from zssr.api import merge_history
 from zssr.train import TrainingHistory
 
@@ -65,7 +73,7 @@ class ImageState:
     error_class: str | None = None
     stage: str | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    outcomes: dict[int, TrainOutcome] = field(default_factory=dict)
+    outcomes: dict[int, TrainOutcome] = field(default_factory=dict)  # by step (or group)
     pending: dict[int, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=lambda: {"train": 0.0, "infer": 0.0,
                                                                 "write": 0.0})
@@ -75,7 +83,7 @@ class ImageState:
     steps_trained: int = 0
     steps_resumed: int = 0
     finalized: dict[str, Any] = field(default_factory=dict)
-    kernel: Any = None  # the KernelChoice of --kernel estimate
+    kernel: Any = None  # the KernelChoice of --kernel estimate (GroupChoices: kernel_groups)
 
     def __post_init__(self) -> None:
         if self.spec is not None:
@@ -108,12 +116,15 @@ class ImageState:
             rd.event("kernel chosen", image=self.key, kernel=describe_choice(result),
                      **result.summary())
         elif node.kind == "train":
-            self.outcomes[node.step] = result
+            self.outcomes[node.step if node.group is None else node.group] = result
             self.seconds["train"] += result.seconds
             self.steps_resumed += result.resumed
             self.steps_trained += not result.resumed
             rd.record(self.key, "trained", step=node.step, resumed=result.resumed,
-                      iterations=result.result.history.iterations, seconds=result.seconds)
+                      iterations=result.result.history.iterations, seconds=result.seconds,
+                      **({} if node.group is None else {"group": node.group}))
+            if spec.groups is not None and len(self.outcomes) < len(spec.groups):
+                return  # the tiles follow every group's training
             units = len(spec.units(node.step))
             if units:  # output MP per tile, for seconds per output MP in the tile bar
                 rows, cols = spec.plans[node.step].grid.hr_shape
@@ -160,9 +171,10 @@ class ImageState:
         if not self.outcomes:
             return None
         total = TrainingHistory()
-        for i in sorted(self.outcomes):
-            merge_history(total, self.outcomes[i].result.history,
-                          self.spec.steps[i].scale.floats, i)
+        for i in sorted(self.outcomes):  # kernel_groups: one entry per group, as upscale
+            outcome = self.outcomes[i]
+            merge_history(total, outcome.result.history,
+                          self.spec.steps[outcome.step].scale.floats, i)
         return total
 
     def entry(self) -> dict[str, Any]:
@@ -246,6 +258,8 @@ def build_nodes(state: ImageState, *, batch_size: int, gpu: bool,
     training (config ``warm_start``); if that node fails, this image starts cold.
     """
     spec, run = state.spec, state.run_id
+    if spec.groups is not None:
+        return _group_nodes(state, batch_size=batch_size, gpu=gpu)
     nodes: list[Node] = []
     train_keys: list[str] = []
     prev_infers: list[str] = []
@@ -279,3 +293,29 @@ def build_nodes(state: ImageState, *, batch_size: int, gpu: bool,
                       "finalize", spec.last))
     return nodes
 
+
+def _group_nodes(state: ImageState, *, batch_size: int, gpu: bool) -> list[Node]:
+    """``kernel_groups`` (one SR step): kernel -> one train per group -> infer batches
+    running every group's network -> finalize; finished tiles left out.  No warm start."""
+    spec, run = state.spec, state.run_id
+    kernel = Ref(f"zssr-kernel-{spec.key}-{run}")
+    nodes = [Node(kernel.key, kernel_task, (spec,), spec.key, "kernel")]
+    train_keys = [f"zssr-train-{spec.key}-s0-g{g}-{run}" for g in range(len(spec.groups))]
+    nodes += [Node(k, group_train_task, (spec, g, kernel), spec.key, "train", 0, gpu=gpu,
+                   group=g) for g, k in enumerate(train_keys)]
+    units = spec.units(0)
+    state.tiles_total += len(units)
+    state.tiles_skipped += len(state.done_before[0])
+    todo = [u for u in units if u not in state.done_before[0]]
+    infer_keys = []
+    for b in range(0, len(todo), batch_size):
+        batch = tuple(todo[b:b + batch_size])
+        ikey = f"zssr-infer-{spec.key}-s0-b{b // batch_size}-{run}"
+        nodes.append(Node(ikey, group_infer_task, (spec, batch, *map(Ref, train_keys)),
+                          spec.key, "infer", 0, tiles=len(batch), gpu=gpu))
+        infer_keys.append(ikey)
+    state.pending[0] = len(infer_keys)
+    nodes.append(Node(f"zssr-finalize-{spec.key}-{run}", finalize_task,
+                      (spec, *map(Ref, train_keys), *map(Ref, infer_keys)), spec.key,
+                      "finalize", 0))
+    return nodes

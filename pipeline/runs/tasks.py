@@ -10,7 +10,8 @@ region of the step's Zarr store, then a marker per finished tile), then one
 entry).  The stages themselves are
 :mod:`pipeline.image.job`'s (shared with ``zssr upscale``); this module adds
 resume (weights and markers in the run directory), the per-worker model
-cache and progress events.
+cache and progress events.  With ``kernel_groups`` (one SR step): :func:`kernel_task` estimates
+every group's kernel, one :func:`group_train_task` per group, :func:`group_infer_task` batches.
 
 Only small values travel between tasks: a :class:`TrainOutcome` (weights of
 a few hundred kB, normaliser, history) and per-batch counters.
@@ -47,10 +48,17 @@ from pipeline.image.job import (
 )
 from pipeline.image.job import infer_tiles as _infer_tiles
 from pipeline.image.kernel_estimate import (
+    GroupChoices,
     KernelChoice,
     estimate_file_kernel,
     load_choice,
     save_choice,
+)
+from pipeline.image.kernel_groups import (
+    estimate_group_kernel,
+    group_names,
+    group_plan,
+    infer_group_tiles,
 )
 from pipeline.image.plan import ImageStep
 from pipeline.runs.rundir import RunPaths, load_weights, save_weights
@@ -59,7 +67,8 @@ from zssr.model import build_model
 from zssr.train import TrainEvent
 
 __all__ = ["ImageSpec", "TrainOutcome", "kernel_task", "train_task", "infer_task", "step_plan",
-           "open_step_reader", "emit", "LOCAL_SINKS", "TRAIN_TOPIC", "cached_model"]
+           "group_train_task", "group_infer_task", "open_step_reader", "emit", "LOCAL_SINKS",
+           "TRAIN_TOPIC", "cached_model"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +98,9 @@ class ImageSpec:
     torch_threads: int | None = None
     stac_source: str | None = None  # derived_from of the output's STAC Item; None: no Item
     upload_to: str | None = None  # s3:// URL the output is uploaded to (runs.upload)
+    #: config kernel_groups as reader band positions (kernel_groups.plan_groups): one
+    #: kernel task for all groups, one train task per group, infer tasks running them all
+    groups: tuple[tuple[int, ...], ...] | None = None
 
     @property
     def paths(self) -> RunPaths:
@@ -126,6 +138,7 @@ class TrainOutcome:
     input_stats: SampleStats | None = None  # step 0's: inverts the last gradual step
     extra: dict[str, Any] = field(default_factory=dict)
     kernel: KernelChoice | None = None  # --kernel estimate: the kernel this image uses
+    group: int | None = None  # kernel_groups: the band group this network is for
 
 
 def emit(topic: str, msg: dict) -> None:
@@ -174,28 +187,48 @@ def _father_sources(spec: ImageSpec, step: int, stats: SampleStats
             for s in spec.steps[:step] if s.father]
 
 
-def kernel_task(spec: ImageSpec) -> KernelChoice:
-    """``--kernel estimate``: the image's own kernel, kept in the run folder (a resumed run
-    reads it back instead of estimating again)."""
+def kernel_task(spec: ImageSpec) -> KernelChoice | GroupChoices:
+    """``--kernel estimate``: the image's own kernel (with ``kernel_groups``: each group's,
+    from its bands only), kept in the run folder (a resumed run reads it back instead of
+    estimating again)."""
     apply_threads(spec)
-    path = spec.paths.kernel(spec.key)
-    if path.exists():
-        try:
-            return load_choice(path)
-        except ValueError as exc:  # a damaged file: estimate again
-            log.warning("%s; estimating again", exc)
-    job = spec.job
-    with open_input(job) as reader:
-        choice = estimate_file_kernel(reader, scale=job.scale, config=job.config,
-                                      where=str(job.input), fallback=job.fallback_kernel)
-    spec.paths.make_dir(path.parent)
-    save_choice(path, choice)
-    return choice
+    job, paths = spec.job, spec.paths
+    groups = (None,) if spec.groups is None else tuple(range(len(spec.groups)))
+    choices = {g: _kept_choice(paths.kernel(spec.key, g)) for g in groups}
+    if any(c is None for c in choices.values()):
+        names = group_names(job)
+        with open_input(job) as reader:
+            for g in (g for g, c in choices.items() if c is None):
+                choices[g] = estimate_file_kernel(
+                    reader, scale=job.scale, config=job.config, where=str(job.input),
+                    fallback=job.fallback_kernel) if g is None else \
+                    estimate_group_kernel(job, reader, spec.groups[g], names[g])
+                path = paths.kernel(spec.key, g)
+                paths.make_dir(path.parent)
+                save_choice(path, choices[g])
+    if spec.groups is None:
+        return choices[None]
+    return GroupChoices(group_names(job), tuple(choices[g] for g in groups))
 
 
-def step_plan(spec: ImageSpec, step: int, kernel: KernelChoice | None) -> StepPlan:
-    """Step ``step``'s plan, with the estimated kernel (and its halo) when there is one."""
+def _kept_choice(path: Path) -> KernelChoice | None:
+    """The choice an earlier run kept at ``path``; None: none, or a damaged file."""
+    if not path.exists():
+        return None
+    try:
+        return load_choice(path)
+    except ValueError as exc:  # a damaged file: estimate again
+        log.warning("%s; estimating again", exc)
+        return None
+
+
+def step_plan(spec: ImageSpec, step: int, kernel: KernelChoice | None,
+              group: int | None = None) -> StepPlan:
+    """Step ``step``'s plan, with the estimated kernel (and its halo) when there is one;
+    ``group``: band group ``group``'s plan (its bands and kernel)."""
     plan = spec.plans[step]
+    if group is not None:
+        return group_plan(plan, spec.job, spec.groups[group], kernel)
     return plan if kernel is None else with_kernel(plan, spec.job, kernel.kernel)
 
 
@@ -208,9 +241,20 @@ def train_task(spec: ImageSpec, step: int, prev: TrainOutcome | None,
     (config ``warm_start``); its weights start this image's training.  ``kernel``: the
     :func:`kernel_task` result (``--kernel estimate``), passed on to the infer tasks.
     """
+    return _train(spec, step, prev, warm,
+                  kernel if kernel is not None else (None if prev is None else prev.kernel))
+
+
+def group_train_task(spec: ImageSpec, group: int, kernels: GroupChoices) -> TrainOutcome:
+    """``kernel_groups``: train band group ``group``'s network with its own kernel (or load
+    its saved weights), as ``zssr upscale`` does (no warm start: one SR step)."""
+    return _train(spec, 0, None, None, kernels.choices[group], group=group)
+
+
+def _train(spec: ImageSpec, step: int, prev: TrainOutcome | None, warm: TrainOutcome | None,
+           kernel: KernelChoice | None, *, group: int | None = None) -> TrainOutcome:
     apply_threads(spec)
-    kernel = kernel if kernel is not None else (None if prev is None else prev.kernel)
-    wpath = spec.paths.weights(spec.key, step)
+    wpath = spec.paths.weights(spec.key, step, group)
     if wpath.exists():
         try:
             state, stats, hist, seconds = load_weights(wpath)
@@ -219,15 +263,16 @@ def train_task(spec: ImageSpec, step: int, prev: TrainOutcome | None,
         else:
             return TrainOutcome(step, TrainResult(state, hist, stats), _digest(state), seconds,
                                 resumed=True, input_stats=stats if prev is None
-                                else prev.input_stats, kernel=kernel)
-    plan = step_plan(spec, step, kernel)
+                                else prev.input_stats, kernel=kernel, group=group)
+    plan = step_plan(spec, step, kernel, group)
     stats = None
     if prev is not None:  # scale_steps: the previous output is in working units already
         stats = working_stats(prev.result.stats) if spec.steps[step].rebase \
             else prev.result.stats
 
     def on_event(ev: TrainEvent) -> None:
-        emit(TRAIN_TOPIC, {"key": spec.key, "step": step, "iteration": ev.iteration,
+        emit(TRAIN_TOPIC, {"key": spec.key, "step": step, "group": group,
+                           "iteration": ev.iteration,
                            "max_iters": ev.max_iters, "loss": ev.loss,
                            "learning_rate": ev.learning_rate,
                            "reconstruction_error": ev.reconstruction_error})
@@ -249,7 +294,7 @@ def train_task(spec: ImageSpec, step: int, prev: TrainOutcome | None,
     save_weights(wpath, result.state, result.stats, result.history, seconds)
     return TrainOutcome(step, result, _digest(result.state), seconds,
                         input_stats=result.stats if prev is None else prev.input_stats,
-                        kernel=kernel)
+                        kernel=kernel, group=group)
 
 
 def cached_model(spec: ImageSpec, plan: StepPlan, trained: TrainOutcome) -> torch.nn.Module:
@@ -304,8 +349,7 @@ def infer_task(spec: ImageSpec, step: int, trained: TrainOutcome,
     todo = [u for u in units if not paths.marker(spec.key, step, *u).exists()]
     if not todo:
         return {"step": step, "tiles": 0, "skipped": len(units), "seconds": 0.0}
-    mask_store = paths.mask_store(spec.key, step)
-    writer = RegionWriter(paths.store(spec.key, step), mask_store if mask_store.exists() else None)
+    writer = _region_writer(spec, step)
     model = cached_model(spec, plan, trained)
     last = step == spec.last
     out_norm = trained.input_stats.normalizer if last and spec.steps[step].rebase else None
@@ -323,4 +367,33 @@ def infer_task(spec: ImageSpec, step: int, trained: TrainOutcome,
     finally:
         reader.close()
     return {"step": step, "tiles": done, "skipped": len(units) - len(todo),
+            "seconds": time.perf_counter() - t0}
+
+
+def _region_writer(spec: ImageSpec, step: int) -> RegionWriter:
+    mask_store = spec.paths.mask_store(spec.key, step)
+    return RegionWriter(spec.paths.store(spec.key, step),
+                        mask_store if mask_store.exists() else None)
+
+
+def group_infer_task(spec: ImageSpec, units: tuple[tuple[int, int], ...],
+                     *trained: TrainOutcome) -> dict[str, Any]:
+    """``kernel_groups``: super-resolve the ``(frame, tile)`` units of one batch, each
+    tile by every group's network (``trained``, one outcome per group, in group order) on
+    its bands, written once into the store (:func:`infer_group_tiles`, as ``zssr
+    upscale``); units with a marker are skipped."""
+    apply_threads(spec)
+    t0 = time.perf_counter()
+    paths = spec.paths
+    todo = [u for u in units if not paths.marker(spec.key, 0, *u).exists()]
+    if not todo:
+        return {"step": 0, "tiles": 0, "skipped": len(units), "seconds": 0.0}
+    plans = [step_plan(spec, 0, t.kernel, t.group) for t in trained]
+    models = [cached_model(spec, p, t) for p, t in zip(plans, trained, strict=True)]
+    with open_input(spec.job) as reader:
+        done = infer_group_tiles(
+            spec.job, reader, plans, [t.result for t in trained], todo, _region_writer(spec, 0),
+            hr_shape=spec.out_shape, models=models,
+            on_tile=lambda frame, tile: paths.mark_tile(spec.key, 0, frame, tile.index))
+    return {"step": 0, "tiles": done, "skipped": len(units) - len(todo),
             "seconds": time.perf_counter() - t0}

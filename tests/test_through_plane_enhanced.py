@@ -206,3 +206,25 @@ def test_zssr_run_writes_the_same_enhanced_file_as_upscale(thin, tmp_path) -> No
     run = pydicom.dcmread(written[0])
     assert str(run.SOPClassUID) == ENHANCED_MR and int(run.NumberOfFrames) == NEW
     np.testing.assert_array_equal(run.pixel_array, ds.pixel_array)
+
+
+def test_a_position_dimension_is_renumbered_like_the_stack(tmp_path) -> None:
+    """A Dimension Index Sequence that indexes ImagePositionPatient (Plane Position)
+    instead of InStackPositionNumber: its index counts the new frames, in the source's
+    direction (here the file stores the last slice first: 11, 10, ... 1)."""
+    from io_adapters.base import Window
+
+    geo = thick_enhanced(tmp_path, oblique=False, descending=True)
+    ds = pydicom.dcmread(geo["path"])
+    ds.DimensionIndexSequence[1].DimensionIndexPointer = 0x00200032
+    ds.DimensionIndexSequence[1].FunctionalGroupPointer = 0x00209113
+    ds.save_as(geo["path"])
+    with open_reader(geo["path"]) as reader:
+        meta = through_plane_metadata(reader.meta, FACTOR, NEW)
+    writer = DicomWriter(tmp_path / "thin.dcm", meta)
+    for j in range(NEW):
+        writer.write(np.full((1, 24, 20), j, np.uint16), Window(0, 0, 20, 24), frame=j)
+    out = pydicom.dcmread(writer.commit())
+    for j, item in enumerate(_frames(out)):
+        assert list(item.FrameContentSequence[0].DimensionIndexValues) == [1, NEW - j], j
+    assert [int(v) for v in out.pixel_array[:, 0, 0]] == list(range(NEW))

@@ -321,6 +321,25 @@ def check_declared_size(meta: Metadata, *, max_pixels: int = DEFAULT_MAX_PIXELS)
             "--max-pixels if the image is real, or cut it into parts (gdal_translate -srcwin)")
 
 
+def _open_url(path: Path, *, bands: list[int] | None, max_pixels: int) -> Reader:
+    """A URL input: GDAL's windows for rasters, fsspec for DICOM, plain images and Zarr
+    (:mod:`io_adapters.fetch`)."""
+    from .fetch import open_remote, remote_kind
+
+    kind = remote_kind(path)
+    if kind == "gdal":
+        return READERS["geotiff"].open(path, bands=bands)
+    if kind == "zarr":
+        return READERS["zarr"].open(path, bands=bands)
+    return open_remote(path, kind=kind, bands=bands, max_pixels=max_pixels,
+                       open_local=_open_local)
+
+
+def _open_local(path: Path, bands: list[int] | None) -> Reader:
+    """The reader of a local copy, by its content (picklable: a Dask worker reopens)."""
+    return READERS[sniff(path)].open(path, bands=bands)
+
+
 def open_reader(path: str | Path, *, bands: list[int] | None = None,
                 max_pixels: int = DEFAULT_MAX_PIXELS) -> Reader:
     """Open ``path`` with the reader its content calls for; ``bands`` are 0-based.
@@ -329,7 +348,10 @@ def open_reader(path: str | Path, *, bands: list[int] | None = None,
     pixel is (:func:`check_declared_size`).
     """
     path = Path(gdal_path(path))  # s3://, gs://, az://, http(s):// -> GDAL's /vsi names
-    reader = READERS[sniff(path)].open(path, bands=bands)
+    if is_vsi(path):
+        reader = _open_url(path, bands=bands, max_pixels=max_pixels)
+    else:
+        reader = READERS[sniff(path)].open(path, bands=bands)
     try:
         check_declared_size(reader.meta, max_pixels=max_pixels)
     except BaseException:

@@ -28,6 +28,7 @@ a credential.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import mimetypes
 import os
@@ -193,14 +194,41 @@ def list_keys(url: str, bucket: str, prefix: str, *, direct: bool = False) -> li
 
 def object_identity(url: str) -> dict[str, Any]:
     """What identifies an object's content for a run's resume: its size and ETag (a new
-    upload of the key gets a new ETag); one-line input errors (exit 3)."""
-    bucket, key = parse_s3_url(url)
+    upload of the key gets a new ETag); one-line input errors (exit 3).
+
+    A prefix (a Zarr store, a DICOM series: no object of that key, objects under it) is
+    identified by its objects: their total size, and as ETag the SHA-256 of their keys
+    and ETags."""
+    bucket, key = parse_s3_url(url.rstrip("/"))
     client = _client()
     try:
         head = client.head_object(Bucket=bucket, Key=key)
-    except (ClientError, BotoCoreError) as exc:
+    except ClientError as exc:
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 404:
+            raise _input_error(url, exc, client, bucket) from None
+        prefix = _prefix_identity(client, url, bucket, key + "/")
+        if prefix is None:
+            raise _input_error(url, exc, client, bucket) from None
+        return prefix
+    except BotoCoreError as exc:
         raise _input_error(url, exc, client, bucket) from None
     return {"url": url, "size": head.get("ContentLength"), "etag": head.get("ETag")}
+
+
+def _prefix_identity(client: Any, url: str, bucket: str, prefix: str) -> dict[str, Any] | None:
+    """The identity of the objects under ``prefix`` (None when there are none)."""
+    digest, size, n = hashlib.sha256(), 0, 0
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                     Prefix=prefix):
+            for obj in page.get("Contents", []):
+                digest.update(f"{obj['Key']}\0{obj.get('ETag')}\0".encode())
+                size, n = size + int(obj.get("Size") or 0), n + 1
+    except (ClientError, BotoCoreError) as exc:
+        raise _input_error(url, exc, client, bucket) from None
+    if not n:
+        return None
+    return {"url": url, "size": size, "etag": f"prefix:{n}:{digest.hexdigest()}"}
 
 
 def abort_pending(client: Any, bucket: str, key: str) -> int:

@@ -35,7 +35,9 @@ from ._common import (
 )
 from .base import GeoInfo, MedicalInfo, Metadata, PathReaderMixin
 from .errors import CorruptFileError, InputNotFoundError, InvalidDataError, IOAdapterError
+from .fetch import zarr_store
 from .provenance import PROVENANCE_ATTRS
+from .vsi import display_url, is_vsi, scrub
 
 __all__ = ["ZarrReader", "DATA", "OURS", "axis_roles", "json_number", "from_json_number"]
 
@@ -131,13 +133,17 @@ class ZarrReader(PathReaderMixin):
     def __init__(self, path: str | Path, *, bands: list[int] | None = None) -> None:
         self.path = Path(path)
         self._requested = bands
-        if not self.path.exists():
+        remote = is_vsi(self.path)  # by URL: chunks read where they are (fsspec)
+        if not remote and not self.path.exists():
             raise InputNotFoundError(f"{self.path}: no such Zarr store")
         try:
-            node = zarr.open(self.path, mode="r")
+            node = zarr.open(zarr_store(self.path) if remote else self.path, mode="r")
+        except IOAdapterError:
+            raise
         except Exception as exc:  # zarr raises many types for broken metadata
-            raise CorruptFileError(f"{self.path}: cannot open the Zarr store: "
-                                   f"{type(exc).__name__}: {exc}") from None
+            where = display_url(self.path)
+            raise CorruptFileError(f"{where}: cannot open the Zarr store: "
+                                   f"{type(exc).__name__}: {scrub(str(exc))}") from None
         group_attrs: dict = {}
         if isinstance(node, zarr.Group):
             group_attrs = dict(node.attrs)

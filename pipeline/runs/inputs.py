@@ -90,8 +90,9 @@ class InputItem:
     def stem(self) -> str:
         """Name used for outputs and ground-truth pairing (a folder's name, a file's stem;
         an object's stem, its URL's query left out)."""
-        if is_vsi(self.path):
-            return PurePosixPath(urlsplit(self.location).path).stem
+        if is_vsi(self.path):  # a Zarr store keeps its suffix, as a local folder does
+            key = PurePosixPath(urlsplit(self.location).path)
+            return key.name if key.suffix.lower() == ".zarr" else key.stem
         return self.path.name if self.path.is_dir() else self.path.stem
 
     @property

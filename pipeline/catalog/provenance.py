@@ -22,7 +22,12 @@ from typing import Any
 from geometry import as_scale
 from io_adapters.provenance import Provenance
 from pipeline.image.job import ImageJob
-from pipeline.image.kernel_estimate import kernel_label  # the one label (image floor)
+from pipeline.image.kernel_estimate import (  # the one label (image floor)
+    GroupChoices,
+    KernelChoice,
+    chosen_label,
+    kernel_label,
+)
 from zssr import __version__
 from zssr.config import ZSSRConfig, config_to_dict
 
@@ -43,13 +48,16 @@ def config_sha256(config: ZSSRConfig) -> str:
     return hashlib.sha256(config_json(config).encode()).hexdigest()
 
 
-def job_provenance(job: ImageJob, *, source: str | None = None) -> Provenance:
+def job_provenance(job: ImageJob, *, source: str | None = None,
+                   chosen: KernelChoice | GroupChoices | None = None) -> Provenance:
     """What made ``job``'s output; ``source`` overrides the input's name (a URL, a STAC
-    Item) and must carry no credentials."""
+    Item) and must carry no credentials; ``chosen``: the kernel(s) ``--kernel estimate``
+    chose, named instead of ``estimate``."""
     return Provenance(software=SOFTWARE, version=__version__,
                       source=source if source is not None else str(job.input),
                       scale=str(as_scale(job.scale)),
-                      kernel=kernel_label(job.kernel, job.fallback_kernel),
+                      kernel=kernel_label(job.kernel, job.fallback_kernel) if chosen is None
+                      else chosen_label(chosen),
                       config_sha256=config_sha256(job.config),
                       config=json.loads(config_json(job.config)))
 

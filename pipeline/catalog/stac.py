@@ -43,7 +43,7 @@ from pystac.extensions.raster import RasterExtension
 from io_adapters.base import Metadata
 from io_adapters.detect import open_reader
 from io_adapters.output_safety import check_output, write_text_atomic
-from io_adapters.provenance import Provenance
+from io_adapters.provenance import TAG_PREFIX, Provenance
 
 __all__ = ["ITEM_SUFFIX", "PROCESSING_SCHEMA", "item_path", "output_item", "write_output_item",
            "run_collection", "write_run_collection", "eo_bands_from_meta"]
@@ -104,7 +104,8 @@ def eo_bands_from_meta(meta: Metadata) -> list[dict[str, Any]]:
         band["name"] = name
         words = [w.lower() for w in name.replace("_", " ").split()]
         words += [interp[i]] if i < len(interp) else []
-        common = next((w for w in words if w in _COMMON), None)
+        common = _band_tag(meta, i, "STAC_COMMON_NAME") or next(  # a STAC input's own
+            (w for w in words if w in _COMMON), None)
         if common:
             band["common_name"] = common
         wavelength = _band_tag(meta, i, "WAVELENGTH")
@@ -159,13 +160,17 @@ def output_item(output: Path, *, provenance: Provenance, source_href: str,
     with open_reader(output) as reader:
         meta = reader.meta
     geometry, bbox, native_bbox = _footprint(meta)
+    # the kernel the output itself records (a COG/TIFF tag) wins: with --kernel estimate
+    # it names the kernel chosen while the job ran, which the caller may not know
+    kernel = (meta.geo.tags.get(f"{TAG_PREFIX}KERNEL") if meta.geo is not None else None) \
+        or provenance.kernel
     now = _now()
     when = source_item.datetime if source_item is not None else None
     props: dict[str, Any] = {"created": pystac.utils.datetime_to_str(now),
                              "processing:software": {provenance.software: provenance.version},
                              "processing:lineage": (
                                  f"super-resolved x{provenance.scale} (zero-shot SR, kernel "
-                                 f"{provenance.kernel}, config sha256 "
+                                 f"{kernel}, config sha256 "
                                  f"{provenance.config_sha256}) from {provenance.source}")}
     item = pystac.Item(id=output.name, geometry=geometry, bbox=bbox, datetime=when,
                        start_datetime=None if when else now, end_datetime=None if when else now,

@@ -26,6 +26,7 @@ from pipeline.catalog.stac import item_path, write_output_item
 from pipeline.catalog.stac_input import StacInput, is_stac_item, resolve_stac_input
 from pipeline.errors import UsageError
 from pipeline.image.job import ImageJob
+from pipeline.image.kernel_estimate import GroupChoices, KernelChoice
 
 __all__ = ["add_cloud_args", "stac_source", "source_name", "record", "check_item",
            "write_item"]
@@ -82,11 +83,13 @@ def check_item(args: argparse.Namespace) -> None:
         check_output(item_path(Path(args.output)), inputs=(Path(args.input),), overwrite=True)
 
 
-def write_item(job: ImageJob, args: argparse.Namespace, stac: StacInput | None) -> Path | None:
-    """The output's STAC Item, when asked for (or the input is an Item)."""
+def write_item(job: ImageJob, args: argparse.Namespace, stac: StacInput | None, *,
+               chosen: KernelChoice | GroupChoices | None = None) -> Path | None:
+    """The output's STAC Item, when asked for (or the input is an Item); ``chosen``: the
+    kernel(s) ``--kernel estimate`` chose."""
     if stac is None and not args.stac_item:
         return None
     return write_output_item(Path(job.output), provenance=job_provenance(
-        job, source=source_name(args)), source_href=source_name(args),
+        job, source=source_name(args), chosen=chosen), source_href=source_name(args),
         source_item=stac.item if stac is not None else None,
         eo_bands=stac.eo_bands if stac is not None else None, inputs=(Path(job.input),))

@@ -193,7 +193,7 @@ def run_local(args: argparse.Namespace) -> int:
                               on_stage=progress.on_stage)
     finally:
         progress.close()
-    write_item(job, args, args.stac_input)  # --stac-item, or a STAC Item input
+    write_item(job, args, args.stac_input, chosen=result.kernel)  # --stac-item / an Item input
     hist = result.history
     if not args.quiet:
         t = result.seconds

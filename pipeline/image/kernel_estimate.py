@@ -19,7 +19,7 @@ import io
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,31 @@ def describe_choice(choice: KernelChoice | GroupChoices) -> str:
     return (f"estimated Gaussian, widths {w[0]:.2f} x {w[1]:.2f} HR px, major axis at "
             f"{info.get('orientation_deg', float('nan')):.0f} deg ({info.get('windows', 0)} "
             f"windows, {info.get('seconds', 0.0):.1f} s)")
+
+
+def chosen_label(choice: KernelChoice | GroupChoices) -> str:
+    """The provenance label of the kernel(s) SR used: :func:`kernel_label` of each chosen
+    kernel with how it was chosen (per band group with ``kernel_groups``).
+
+    >>> chosen_label(KernelChoice(None, "fallback", "too flat"))
+    'bicubic (fallback)'
+    >>> chosen_label(GroupChoices(((1, 2), (3,)), (KernelChoice(None, "fallback", "x"),
+    ...                                            KernelChoice(None, "estimated (bicubic)"))))
+    'bands 1,2: bicubic (fallback); bands 3: bicubic (estimated (bicubic))'
+    """
+    if isinstance(choice, GroupChoices):
+        return "; ".join(f"bands {','.join(map(str, g))}: {chosen_label(c)}"
+                         for g, c in zip(choice.groups, choice.choices, strict=True))
+    return f"{kernel_label(choice.kernel)} ({choice.used})"
+
+
+def chosen_writer_options(options: dict, choice: KernelChoice | GroupChoices) -> dict:
+    """Writer options whose provenance (if recorded) names the kernel(s) chosen for the
+    image (:func:`chosen_label`) instead of ``estimate``."""
+    prov = options.get("provenance")
+    if prov is None:
+        return options
+    return {**options, "provenance": replace(prov, kernel=chosen_label(choice))}
 
 
 def _geometry(cov: np.ndarray | None) -> dict[str, Any]:

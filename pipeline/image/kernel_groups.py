@@ -18,7 +18,7 @@ One SR step only (as ``--kernel estimate``); images with an alpha band are refus
 ``zssr run`` uses the same pieces as Dask tasks (:mod:`pipeline.runs.tasks`): one kernel
 task (:func:`estimate_group_kernel` per group), one train task per group, and infer tasks
 that each run :func:`infer_group_tiles` on a batch of tiles.  The output's provenance
-names each group's kernel (:func:`group_writer_options`), in both commands.
+names each group's kernel (:func:`~pipeline.image.kernel_estimate.chosen_writer_options`), in both commands.
 """
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ from pipeline.image.job import (
 from pipeline.image.kernel_estimate import (
     GroupChoices,
     KernelChoice,
+    chosen_writer_options,
     estimate_file_kernel,
     is_estimate,
-    kernel_label,
 )
 from pipeline.image.plan import ImageStep, plan_steps
 from pipeline.source import ReaderCropSource, sr_bands
@@ -61,7 +61,7 @@ from zssr.model import build_model
 from zssr.train import TrainEvent, TrainingHistory
 
 __all__ = ["group_positions", "plan_groups", "group_names", "estimate_group_kernel",
-           "group_plan", "group_writer_options", "infer_group_tiles", "upscale_groups"]
+           "group_plan", "infer_group_tiles", "upscale_groups"]
 
 
 def group_positions(job: ImageJob, meta: Metadata) -> list[list[int]]:
@@ -122,17 +122,6 @@ def group_plan(plan: StepPlan, job: ImageJob, bands: tuple[int, ...],
     return with_kernel(replace(plan, bands=list(bands)), job, choice.kernel)
 
 
-def group_writer_options(options: dict, choices: GroupChoices) -> dict:
-    """Writer options whose provenance (if recorded) names each group's kernel, e.g.
-    ``bands 1,2: 13x13 sha256:... (estimated); bands 3: bicubic (fallback)``."""
-    prov = options.get("provenance")
-    if prov is None:
-        return options
-    label = "; ".join(f"bands {','.join(map(str, g))}: {kernel_label(c.kernel)} ({c.used})"
-                      for g, c in zip(choices.groups, choices.choices, strict=True))
-    return {**options, "provenance": replace(prov, kernel=label)}
-
-
 def upscale_groups(job: ImageJob, reader: Reader, *, chain: BoundChain | None,
                    timings: dict[str, float],
                    on_event: Callable[[TrainEvent], None] | None = None,
@@ -160,7 +149,7 @@ def upscale_groups(job: ImageJob, reader: Reader, *, chain: BoundChain | None,
     if on_stage:
         on_stage("infer", len(plans[0].grid) * meta.frames)
     out_meta = scale_metadata(meta, step.scale)
-    options = group_writer_options(job.writer_options, choices)
+    options = chosen_writer_options(job.writer_options, choices)
     writer = open_output(job, out_meta, chain=chain, overwrite=job.overwrite,
                          **writer_options(job.output, plans[0], options))
     units = [(f, t) for f in range(meta.frames) for t in range(len(plans[0].grid))]

@@ -30,7 +30,7 @@ from pipeline.image.job import (
     write_step,
     writer_options,
 )
-from pipeline.image.kernel_estimate import estimate_file_kernel, is_estimate
+from pipeline.image.kernel_estimate import chosen_writer_options, estimate_file_kernel, is_estimate
 from pipeline.image.kernel_groups import upscale_groups
 from pipeline.image.plan import plan_steps
 from pipeline.locking import OutputLock, abort_partials, clean_stale_partials, step_workdir
@@ -85,7 +85,8 @@ def _upscale(job: ImageJob, *, on_event: Callable[[TrainEvent], None] | None,
         if is_estimate(job.kernel):  # the image's own kernel, before the plan (its halo)
             choice = estimate_file_kernel(reader, scale=job.scale, config=job.config,
                                           where=str(job.input), fallback=job.fallback_kernel)
-            job = replace(job, kernel=choice.kernel)
+            job = replace(job, kernel=choice.kernel,  # the provenance names the kernel chosen
+                          writer_options=chosen_writer_options(job.writer_options, choice))
         steps = plan_steps(meta, job)
         preflight_output(job, meta, steps[-1].scale, chain=chain)
         tmpdir = step_workdir(job.output) if len(steps) > 1 else None  # found if killed

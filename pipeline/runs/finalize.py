@@ -35,10 +35,11 @@ from pipeline.image.job import clip_to_output, open_input, open_output
 from pipeline.image.kernel_estimate import (
     GroupChoices,
     KernelChoice,
+    chosen_writer_options,
     describe_choice,
     kernel_picture,
 )
-from pipeline.image.kernel_groups import group_names, group_writer_options
+from pipeline.image.kernel_groups import group_names
 from pipeline.runs.stac_run import write_item
 from pipeline.runs.tasks import ImageSpec, TrainOutcome, apply_threads
 from pipeline.runs.upload import upload_output
@@ -110,8 +111,8 @@ def finalize_image(spec: ImageSpec, outcomes: list[TrainOutcome]) -> dict[str, A
     """Write the output, then the crops and metrics of the report entry."""
     t0 = time.perf_counter()
     kernel = _chosen_kernel(spec, outcomes)
-    if isinstance(kernel, GroupChoices):  # the output's provenance names each group's kernel
-        spec = replace(spec, job=replace(spec.job, writer_options=group_writer_options(
+    if kernel is not None:  # the output's provenance names the kernel(s) chosen
+        spec = replace(spec, job=replace(spec.job, writer_options=chosen_writer_options(
             spec.job.writer_options, kernel)))
     reader = open_input(spec.job)
     try:
@@ -121,7 +122,7 @@ def finalize_image(spec: ImageSpec, outcomes: list[TrainOutcome]) -> dict[str, A
         _check_complete(spec)
         chain = reader.chain if isinstance(reader, ChainReader) else None
         output = copy_store(spec, store, out_meta, chain=chain)
-        write_item(spec)  # --stac-item: the output's STAC Item beside it
+        write_item(spec, chosen=kernel)  # --stac-item: the output's STAC Item beside it
         upload_output(spec)  # --output-prefix: the output (and its Item) to object storage
         write_seconds = time.perf_counter() - t0
         entry: dict[str, Any] = {"output": str(output), "write_seconds": write_seconds,

@@ -27,6 +27,7 @@ from io_adapters.vsi import is_vsi
 from pipeline.catalog.provenance import job_provenance
 from pipeline.catalog.stac import item_path, write_output_item, write_run_collection
 from pipeline.image.job import ImageJob
+from pipeline.image.kernel_estimate import GroupChoices, KernelChoice
 from pipeline.runs.tasks import ImageSpec
 
 __all__ = ["COLLECTION_FILE", "collection_id", "write_item", "write_job_item", "write_run_stac",
@@ -42,20 +43,24 @@ def collection_id(run_name: str) -> str:
     return f"zssr-run-{run_name}"
 
 
-def write_item(spec: ImageSpec) -> Path | None:
+def write_item(spec: ImageSpec, *, chosen: KernelChoice | GroupChoices | None = None
+               ) -> Path | None:
     """The STAC Item of ``spec``'s committed output (None when the run asked for none),
-    in the run's Collection (``outputs/collection.json``, beside the Item)."""
+    in the run's Collection (``outputs/collection.json``, beside the Item); ``chosen``:
+    the kernel(s) ``--kernel estimate`` chose."""
     if spec.stac_source is None:
         return None
-    return write_job_item(spec.job, source=spec.stac_source,
+    return write_job_item(spec.job, source=spec.stac_source, chosen=chosen,
                           collection=(collection_id(spec.run_dir.name), COLLECTION_FILE))
 
 
-def write_job_item(job: ImageJob, *, source: str, collection: tuple[str, str]) -> Path:
+def write_job_item(job: ImageJob, *, source: str, collection: tuple[str, str],
+                   chosen: KernelChoice | GroupChoices | None = None) -> Path:
     """The Item of ``job``'s committed output: ``derived_from`` ``source`` (the input's
     path or URL), in the Collection ``collection`` = ``(id, href relative to the Item)``."""
     inputs = () if is_vsi(job.input) else (Path(job.input),)
-    return write_output_item(Path(job.output), provenance=job_provenance(job, source=source),
+    return write_output_item(Path(job.output), provenance=job_provenance(
+                                 job, source=source, chosen=chosen),
                              source_href=source, inputs=inputs, collection=collection)
 
 

@@ -14,8 +14,17 @@ normal of ImageOrientationPatient, the first on the first old slice; a DICOM out
 folder is a new derived series, one file per thin slice; an enhanced multi-frame input
 gives one enhanced ``.dcm`` whose frames are the thin slices).
 
-Limits, said plainly: the LR volume and the result are held in memory (the engine's
-working memory is one slab); one band; a legacy multi-frame DICOM (no per-frame
+Memory: the LR volume is held in memory (training samples from all of it; the engine
+keeps a float32 copy in working units), the result is not: the engine writes it slab by
+slab (``out=``) into a ``numpy.memmap`` of a private temporary file, ``.<name>.volume-<8
+hex>/sr.raw`` beside the output (in a run: inside the run's ``outputs/``), whose written
+pages are handed back to the kernel after each slab (:class:`DiskVolume`); the writer then
+reads it frame by frame.  The temporary goes on success, on failure and on an interrupt,
+and one a killed process left is removed by the next writer of that output
+(:func:`pipeline.locking.clean_stale_partials`).  A writer may still buffer its whole
+output (the NIfTI writer does; Zarr and DICOM series do not).
+
+Limits, said plainly: one band; a legacy multi-frame DICOM (no per-frame
 functional groups) is written as NIfTI or Zarr only; a volume whose thickest axis is not the
 slice axis is refused, and so is a DICOM stack off its normal (gantry tilt) or with
 per-slice rescales.
@@ -24,6 +33,7 @@ per-slice rescales.
 from __future__ import annotations
 
 import logging
+import mmap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -35,6 +45,7 @@ from io_adapters.base import Metadata, Window, check_output_path
 from io_adapters.detect import DEFAULT_MAX_PIXELS, open_reader, open_writer
 from io_adapters.errors import InvalidDataError
 from io_adapters.nifti import scale_nifti_slices
+from io_adapters.output_safety import new_temp_dir, remove_tree
 from pipeline.locking import OutputLock, abort_partials, clean_stale_partials
 from zssr.config import ZSSRConfig
 from zssr.through_plane import (
@@ -44,7 +55,7 @@ from zssr.through_plane import (
     super_resolve_through_plane,
 )
 
-__all__ = ["VolumeJob", "VolumePlan", "VolumeResult", "volume_geometry",
+__all__ = ["VolumeJob", "VolumePlan", "VolumeResult", "DiskVolume", "volume_geometry",
            "through_plane_metadata", "plan_volume", "upscale_through_plane"]
 
 log = logging.getLogger(__name__)
@@ -182,6 +193,27 @@ def plan_volume(job: VolumeJob, meta: Metadata) -> VolumePlan:
     return VolumePlan(factor, profile, dz, out_meta)
 
 
+class DiskVolume(np.memmap):
+    """The result volume on disk: a ``numpy.memmap`` whose pages this process gives back
+    (``madvise(MADV_DONTNEED)``) after each slab is written, so that its resident set holds
+    one slab, not the volume (the data stay in the file and the page cache)."""
+
+    def __setitem__(self, key, value) -> None:  # noqa: ANN001 - numpy's signature
+        super().__setitem__(key, value)
+        self.release()
+
+    def release(self) -> None:
+        mm = getattr(self, "_mmap", None)
+        if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
+            mm.madvise(mmap.MADV_DONTNEED)
+
+    def frame(self, k: int) -> np.ndarray:
+        """Slice ``k`` as an in-memory array (its pages given back at once)."""
+        out = np.array(self[k], copy=True).view(np.ndarray)
+        self.release()
+        return out
+
+
 def _run(job: VolumeJob, t0: float, before_commit: Callable[[], None] | None) -> VolumeResult:
     with open_reader(job.input, max_pixels=job.max_pixels) as reader:
         meta = reader.meta
@@ -195,18 +227,36 @@ def _run(job: VolumeJob, t0: float, before_commit: Callable[[], None] | None) ->
     writer.abort()  # a bad output fails before the training
     log.info("%s: %d slices %.4g mm apart -> %d slices %.4g mm apart (x%.4g, profile %.3g)",
              job.input, meta.frames, dz, n_out, dz / factor, factor, profile)
-    sr, history = super_resolve_through_plane(volume, factor=factor, profile=profile,
-                                              config=job.config, device=job.device,
-                                              slab=job.slab)
+    work = new_temp_dir(Path(job.output), "volume")  # private (0700), beside the output
+    try:
+        sr = DiskVolume(work / "sr.raw", dtype=volume.dtype, mode="w+",
+                        shape=(n_out, meta.rows, meta.cols))
+        sr, history = super_resolve_through_plane(volume, factor=factor, profile=profile,
+                                                  config=job.config, device=job.device,
+                                                  slab=job.slab, out=sr)
+        del volume
+        _write(job, out_meta, sr, before_commit)
+        del sr
+    finally:
+        remove_tree(work)
+    return VolumeResult(Path(job.output), factor, (meta.frames, n_out), history,
+                        time.perf_counter() - t0)
+
+
+def _write(job: VolumeJob, out_meta: Metadata, sr: DiskVolume,
+           before_commit: Callable[[], None] | None) -> None:
+    """The result, frame by frame, into the output's writer (committed at the end)."""
+    clip = None
     if out_meta.format == "dicom":  # stored values within BitsStored (e.g. 12 of 16 bits)
         from io_adapters.dicom import stored_range
 
-        sr = np.clip(sr, *stored_range(out_meta)).astype(out_meta.dtype, copy=False)
+        clip = stored_range(out_meta)
     if before_commit is not None:  # zssr run: this run's claim on the output
         before_commit()
     with open_writer(job.output, out_meta, inputs=(Path(job.input),),
                      overwrite=job.overwrite, **job.writer_options) as writer:
-        for k in range(n_out):
-            writer.write(sr[k][None], Window(0, 0, out_meta.cols, out_meta.rows), frame=k)
-    return VolumeResult(Path(job.output), factor, (meta.frames, n_out), history,
-                        time.perf_counter() - t0)
+        for k in range(out_meta.frames):
+            frame = sr.frame(k)
+            if clip is not None:
+                frame = np.clip(frame, *clip).astype(out_meta.dtype, copy=False)
+            writer.write(frame[None], Window(0, 0, out_meta.cols, out_meta.rows), frame=k)

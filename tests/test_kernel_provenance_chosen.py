@@ -100,3 +100,23 @@ def test_batch_item_names_the_kernel_its_output_records(stack, tmp_path):  # noq
     out = Path(summary.processed[0]["output"])
     assert _tag(out) == expected
     assert f"kernel {expected}," in _lineage(out)
+
+
+def test_run_folder_kernel_npy_reused_with_kernel_file(stack, tmp_path):  # noqa: F811
+    """The estimated kernel is in the run folder as ``.npy`` (the issue's "the .npy is in
+    the run folder"): ``--kernel that.npy`` on the same image gives the same output as the
+    estimate, and ``--no-resume`` forgets it."""
+    out, key = _run(stack, tmp_path / "run")
+    npy = tmp_path / "run" / "kernels" / f"{key}.npy"
+    choice = load_choice(tmp_path / "run" / "kernels" / f"{key}.npz")
+    assert choice.used == "estimated"
+    np.testing.assert_array_equal(np.load(npy), choice.kernel)
+    again = tmp_path / "again.tif"
+    assert main(["upscale", str(stack), str(again), "--scale", "2", "--kernel", str(npy),
+                 *TINY]) == 0
+    with rasterio.open(out) as a, rasterio.open(again) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+    from pipeline.runs.rundir import RunPaths
+
+    RunPaths(tmp_path / "run").clear_work(key)
+    assert not npy.exists()

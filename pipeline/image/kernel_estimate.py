@@ -8,8 +8,9 @@ alpha and non-finite values keep a window out), so the cost is bounded on any sc
 The result is a :class:`KernelChoice`: the estimate when it is usable, else the fallback
 (the preset's kernel, or bicubic) with the reason in one warning line and in the report.
 ``zssr upscale`` estimates before planning; ``zssr run`` estimates in a Dask task per
-image before training and keeps the choice in the run folder (``kernels/KEY.npz``), so a
-resumed run reuses it.  The halo follows the kernel used (:func:`pipeline.image.job.plan_step`).
+image before training and keeps the choice in the run folder (``kernels/KEY.npz``; the
+kernel alone also as ``KEY.npy``), so a resumed run reuses it.  The halo follows the
+kernel used (:func:`pipeline.image.job.plan_step`).
 """
 
 from __future__ import annotations
@@ -190,7 +191,13 @@ def estimate_file_kernel(reader: Reader, *, scale: Any, config, where: str,
 
 
 def save_choice(path: Path, choice: KernelChoice) -> None:
-    """Keep ``choice`` at ``path`` (``.npz``, atomic): the kernel and its summary."""
+    """Keep ``choice`` at ``path`` (``.npz``, atomic): the kernel and its summary; a
+    kernel (not bicubic) also as ``path`` with ``.npy``, the kernel alone, which
+    ``--kernel FILE.npy`` takes (another image of the same sensor, a rerun)."""
+    if choice.kernel is not None:
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(choice.kernel, np.float64))
+        write_bytes_atomic(path.with_suffix(".npy"), buf.getvalue())
     buf = io.BytesIO()
     np.savez(buf, kernel=np.zeros((0, 0)) if choice.kernel is None else choice.kernel,
              summary=np.array(json.dumps(choice.summary())))

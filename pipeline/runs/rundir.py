@@ -8,6 +8,7 @@ Layout::
     DIR/log.jsonl               structured log lines
     DIR/weights/<key>_s<i>.pt   trained weights + normaliser + history of step i
     DIR/kernels/<key>.npz       --kernel estimate: the image's kernel choice
+    DIR/kernels/<key>.npy       ... its kernel alone (none for bicubic), for --kernel FILE.npy
     (kernel_groups: weights/<key>_s0_g<j>.pt and kernels/<key>_g<j>.npz of each group j)
     DIR/work/<key>/s<i>.zarr    the step's super-resolved image (working Zarr)
     DIR/tiles/<key>/s<i>/f<frame>_t<tile>.done   one marker per finished tile
@@ -183,7 +184,8 @@ class RunPaths:
             if os.path.islink(folder):  # never reach through it
                 raise UnsafeOutputError(f"{folder}: is a symbolic link inside the run "
                                         "directory; zssr never writes through links")
-        for folder, pattern in (("weights", f"{key}_s*.pt"), ("kernels", f"{key}_g*.npz")):
+        for folder, pattern in (("weights", f"{key}_s*.pt"), ("kernels", f"{key}_g*.np[yz]"),
+                                ("kernels", f"{key}.npy")):
             for p in (self.root / folder).glob(pattern):  # a missing folder: nothing
                 remove_tree(p)
         remove_tree(self.entry(key))

@@ -61,7 +61,7 @@ from pipeline.image.kernel_io import kernel_options
 from pipeline.locking import FolderLock
 from pipeline.runs.config import DEFAULT_TILE, ResolvedConfig
 from pipeline.runs.inputs import InputItem, expand_inputs
-from pipeline.runs.run import natural_suffix, run_batch
+from pipeline.runs.run import STAC_DIR, natural_suffix, run_batch
 from pipeline.runs.settings import RunSettings
 
 from . import batch_cloud as cloud
@@ -141,7 +141,8 @@ def expand_job_inputs(spec: JobSpec) -> list[InputItem]:
                     specs.append(job_input(line, p.parent))
         else:
             specs.append(entry)
-    return expand_inputs(specs, exclude=(spec.output / RUN_DIR,))
+    return expand_inputs(specs, exclude=(spec.output / RUN_DIR,), assets=spec.assets,
+                         stac_dir=spec.output / RUN_DIR / STAC_DIR)  # Items: their VRTs
 
 
 def _load_state(path: Path) -> dict[str, Any]:
@@ -300,7 +301,7 @@ def _process_with_run(spec: JobSpec, rc: ResolvedConfig, todo: list[_Todo], chas
                       quiet: bool) -> None:
     by_input = {t.item.location: t for t in todo}
     settings = _settings(spec, rc, _truth_folder(spec, todo))
-    result = run_batch([str(t.item.path) for t in todo], settings, observer=observer,
+    result = run_batch([t.item for t in todo], settings, observer=observer,  # (Items: VRTs)
                        quiet=quiet)
     for entry in result.entries:
         t = by_input.get(str(entry.get("input")))

@@ -15,6 +15,7 @@ Keys (all others are errors, so jobs written today keep working)::
     ground_truth:  gt/                              # optional folder of references
     output_prefix: s3://bucket/prefix/              # optional: outputs also uploaded there
     stac_items:    true                             # optional: STAC Items + collection.json
+    assets:        [red, green, blue]               # optional: STAC Item inputs' bands
     transfer_syntax: rle                            # optional: DICOM outputs' encoding
 
 The name template knows ``{stem}`` (input name without suffix), ``{name}``
@@ -55,6 +56,7 @@ from io_adapters.output_safety import (
     absolute,
     conflict,
 )
+from pipeline.catalog.stac_input import parse_assets
 from pipeline.errors import UsageError
 from pipeline.runs.config import ResolvedConfig, resolve_run_config
 from pipeline.runs.remote_inputs import is_url
@@ -87,6 +89,7 @@ class JobFile:
     output_prefix: str | None = None
     stac_items: bool = False
     transfer_syntax: str | None = None
+    assets: tuple[str, ...] | None = None
 
 
 JOB_KEYS = tuple(public_fields(JobFile))
@@ -109,6 +112,8 @@ class JobSpec:
     output_prefix: str | None = None  # s3://bucket/prefix/ (ends in "/")
     stac_items: bool = False
     transfer_syntax: str = "explicit-little"  # of DICOM outputs (io_adapters.dicom)
+    #: STAC Item inputs: their assets or eo:bands names, stacked in order (as --assets)
+    assets: tuple[str, ...] | None = None
 
     def overrides(self) -> list[str]:
         """``set`` as ``key=value`` strings (values as JSON, which is YAML), chain last."""
@@ -150,6 +155,17 @@ def job_input(text: str, base: Path) -> str:
         return text
     p = Path(text).expanduser()
     return str(p if p.is_absolute() else base / p)
+
+
+def _assets(value: tuple[str, ...] | None, where: str) -> tuple[str, ...] | None:
+    """``assets``: a list of asset keys or eo:bands names, none empty."""
+    if value is None:
+        return None
+    names = parse_assets(value)
+    if not names or len(names) != len(value):
+        raise UsageError(f"{where}: 'assets' = {value!r}; expected a list of asset keys or "
+                         "eo:bands common names, e.g. [red, green, blue]")
+    return tuple(names)
 
 
 def _prefix(value: str | None, where: str) -> str | None:
@@ -202,7 +218,8 @@ def job_from_dict(data: Any, *, base: Path, source: Path | None = None) -> JobSp
                    else _path(job.ground_truth, "ground_truth", base, where),
                    source=source, output_prefix=_prefix(job.output_prefix, where),
                    stac_items=job.stac_items,
-                   transfer_syntax=_transfer_syntax(job.transfer_syntax, where))
+                   transfer_syntax=_transfer_syntax(job.transfer_syntax, where),
+                   assets=_assets(job.assets, where))
     check_template(spec)
     spec.resolve()  # config errors now, naming the key, not at 2 a.m.
     return spec

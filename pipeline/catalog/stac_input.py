@@ -36,11 +36,12 @@ from rasterio.errors import RasterioError
 from io_adapters.errors import CorruptFileError, InvalidDataError, UnsupportedFormatError
 from io_adapters.objstore import is_remote, read_text
 from io_adapters.output_safety import write_text_atomic
-from io_adapters.vsi import gdal_path
+from io_adapters.vsi import display_url, gdal_path
 from pipeline.errors import InputError, UsageError
 
 __all__ = ["StackedBand", "StacInput", "read_item", "select_bands", "write_stack_vrt",
-           "resolve_stac_input", "is_stac_item"]
+           "resolve_stac_input", "is_stac_item", "item_href", "parse_assets",
+           "resolve_item_input"]
 
 log = logging.getLogger(__name__)
 
@@ -260,3 +261,38 @@ def resolve_stac_input(item_href: str | Path, names: Sequence[str], *,
     log.info("%s: stacked %d band(s) from %s into %s", href, len(bands),
              ", ".join(dict.fromkeys(b.asset for b in bands)), vrt)
     return StacInput(vrt=vrt, item=item, item_href=href, bands=tuple(bands))
+
+
+def item_href(spec: str | Path) -> str | None:
+    """The STAC Item an INPUT names, as provenance names it (the URL of an ``s3://``/
+    ``https://`` ``….json`` object, or the resolved path of a local Item file); None for
+    any other input."""
+    url = display_url(spec)  # /vsis3/… -> s3://…: the Item by URL
+    if "://" in url:
+        return url if url.lower().split("?", 1)[0].endswith(".json") else None
+    return str(Path(spec).resolve()) if is_stac_item(Path(spec)) else None
+
+
+def parse_assets(text: str | Sequence[str]) -> list[str]:
+    """``--assets red,green,blue`` (or a job file's list) -> the names, in order."""
+    parts = text.split(",") if isinstance(text, str) else [str(t) for t in text]
+    return [n.strip() for n in parts if n.strip()]
+
+
+def resolve_item_input(spec: str | Path, assets: str | Sequence[str] | None, *,
+                       workdir: Path) -> StacInput | None:
+    """With ``assets``, the Item ``spec`` stacked into ``<workdir>/<id>.vrt``; None when
+    ``spec`` is no Item and no ``assets`` are given.  The rules of ``--assets`` for
+    ``zssr upscale``, ``zssr run`` and a batch job's ``assets``: an Item needs them, they
+    need an Item."""
+    href = item_href(spec)
+    if href is None:
+        if assets is None:
+            return None
+        raise UsageError(f"--assets: {spec} is not a STAC Item (a JSON Feature with "
+                         "stac_version); give the Item's JSON file")
+    names = parse_assets(assets) if assets is not None else []
+    if not names:
+        raise UsageError(f"{spec}: a STAC Item input needs --assets (asset keys or "
+                         "eo:bands common names, e.g. --assets red,green,blue)")
+    return resolve_stac_input(href, names, workdir=workdir)

@@ -23,8 +23,7 @@ from io_adapters.output_safety import check_output
 from io_adapters.vsi import display_url
 from pipeline.catalog.provenance import job_provenance, with_provenance
 from pipeline.catalog.stac import item_path, write_output_item
-from pipeline.catalog.stac_input import StacInput, is_stac_item, resolve_stac_input
-from pipeline.errors import UsageError
+from pipeline.catalog.stac_input import StacInput, item_href, resolve_item_input
 from pipeline.image.job import ImageJob
 from pipeline.image.kernel_estimate import GroupChoices, KernelChoice
 
@@ -45,23 +44,12 @@ def add_cloud_args(p: argparse.ArgumentParser) -> None:
 def stac_source(args: argparse.Namespace) -> Iterator[StacInput | None]:
     """With a STAC Item INPUT: ``args.input`` becomes the VRT stacking ``--assets`` for as
     long as the block runs; yields the :class:`StacInput` (None for other inputs)."""
-    url = display_url(args.input)  # s3://…/item.json, https://…: the Item by URL
-    remote = url != str(args.input)
-    item = url.lower().endswith(".json") if remote else is_stac_item(args.input)
-    if not item and args.assets is None:
+    if item_href(args.input) is None and args.assets is None:
         yield None
         return
-    if not item:
-        raise UsageError(f"--assets: {args.input} is not a STAC Item (a JSON Feature with "
-                         "stac_version); give the Item's JSON file")
-    if not args.assets:
-        raise UsageError(f"{args.input}: a STAC Item input needs --assets (asset keys or "
-                         "eo:bands common names, e.g. --assets red,green,blue)")
-    names = [n.strip() for n in args.assets.split(",") if n.strip()]
     with tempfile.TemporaryDirectory(prefix="zssr-stac-") as tmp:
-        stac = resolve_stac_input(url if remote else args.input, names, workdir=Path(tmp))
-        args.stac_href = url if remote else str(Path(args.input).resolve())
-        args.input = stac.vrt
+        stac = resolve_item_input(args.input, args.assets, workdir=Path(tmp))
+        args.stac_href, args.input = stac.item_href, stac.vrt
         yield stac
 
 

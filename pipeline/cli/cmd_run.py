@@ -32,6 +32,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from pipeline.catalog.stac_input import parse_assets
 from pipeline.cli.cmd_upscale import parse_device, parse_halo, pipeline_options, scale_option
 from pipeline.cli.options import add_config_args, add_image_args, add_transfer_syntax_arg
 from pipeline.cli.through_plane import add_through_plane_args, through_plane_options
@@ -80,6 +81,9 @@ def add_parser(sub, parents) -> None:
     p.add_argument("--stac-item", action="store_true",
                    help="write a STAC Item <output>.stac-item.json beside each output and "
                    "outputs/collection.json, a STAC Collection linking them")
+    p.add_argument("--assets", default=None, metavar="NAMES",
+                   help="STAC Item INPUTs: stack these assets or eo:bands common names, in "
+                   "this order (as zssr upscale --assets)")
     p.add_argument("--output-prefix", default=None, metavar="S3_URL",
                    help="also upload each output (and its STAC Item) to this s3://bucket/"
                    "prefix/, each object appearing only when complete; --out stays local")
@@ -140,6 +144,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         overwrite=args.overwrite, ground_truth=args.ground_truth, out_format=args.format,
         batch_tiles=_positive(args.batch_tiles, "--batch-tiles"), retries=args.retries,
         deidentify=args.deidentify, max_pixels=args.max_pixels, stac_items=args.stac_item,
+        assets=None if args.assets is None else tuple(parse_assets(args.assets)),
         transfer_syntax=_transfer_syntax(args),
         output_prefix=None if args.output_prefix is None else check_prefix(args.output_prefix),
         **pipeline_options(args, rc.pipeline))

@@ -44,8 +44,10 @@ from io_adapters.detect import sniff
 from io_adapters.errors import IOAdapterError
 from io_adapters.objstore import is_remote
 from io_adapters.output_safety import is_tool_folder
+from io_adapters.safe_files import make_dirs
 from io_adapters.vsi import display_url, gdal_path, is_vsi
-from pipeline.errors import UsageError
+from pipeline.catalog.stac_input import item_href, resolve_item_input
+from pipeline.errors import InputError, UsageError
 from pipeline.runs.remote_inputs import expand_url, is_url
 
 __all__ = ["InputItem", "expand_inputs", "output_names", "pair_ground_truth", "IMAGE_SUFFIXES",
@@ -81,6 +83,7 @@ class InputItem:
     spec: str  # the INPUT argument it came from
     error_class: str | None = None
     error: str | None = None
+    source: str | None = None  # what ``path`` was made from (a STAC Item: path is its VRT)
 
     @property
     def ok(self) -> bool:
@@ -96,9 +99,16 @@ class InputItem:
         return self.path.name if self.path.is_dir() else self.path.stem
 
     @property
+    def origin(self) -> Path:
+        """What the output rule keeps outputs away from: the input, or the STAC Item whose
+        stacked VRT (kept in the run folder, :func:`expand_inputs`) is the input."""
+        return self.path if self.source is None else Path(gdal_path(self.source))
+
+    @property
     def location(self) -> str:
-        """The input as the user names it: the path, or the URL (never a ``/vsi`` name)."""
-        return display_url(self.path)
+        """The input as the user names it: the path, the URL (never a ``/vsi`` name), or
+        the STAC Item its bands were stacked from."""
+        return self.source if self.source is not None else display_url(self.path)
 
 
 def _failed(path: Path, spec: str, exc: BaseException) -> InputItem:
@@ -174,19 +184,45 @@ def _expand_path(path: Path, spec: str) -> list[InputItem]:
     return [InputItem(path.resolve(), spec)]
 
 
-def expand_inputs(specs: Iterable[str | Path], *,
-                  exclude: Sequence[str | Path] = ()) -> list[InputItem]:
+def _stac_item(spec: str, assets: str | Sequence[str] | None,
+               stac_dir: Path | None) -> list[InputItem] | None:
+    """A STAC Item INPUT stacked into a VRT under ``stac_dir`` (one folder per Item), or a
+    failed item; None for another input (:func:`resolve_item_input`'s rules)."""
+    href = item_href(spec)
+    if href is None or stac_dir is None:
+        return None
+    workdir = stac_dir / _short_hash(href, 12)
+    try:
+        stac_dir.parent.mkdir(parents=True, exist_ok=True)  # the run folder
+        make_dirs(workdir, root=stac_dir.parent)  # a link there is refused
+        stac = resolve_item_input(spec, assets, workdir=workdir)
+    except (IOAdapterError, UsageError, InputError, OSError) as exc:
+        return [_failed(Path(gdal_path(spec)), spec, exc)]
+    return [InputItem(stac.vrt, spec, source=stac.item_href)] if stac else None
+
+
+def expand_inputs(specs: Iterable[str | Path | InputItem], *,
+                  exclude: Sequence[str | Path] = (), assets: str | Sequence[str] | None = None,
+                  stac_dir: Path | None = None) -> list[InputItem]:
     """Files, folders and globs -> one :class:`InputItem` per image (see the module doc).
 
     ``exclude``: folders whose content is never an input (the current run directory);
-    a file named explicitly inside one becomes a failed item.
+    a file named explicitly inside one becomes a failed item.  With ``stac_dir``, a STAC
+    Item input (a ``.json`` URL or a local Item file) is the VRT stacking its ``assets``,
+    written there (``--assets``; an Item without them is a failed item).  An
+    :class:`InputItem` passes as it is.
     """
     items: list[InputItem] = []
     seen: set[Path] = set()
     skip = [Path(e).resolve() for e in exclude]
     for raw in specs:
         spec = str(raw)
-        if is_url(spec):  # by URL; s3:// prefixes and patterns listed (runs.remote_inputs)
+        stacked = None if isinstance(raw, InputItem) else _stac_item(spec, assets, stac_dir)
+        if isinstance(raw, InputItem):
+            found = [raw]
+        elif stacked is not None:
+            found = stacked
+        elif is_url(spec):  # by URL; s3:// prefixes and patterns listed (runs.remote_inputs)
             try:
                 found = [InputItem(Path(gdal_path(url)), spec) for url in expand_url(spec)]
             except (IOAdapterError, UsageError) as exc:

@@ -57,6 +57,7 @@ __all__ = ["RunSummary", "run_batch", "FORMAT_SUFFIXES", "natural_suffix"]
 
 log = logging.getLogger(__name__)
 
+STAC_DIR = "stac"  # a STAC Item input's stacked VRT, in the run folder (resume reads it)
 FORMAT_SUFFIXES = {"tif": ".tif", "png": ".png", "zarr": ".zarr", "dcm": ".dcm", "dicom": ".dcm"}
 
 
@@ -183,7 +184,7 @@ def _batch_size(settings: RunSettings, sched: SchedulerInfo, pending: int) -> in
     return max(1, min(16, math.ceil(pending / (4 * max(sched.threads, 1)))))
 
 
-def run_batch(inputs: list[str | Path], settings: RunSettings, *, observer: Any = None,
+def run_batch(inputs: list[str | Path | InputItem], settings: RunSettings, *, observer: Any = None,
               quiet: bool = False) -> RunSummary:
     """Super-resolve every input into ``settings.out_dir`` (see the module doc)."""
     from pipeline.runs.progress import RunObserver
@@ -191,7 +192,8 @@ def run_batch(inputs: list[str | Path], settings: RunSettings, *, observer: Any 
 
     t0 = time.perf_counter()
     observer = observer or RunObserver()
-    items = expand_inputs(inputs, exclude=(settings.out_dir,))
+    items = expand_inputs(inputs, exclude=(settings.out_dir,), assets=settings.assets,
+                          stac_dir=settings.out_dir / STAC_DIR)  # Items: VRTs kept there
     if not items:
         raise UsageError("no inputs given; pass image files, folders or glob patterns")
     if settings.through_plane is None:  # a config error fails the run at once
@@ -206,7 +208,7 @@ def run_batch(inputs: list[str | Path], settings: RunSettings, *, observer: Any 
     if settings.output_prefix:
         check_prefix_bucket(settings.output_prefix)
     # the run directory (the user's, maybe through a link) never holds or lies in an input
-    check_output(Path(settings.out_dir).resolve(), inputs=[it.path for it in items],
+    check_output(Path(settings.out_dir).resolve(), inputs=[it.origin for it in items],
                  overwrite=None)
     with RunDir(settings.out_dir) as rd:
         handler = JsonLinesHandler(rd.root / "log.jsonl")

@@ -61,6 +61,9 @@ class RunSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS  # declared size limit per input (--max-pixels)
     stac_items: bool = False  # Items beside the outputs, a Collection (runs.stac_run)
     output_prefix: str | None = None  # s3://bucket/prefix/: outputs uploaded (runs.upload)
+    #: a STAC Item input's assets or eo:bands names, stacked in order (--assets); not in
+    #: the fingerprint: the stacked VRT is the input, its content its identity
+    assets: tuple[str, ...] | None = None
     #: each input a volume made thin along its slice axis (runs.volumes); scale is then 1
     through_plane: ThroughPlaneConfig | None = None
 

@@ -26,6 +26,7 @@ from typing import Any
 from io_adapters.vsi import is_vsi
 from pipeline.catalog.provenance import job_provenance
 from pipeline.catalog.stac import item_path, write_output_item, write_run_collection
+from pipeline.catalog.stac_input import item_href, read_item
 from pipeline.image.job import ImageJob
 from pipeline.image.kernel_estimate import GroupChoices, KernelChoice
 from pipeline.runs.tasks import ImageSpec
@@ -59,9 +60,11 @@ def write_job_item(job: ImageJob, *, source: str, collection: tuple[str, str],
     """The Item of ``job``'s committed output: ``derived_from`` ``source`` (the input's
     path or URL), in the Collection ``collection`` = ``(id, href relative to the Item)``."""
     inputs = () if is_vsi(job.input) else (Path(job.input),)
+    item = read_item(source) if item_href(source) else None  # a STAC Item input's bands
     return write_output_item(Path(job.output), provenance=job_provenance(
                                  job, source=source, chosen=chosen),
-                             source_href=source, inputs=inputs, collection=collection)
+                             source_href=source, inputs=inputs, collection=collection,
+                             source_item=item)
 
 
 def write_run_stac(outputs: Path, finished: Sequence[tuple[ImageSpec, bool]], *,

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+import yaml
 import zarr
 from conftest import DATA
 from test_s3 import BUCKET, s3  # noqa: F401 - the server fixture
@@ -228,3 +229,26 @@ def test_run_by_url_equals_local(direct, tmp_path: Path, private_tmp: Path,
     assert first["etag"].startswith("prefix:3:") and input_identity(series) == first
     direct.client.upload_file(str(SERIES / "IM_a.dcm"), BUCKET, "runf/series/IM_c.dcm")
     assert input_identity(series)["etag"] != first["etag"]
+
+
+def test_batch_by_url_equals_local(direct, tmp_path: Path, private_tmp: Path) -> None:
+    local = tmp_path / "local"
+    local.mkdir()
+    for src in (DICOM, PNG):
+        (local / src.name).write_bytes(src.read_bytes())
+        _upload(direct, src, f"batchf/{src.name}")
+    tiny = {"train.max_iters": 2, "net.depth": 3, "net.width": 4, "seed": 0, "tile": 64,
+            "infer.back_projection_iters": 0, "train.crop_size": 16}
+    ref_inputs = [str(local / DICOM.name), str(local / PNG.name)]  # (a local folder holding
+    # a .dcm is one DICOM series; a prefix is one only when all its images are DICOM)
+    for name, inputs in (("ref", ref_inputs), ("got", [f"s3://{BUCKET}/batchf/"])):
+        job = tmp_path / f"{name}.yaml"
+        job.write_text(yaml.safe_dump({"inputs": inputs, "output": name, "scale": 2,
+                                       "scheduler": "synchronous", "set": tiny}))
+        assert main(["batch", str(job)]) == 0
+    names = ["MR_small_x2.dcm", "butterfly_48x64_x2.png"]
+    for out in names:
+        _same_output(tmp_path / "ref" / out, tmp_path / "got" / out)
+    assert sorted(p.name for p in (tmp_path / "got").iterdir() if not p.name.startswith(
+        ".")) == names
+    assert _left(private_tmp) == []

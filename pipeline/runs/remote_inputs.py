@@ -5,9 +5,9 @@
   is learnt when the run plans it (a missing object or bucket fails that image only).
   DICOM, PNG, JPEG and BMP objects are copied whole and Zarr stores read where they are
   (:mod:`io_adapters.fetch`).
-* ``s3://bucket/prefix/`` (a trailing ``/``) is a folder, as a local one is: a Zarr store
-  (``zarr.json`` directly under it) or a DICOM series (every image object directly under
-  it DICOM) is **one** image; otherwise the objects directly under it whose names end in
+* ``s3://bucket/prefix/`` (a trailing ``/``) is a folder: a Zarr store (``zarr.json``
+  directly under it) or a DICOM series (every image object directly under it DICOM; a
+  local folder is one series as soon as it holds a DICOM file) is **one** image; otherwise the objects directly under it whose names end in
   :data:`REMOTE_SUFFIXES`, the Zarr stores (``<name>.zarr/``) and the DICOM series
   (sub-prefixes of DICOM objects) directly under it, sorted; others are skipped.
 * ``s3://bucket/scenes/*.tif`` is a pattern with :mod:`glob`'s rules on the key (``*`` and

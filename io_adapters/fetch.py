@@ -109,13 +109,10 @@ def fetch_error(url: str, exc: BaseException) -> IOAdapterError:
     if isinstance(exc, IOAdapterError):
         return exc
     text = " ".join(str(exc).split())
-    if isinstance(exc, FileNotFoundError):
+    if isinstance(exc, FileNotFoundError):  # s3fs says only the key, or the bucket's text
         return remote_error(url, text if "bucket" in text.lower() else "404 not found")
-    if isinstance(exc, PermissionError):
-        return remote_error(url, "403 access denied")
-    name = type(exc).__name__.lower()
-    if "connect" in name or "timeout" in name or "could not connect" in text.lower():
-        return remote_error(url, "could not connect")
+    # a 403 (PermissionError: "Forbidden"/"Access Denied"), botocore's "Could not connect",
+    # aiohttp's "Cannot connect": the words remote_error knows from GDAL's messages
     return remote_error(url, f"{type(exc).__name__}: {text}")
 
 

@@ -28,7 +28,7 @@ import pytest
 import yaml
 import zarr
 from conftest import DATA
-from test_s3 import BUCKET, s3  # noqa: F401 - the server fixture
+from test_s3 import BUCKET, SECRET, s3  # noqa: F401 - the server fixture
 
 from io_adapters import fetch
 from io_adapters.detect import open_reader
@@ -252,3 +252,26 @@ def test_batch_by_url_equals_local(direct, tmp_path: Path, private_tmp: Path) ->
     assert sorted(p.name for p in (tmp_path / "got").iterdir() if not p.name.startswith(
         ".")) == names
     assert _left(private_tmp) == []
+
+
+def test_denied_and_unreachable_are_one_line(s3, tmp_path: Path, private_tmp: Path,  # noqa: F811
+                                             capsys) -> None:
+    url = _upload(s3, DICOM, "fetch/denied.dcm")
+    s3.faults.append(lambda method, path: "403" if "denied" in path else None)
+    try:
+        capsys.readouterr()
+        assert main(["upscale", url, str(tmp_path / "o.dcm"), "--scale", "2", *TINY]) == 3
+    finally:
+        s3.faults.clear()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"zssr upscale: error: {url}: access denied (check the credentials and the "
+                   "object's permissions)"]
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    os.environ["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"  # nothing listens
+    try:
+        assert main(["upscale", url, str(tmp_path / "o.dcm"), "--scale", "2", *TINY]) == 3
+    finally:
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"zssr upscale: error: {url}: the endpoint cannot be reached"]
+    assert SECRET not in "".join(err) and _left(private_tmp) == []

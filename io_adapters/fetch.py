@@ -17,10 +17,11 @@ formats go through fsspec (``s3://`` by s3fs, ``http(s)://`` by aiohttp; ``gs://
   covers.
 
 Which one a URL is: a ``.tif``/``.tiff``/``.vrt`` name goes to GDAL as before (no extra
-request); a ``.zarr`` name, or a prefix holding ``zarr.json`` (``.zgroup``, ``.zarray``),
-is a Zarr store; another prefix with objects under it is a DICOM series; any other object
-is judged by its first 132 bytes (one range request): DICOM, PNG, JPEG or BMP are copied,
-anything else goes to GDAL.
+request); a ``.dcm``/``.png``/``.jpg``/``.bmp``… name is copied (the copy's content picks
+the reader, as for a local file); a ``.zarr`` name, or a prefix holding ``zarr.json``
+(``.zgroup``, ``.zarray``), is a Zarr store; another prefix with objects under it is a
+DICOM series; any other object is judged by its first 132 bytes (one range request):
+DICOM, PNG, JPEG or BMP are copied, anything else goes to GDAL.
 
 A missing object or bucket, denied access or an unreachable endpoint is the one-line input
 error of the GDAL path (:func:`io_adapters.vsi.remote_error`, exit 3), naming the URL and

@@ -122,17 +122,19 @@ def test_preset_implies_through_plane_and_flags_are_checked(tmp_path, capsys) ->
     assert not (tmp_path / "o.nii").exists() and not (tmp_path / "r").exists()
 
 
-def test_batch_refuses_a_through_plane_preset_in_one_line(tmp_path, capsys) -> None:
-    """zssr batch does not run through-plane SR: a job with preset ct-thin is refused in
-    one line (pipeline.runs.run.run_batch), never run in-plane with the thin settings."""
+def test_batch_refuses_scale_with_a_through_plane_preset_in_one_line(tmp_path, capsys) -> None:
+    """A job with preset ct-thin is a through-plane job (tests/test_batch_through_plane.py):
+    its in-plane ``scale`` is refused in one line, never run in-plane with the thin
+    settings."""
     import yaml
 
     _nifti(tmp_path / "v.nii", 4)
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump({"inputs": ["v.nii"], "output": "out", "scale": 2,
-                                   "preset": "ct-thin", "scheduler": "synchronous"}))
+                                   "preset": "ct-thin", "scale_z": 2,
+                                   "scheduler": "synchronous"}))
     capsys.readouterr()
     assert main(["batch", str(job)]) not in (0, 1)
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "'through_plane': zssr batch does not run through-plane" in err[0]
+    assert len(err) == 1 and "'scale' is not used by a through-plane job" in err[0]
     assert not any((tmp_path / "out").rglob("*.nii*"))

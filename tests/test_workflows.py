@@ -187,7 +187,8 @@ def test_load_examples_and_template_rules(tmp_path):
         == "clip_to_input"
     assert set(JOB_KEYS) == {"inputs", "output", "name", "scale", "preset", "set", "chain",
                              "scheduler", "ground_truth", "output_prefix", "stac_items",
-                             "transfer_syntax", "assets"}
+                             "transfer_syntax", "assets", "through_plane", "scale_z",
+                             "slice_spacing", "slice_profile"}
     ok = job_from_dict({"inputs": "a.tif", "output": "o", "scale": 2, "name": "x/{stem}{suffix}",
                         "ground_truth": "gt"}, base=tmp_path)
     assert ok.ground_truth == tmp_path / "gt"

@@ -59,10 +59,11 @@ from io_adapters.vsi import is_vsi
 from pipeline.errors import EXIT, UsageError
 from pipeline.image.kernel_io import kernel_options
 from pipeline.locking import FolderLock
-from pipeline.runs.config import DEFAULT_TILE, ResolvedConfig
+from pipeline.runs.config import DEFAULT_TILE, ResolvedConfig, ThroughPlaneConfig
 from pipeline.runs.inputs import InputItem, expand_inputs
 from pipeline.runs.run import STAC_DIR, natural_suffix, run_batch
 from pipeline.runs.settings import RunSettings
+from pipeline.runs.volumes import volume_stem, volume_suffix
 
 from . import batch_cloud as cloud
 from .jobspec import JobSpec, check_targets, control_paths, job_input, load_job, render_name
@@ -122,10 +123,13 @@ def content_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def config_hash(rc: ResolvedConfig, scale: float) -> str:
-    """SHA-256 of what shapes a result: resolved engine + pipeline config and scale."""
-    text = json.dumps({"version": 1, "config": rc.to_dict(), "scale": scale}, sort_keys=True,
-                      default=list)
+def config_hash(rc: ResolvedConfig, scale: float,
+                through_plane: ThroughPlaneConfig | None = None) -> str:
+    """SHA-256 of what shapes a result: resolved engine + pipeline config and scale (and a
+    through-plane job's settings)."""
+    tp = {} if through_plane is None else {"through_plane": dataclasses.asdict(through_plane)}
+    text = json.dumps({"version": 1, "config": rc.to_dict(), "scale": scale, **tp},
+                      sort_keys=True, default=list)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -168,10 +172,12 @@ def _save_state(path: Path, state: dict[str, Any]) -> None:
 
 
 def _output_for(spec: JobSpec, item: InputItem) -> Path:
+    volume = spec.through_plane is not None  # zssr run --through-plane's names
     with open_reader(item.path) as reader:
-        suffix = natural_suffix(reader.meta)
+        suffix = volume_suffix(reader.meta, None) if volume else natural_suffix(reader.meta)
     name, parent = cloud.input_names(item)
-    return render_name(spec, stem=item.stem, name=name, parent=parent, suffix=suffix)
+    stem = volume_stem(item.stem) if volume else item.stem
+    return render_name(spec, stem=stem, name=name, parent=parent, suffix=suffix)
 
 
 @dataclass
@@ -256,6 +262,11 @@ def _settings(spec: JobSpec, rc: ResolvedConfig, ground_truth: Path | None = Non
     get their names from the job's template after it, and their Items and uploads then
     (:mod:`workflows.batch_cloud`)."""
     pc = rc.pipeline
+    if spec.through_plane is not None:  # each input a volume (pipeline.runs.volumes)
+        return RunSettings(out_dir=spec.output / RUN_DIR, scale=1.0, config=rc.engine,
+                           config_data=rc.data, scheduler=spec.scheduler, overwrite=True,
+                           transfer_syntax=spec.transfer_syntax,
+                           through_plane=spec.through_plane)
     return RunSettings(out_dir=spec.output / RUN_DIR, scale=spec.scale, config=rc.engine,
                        config_data=rc.data, **kernel_options(None, None, pc),
                        kernel_groups=pc.kernel_group_indexes,
@@ -329,7 +340,7 @@ def run_job(spec: JobSpec, *, observer: Any = None, quiet: bool = True) -> Batch
     """Process the inputs of ``spec`` not yet done under its config (see the module doc)."""
     t0 = time.perf_counter()
     rc = spec.resolve()
-    chash = config_hash(rc, spec.scale)
+    chash = config_hash(rc, spec.scale, spec.through_plane)
     cloud.check_bucket_first(spec)  # a missing bucket: exit 7 before anything is made
     _check_output_folder(spec)
     spec.output.mkdir(parents=True, exist_ok=True)

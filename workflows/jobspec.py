@@ -17,6 +17,8 @@ Keys (all others are errors, so jobs written today keep working)::
     stac_items:    true                             # optional: STAC Items + collection.json
     assets:        [red, green, blue]               # optional: STAC Item inputs' bands
     transfer_syntax: rle                            # optional: DICOM outputs' encoding
+    through_plane: true                             # optional: thick slices made thin
+    scale_z: 4                                      # through-plane: or slice_spacing (mm)
 
 The name template knows ``{stem}`` (input name without suffix), ``{name}``
 (input file name), ``{parent}`` (its folder's name), ``{scale}`` (as ``2`` or
@@ -31,6 +33,14 @@ whatever the inputs and ``output_prefix`` are (:mod:`workflows.batch_cloud`).
 ``transfer_syntax`` is ``zssr run --transfer-syntax`` (``explicit-little``, the default,
 ``rle`` or ``jpeg2000-lossless``) for the job's DICOM outputs; other outputs ignore it.
 
+``through_plane: true`` (or a preset with a ``through_plane`` section: ``ct-thin``,
+``mr-thin``) is ``zssr run --through-plane``: every input is a volume made thin along its
+slice axis, with ``scale_z`` (slices F times closer) or ``slice_spacing`` (mm), and
+optionally ``slice_profile``, winning over the section's keys
+(:func:`pipeline.runs.volumes.job_through_plane`); no ``scale``.  ``{scale}`` is then
+``z4``, ``z2p5`` or ``1p2mm`` and the default name ``{stem}_{scale}{suffix}``, the
+suffix the volume's own format (a DICOM series: a folder).
+
 >>> spec = job_from_dict({"inputs": ["a/*.tif"], "output": "out", "scale": 2}, base=Path("/j"))
 >>> spec.output, spec.name
 (PosixPath('/j/out'), '{stem}_x{scale}{suffix}')
@@ -41,7 +51,7 @@ from __future__ import annotations
 import json
 import os
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +68,11 @@ from io_adapters.output_safety import (
 )
 from pipeline.catalog.stac_input import parse_assets
 from pipeline.errors import UsageError
-from pipeline.runs.config import ResolvedConfig, resolve_run_config
+from pipeline.runs.config import ResolvedConfig, ThroughPlaneConfig, resolve_run_config
 from pipeline.runs.remote_inputs import is_url
 from pipeline.runs.stac_run import COLLECTION_FILE
 from pipeline.runs.upload import check_prefix
+from pipeline.runs.volumes import job_through_plane, volume_tag
 from zssr.errors import ConfigError
 from zssr.typed import build, public_fields
 
@@ -70,6 +81,7 @@ __all__ = ["JobFile", "JobSpec", "JOB_KEYS", "NAME_FIELDS", "load_job", "job_fro
 
 NAME_FIELDS = ("stem", "name", "parent", "scale", "suffix")
 DEFAULT_NAME = "{stem}_x{scale}{suffix}"
+THROUGH_PLANE_NAME = "{stem}_{scale}{suffix}"  # {scale}: z4, 1p2mm (as zssr run's names)
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,7 @@ class JobFile:
 
     inputs: tuple[str, ...]
     output: str
-    scale: float
+    scale: float | None = None  # in-plane SR; through-plane takes scale_z or slice_spacing
     name: str | None = None
     preset: str | None = None
     set: dict[str, Any] | None = None
@@ -89,6 +101,10 @@ class JobFile:
     output_prefix: str | None = None
     stac_items: bool = False
     transfer_syntax: str | None = None
+    through_plane: bool = False  # as zssr run --through-plane, with one of:
+    scale_z: float | None = None
+    slice_spacing: float | None = None
+    slice_profile: float | None = None
     assets: tuple[str, ...] | None = None
 
 
@@ -101,7 +117,8 @@ class JobSpec:
 
     inputs: tuple[str, ...]
     output: Path
-    scale: float
+    scale: float  # 1.0 in a through-plane job
+    through_plane: ThroughPlaneConfig | None = None  # None: in-plane SR
     name: str = DEFAULT_NAME
     preset: str | None = None
     set: dict[str, Any] = field(default_factory=dict)
@@ -203,7 +220,7 @@ def job_from_dict(data: Any, *, base: Path, source: Path | None = None) -> JobSp
     where = _where(source)
     if not isinstance(data, dict):
         raise UsageError(f"{where}: expected a mapping of {', '.join(JOB_KEYS)}")
-    missing = [k for k in ("inputs", "output", "scale") if k not in data]
+    missing = [k for k in ("inputs", "output") if k not in data]
     if missing and not [k for k in data if k not in JOB_KEYS]:  # an unknown key is said first
         raise UsageError(f"{where}: missing key {missing[0]!r}")
     job = _typed(data, where)
@@ -211,7 +228,8 @@ def job_from_dict(data: Any, *, base: Path, source: Path | None = None) -> JobSp
         raise UsageError(f"{where}: 'inputs' is empty; expected a list of globs, folders or "
                          "list files")
     spec = JobSpec(inputs=tuple(job_input(i, base) for i in job.inputs), output=_path(job.output, "output", base, where),
-                   scale=_scale(job.scale, where), name=job.name or DEFAULT_NAME,
+                   scale=1.0 if job.scale is None else _scale(job.scale, where),
+                   name=job.name or DEFAULT_NAME,
                    preset=job.preset, set=dict(job.set or {}), chain=job.chain,
                    scheduler=job.scheduler,
                    ground_truth=None if job.ground_truth is None
@@ -220,9 +238,35 @@ def job_from_dict(data: Any, *, base: Path, source: Path | None = None) -> JobSp
                    stac_items=job.stac_items,
                    transfer_syntax=_transfer_syntax(job.transfer_syntax, where),
                    assets=_assets(job.assets, where))
+    spec = _through_plane(spec, job, where)
     check_template(spec)
     spec.resolve()  # config errors now, naming the key, not at 2 a.m.
     return spec
+
+
+def _through_plane(spec: JobSpec, job: JobFile, where: str) -> JobSpec:
+    """The job's through-plane settings, by ``zssr run --through-plane``'s rule; what
+    through-plane does not use is refused in one line, never ignored."""
+    rc = spec.resolve()
+    try:
+        tp = job_through_plane(rc.pipeline.through_plane, asked=job.through_plane,
+                               scale_z=job.scale_z, slice_spacing=job.slice_spacing,
+                               slice_profile=job.slice_profile)
+    except ConfigError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+    if tp is None:
+        if job.scale is None:
+            raise UsageError(f"{where}: missing key 'scale'")
+        return spec
+    unused = [key for key, value in (("scale", job.scale is not None),
+                                     ("chain", rc.pipeline.chain.pre or rc.pipeline.chain.post),
+                                     ("ground_truth", job.ground_truth),
+                                     ("output_prefix", job.output_prefix),
+                                     ("stac_items", job.stac_items)) if value]
+    if unused:
+        raise UsageError(f"{where}: {unused[0]!r} is not used by a through-plane job "
+                         "(it takes 'scale_z' or 'slice_spacing'); drop it")
+    return replace(spec, through_plane=tp, name=job.name or THROUGH_PLANE_NAME)
 
 
 def load_job(path: str | Path) -> JobSpec:
@@ -276,8 +320,8 @@ def check_targets(spec: JobSpec, targets: dict[Path, Path], *,
 
 def render_name(spec: JobSpec, *, stem: str, name: str, parent: str, suffix: str) -> Path:
     """The output path for one input; an error when it escapes ``spec.output``."""
-    text = spec.name.format(stem=stem, name=name, parent=parent, scale=f"{spec.scale:g}",
-                            suffix=suffix)
+    scale = f"{spec.scale:g}" if spec.through_plane is None else volume_tag(spec.through_plane)
+    text = spec.name.format(stem=stem, name=name, parent=parent, scale=scale, suffix=suffix)
     long = [p for p in Path(text).parts if len(os.fsencode(p)) > 255]  # NAME_MAX
     if "\0" in text or long:
         what = "holds a NUL character" if "\0" in text else \

@@ -1,17 +1,19 @@
-"""``zssr run --through-plane`` (or a preset with a ``through_plane`` section): each input
-volume (a DICOM series folder, an enhanced multi-frame file, a NIfTI file, a Zarr) is one
-node of the run's graph.
+"""``zssr run --through-plane`` and ``zssr batch`` jobs with ``through_plane: true`` (or a
+preset with a ``through_plane`` section): each input volume (a DICOM series folder, an
+enhanced multi-frame file, a NIfTI file, a Zarr) is one node of the run's graph.
 
 The node calls :func:`pipeline.image.volume.upscale_through_plane`, the function of
 ``zssr upscale --through-plane``, with the output inside the run's ``outputs/``: the
-volume read whole, super-resolved along its slice axis and written atomically, the run's
-claim on the output written just before the commit.  The driver plans each volume from
+LR volume read whole (the result goes to a memmap beside the output, slab by slab),
+super-resolved along its slice axis and written atomically, the run's claim on the
+output written just before the commit.  The driver plans each volume from
 its metadata alone (:func:`pipeline.image.volume.plan_volume`: a single slice, a missing
 spacing, slices that are not the thickest axis fail that volume only, before any work),
 checks the output can be written, and skips a volume an earlier run finished
 (:func:`pipeline.runs.state.resume_output`, the rule images follow).  A volume is not
 tiled: there is no train/infer split to resume from, so an interrupted volume starts
-again.
+again.  A batch job's keys become the same settings by :func:`job_through_plane`, and
+its output names by :func:`volume_stem`, :func:`volume_tag` and :func:`volume_suffix`.
 """
 
 from __future__ import annotations
@@ -25,13 +27,16 @@ from io_adapters.detect import open_reader, open_writer
 from pipeline.errors import UsageError
 from pipeline.image.job import dicom_writer_options
 from pipeline.image.volume import VolumeJob, plan_volume, upscale_through_plane
+from pipeline.runs.config import ThroughPlaneConfig
 from pipeline.runs.graph import Node
 from pipeline.runs.inputs import InputItem
 from pipeline.runs.rundir import RunDir, RunPaths, image_key, input_identity
 from pipeline.runs.settings import RunSettings
 from pipeline.runs.state import ImageState, resume_output
+from zssr.errors import ConfigError
 
-__all__ = ["VolumeSpec", "VolumeState", "volume_task", "plan_volume_state", "volume_output"]
+__all__ = ["VolumeSpec", "VolumeState", "volume_task", "plan_volume_state", "volume_output",
+           "volume_stem", "volume_tag", "volume_suffix", "job_through_plane"]
 
 
 @dataclass(frozen=True)
@@ -72,28 +77,68 @@ def volume_task(spec: VolumeSpec) -> dict[str, Any]:
 
 
 def volume_output(meta: Metadata, name: str, settings: RunSettings) -> str:
-    """``<name>_z<F>`` or ``<name>_<MM>mm`` (``z2p5``, ``1p2mm``), and the suffix: the input's own format (a DICOM
-    series: a folder, a new derived series; NIfTI: as the input; an enhanced multi-frame
-    DICOM: ``.dcm``, one enhanced file of the thin slices; a legacy one: ``.nii.gz``), or
-    ``.zarr`` with ``--format zarr``."""
-    tp = settings.through_plane
+    """``<name>_z<F>`` or ``<name>_<MM>mm`` (``z2p5``, ``1p2mm``), and the suffix
+    (:func:`volume_suffix`)."""
+    return f"{volume_stem(name)}_{volume_tag(settings.through_plane)}" \
+        f"{volume_suffix(meta, settings.out_format)}"
+
+
+def volume_stem(name: str) -> str:
+    """An input's name without a ``.nii`` left by ``.nii.gz``."""
+    return name[:-4] if name.endswith(".nii") else name
+
+
+def volume_tag(tp: ThroughPlaneConfig) -> str:
+    """``z<F>`` or ``<MM>mm`` with ``p`` for the dot (``z2p5``, ``1p2mm``): a dot would make
+    a suffix of a series folder."""
     tag = f"z{tp.scale_z:g}" if tp.scale_z is not None else f"{tp.slice_spacing:g}mm"
-    tag = tag.replace(".", "p")  # z2p5, 1p2mm: a dot would make a suffix of a series folder
-    stem = name[:-4] if name.endswith(".nii") else name
-    if settings.out_format == "zarr":
-        suffix = ".zarr"
-    elif settings.out_format is not None:
-        raise UsageError(f"--format {settings.out_format}: through-plane outputs are the "
+    return tag.replace(".", "p")
+
+
+def volume_suffix(meta: Metadata, out_format: str | None) -> str:
+    """The input's own format (a DICOM series: a folder, a new derived series; NIfTI: as
+    the input; an enhanced multi-frame DICOM: ``.dcm``, one enhanced file of the thin
+    slices; a legacy one: ``.nii.gz``), or ``.zarr`` with ``--format zarr``."""
+    if out_format == "zarr":
+        return ".zarr"
+    if out_format is not None:
+        raise UsageError(f"--format {out_format}: through-plane outputs are the "
                          "input's own format or zarr")
-    elif meta.format == "nifti":
-        suffix = ".nii.gz" if str(meta.path).endswith(".gz") else ".nii"
-    elif meta.format == "dicom":
+    if meta.format == "nifti":
+        return ".nii.gz" if str(meta.path).endswith(".gz") else ".nii"
+    if meta.format == "dicom":
         enhanced = meta.extra["datasets"][0].get("PerFrameFunctionalGroupsSequence")
-        suffix = "" if meta.extra.get("layout") == "series" else ".dcm" if enhanced \
+        return "" if meta.extra.get("layout") == "series" else ".dcm" if enhanced \
             else ".nii.gz"
-    else:
-        suffix = ".zarr"
-    return f"{stem}_{tag}{suffix}"
+    return ".zarr"
+
+
+def job_through_plane(section: ThroughPlaneConfig | None, *, asked: bool,
+                      scale_z: float | None, slice_spacing: float | None,
+                      slice_profile: float | None) -> ThroughPlaneConfig | None:
+    """A ``zssr batch`` job's through-plane settings, by ``zssr run --through-plane``'s
+    rule (:func:`pipeline.cli.through_plane.through_plane_options`): asked by
+    ``through_plane: true`` or implied by a config ``through_plane`` section (presets
+    ``ct-thin``, ``mr-thin``); the job's ``scale_z``/``slice_spacing``/``slice_profile``
+    win over the section's; exactly one of ``scale_z`` and ``slice_spacing``.  ``None``:
+    in-plane SR.  Errors are :class:`~zssr.errors.ConfigError` naming the job key."""
+    if not asked and section is None:
+        given = [k for k, v in (("scale_z", scale_z), ("slice_spacing", slice_spacing),
+                                ("slice_profile", slice_profile)) if v is not None]
+        if given:
+            raise ConfigError(f"{given[0]!r} goes with 'through_plane: true' (or a preset "
+                              "such as ct-thin)")
+        return None
+    tp = section or ThroughPlaneConfig()
+    if scale_z is not None or slice_spacing is not None:  # the job's keys win
+        tp = replace(tp, scale_z=scale_z, slice_spacing=slice_spacing)
+    if slice_profile is not None:
+        tp = replace(tp, slice_profile=slice_profile)
+    if (tp.scale_z is None) == (tp.slice_spacing is None):
+        raise ConfigError("a through-plane job takes one of 'scale_z' and 'slice_spacing'"
+                          + ("" if tp.scale_z is None else ", not both"))
+    tp.validate()  # as the config section's: "config key 'through_plane.scale_z': ..."
+    return tp
 
 
 class VolumeState(ImageState):

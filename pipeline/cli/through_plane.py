@@ -57,6 +57,10 @@ def through_plane_options(args: argparse.Namespace, rc: ResolvedConfig,
     flags = [flag for flag, value in unused.items() if value]
     if rc.pipeline.chain.pre or rc.pipeline.chain.post:
         flags.append("config 'chain'")
+    # the slice profile is the through-plane kernel: an in-plane kernel (estimated, per
+    # band group) has no meaning there
+    flags += [f"config '{key}'" for key in ("kernel", "kernel_groups")
+              if getattr(rc.pipeline, key) is not None]
     if flags:  # refused, never silently ignored
         raise UsageError(f"{' '.join(flags)}: not used by --through-plane yet; drop it")
     return {"scale_z": scale_z, "slice_spacing": spacing, "profile": profile, "slab": slab}

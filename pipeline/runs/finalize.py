@@ -31,7 +31,7 @@ from io_adapters.detect import open_reader, scale_metadata
 from io_adapters.errors import WriteError
 from io_adapters.output_safety import make_dirs, write_bytes_atomic
 from io_adapters.zarr_reader import ZarrReader
-from pipeline.image.job import clip_to_output, open_input, open_output
+from pipeline.image.job import clip_to_output, open_input, open_output, writer_options
 from pipeline.image.kernel_estimate import (
     GroupChoices,
     KernelChoice,
@@ -74,7 +74,9 @@ def copy_store(spec: ImageSpec, store: ZarrReader, out_meta: Metadata, *,
         raise WriteError(f"{output}: output exists and was not written by this configuration "
                          "of this input; pass --overwrite to replace it, or use another --out")
     output.parent.mkdir(parents=True, exist_ok=True)
-    options: dict[str, Any] = dict(job.writer_options)
+    # Zarr chunks are the grid's HR tiles, as in zssr upscale: each window below is one
+    # tile's core, whole chunks only (any --tile, not only the default's 512 px chunks)
+    options: dict[str, Any] = writer_options(output, plan, job.writer_options)
     if output.exists():
         options["overwrite"] = True
     mask_path = spec.paths.mask_store(spec.key, spec.last)

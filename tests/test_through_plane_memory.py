@@ -96,16 +96,24 @@ def _mapped_rss_kib(path: Path) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux /proc needed")
-def test_written_slabs_leave_the_resident_set(tmp_path):
+def test_written_slabs_leave_the_resident_set(tmp_path, monkeypatch):
     path = tmp_path / "sr.raw"
     dv = DiskVolume(path, dtype=np.float32, mode="w+", shape=(64, 256, 256))  # 16 MiB
     plain = np.memmap(tmp_path / "plain.raw", dtype=np.float32, mode="w+", shape=dv.shape)
+    release, mapped = DiskVolume.release, []
+
+    def spy(self) -> None:  # what is mapped just before pages are given back
+        mapped.append(_mapped_rss_kib(path))
+        release(self)
+
+    monkeypatch.setattr(DiskVolume, "release", spy)
     for y0 in range(0, 256, 32):
         block = np.full((64, 32, 256), y0, np.float32)
-        dv[:, y0:y0 + 32, :] = block
+        dv[:, y0:y0 + 32, :] = block  # a slab: 32 kB in each of 64 frames
         plain[:, y0:y0 + 32, :] = block
     assert _mapped_rss_kib(tmp_path / "plain.raw") > 12 * 1024  # a plain memmap keeps it all
     assert _mapped_rss_kib(path) < 1024
+    assert max(mapped) < 1536  # about one frame at a time, never the slab's 64 frames
     frame = dv.frame(63)
     assert type(frame) is np.ndarray and frame[40, 0] == 32 and _mapped_rss_kib(path) < 1024
     del dv, plain

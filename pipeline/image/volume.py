@@ -17,12 +17,13 @@ gives one enhanced ``.dcm`` whose frames are the thin slices).
 Memory: the LR volume is held in memory (training samples from all of it; the engine
 keeps a float32 copy in working units), the result is not: the engine writes it slab by
 slab (``out=``) into a ``numpy.memmap`` of a private temporary file, ``.<name>.volume-<8
-hex>/sr.raw`` beside the output (in a run: inside the run's ``outputs/``), whose written
-pages are handed back to the kernel after each slab (:class:`DiskVolume`); the writer then
+hex>/sr.raw`` beside the output (in a run: inside the run's ``outputs/``), whose pages
+are handed back to the kernel as each frame is written (:class:`DiskVolume`); the writer then
 reads it frame by frame.  The temporary goes on success, on failure and on an interrupt,
 and one a killed process left is removed by the next writer of that output
 (:func:`pipeline.locking.clean_stale_partials`).  A writer may still buffer its whole
-output (the NIfTI writer does; Zarr and DICOM series do not).
+output until its commit (the NIfTI and DICOM writers do; Zarr does not).  Measured:
+BENCHMARKS.md section 12a.
 
 Limits, said plainly: one band; a legacy multi-frame DICOM (no per-frame
 functional groups) is written as NIfTI or Zarr only; a volume whose thickest axis is not the

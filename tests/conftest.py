@@ -32,6 +32,17 @@ def require_tool(*names: str) -> str:
     return str(path)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread_for_module_fixtures():
+    """Module- and session-scoped fixtures run before the function-scoped fixture below:
+    one torch thread for them too, so a fixture's run and a test's reference agree (float
+    sums differ between thread counts: a DICOM value off by 1 was seen)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     """Tests run with a fixed torch thread count so results are reproducible."""

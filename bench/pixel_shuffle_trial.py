@@ -45,16 +45,15 @@ from scene_frontier import (  # noqa: E402
     psnr,
     run_setting,
     scenes,
+    wald_crop,
 )
 
 from configs import resolve_config  # noqa: E402
-from zssr.api import fill_invalid  # noqa: E402
 from zssr.kernels import gaussian_kernel, prepare_kernel  # noqa: E402
 from zssr.model import build_model  # noqa: E402
-from zssr.normalize import Normalizer  # noqa: E402
 from zssr.resize import imresize  # noqa: E402
 from zssr.sampling import ArrayCropSource  # noqa: E402
-from zssr.train import Degradation, train  # noqa: E402
+from zssr.train import train  # noqa: E402
 
 INFER = {"fast": {}, "scene": {"ensemble_members": (0, 5), "precision": "bf16"}}
 
@@ -101,13 +100,7 @@ def main() -> None:
         for r, c in best_windows(valid, args.crop, args.crops):
             hr = refl[:, r:r + args.crop, c:c + args.crop]
             hv = valid[r:r + args.crop, c:c + args.crop]
-            deg = Degradation(SCALE, kernel)
-            lr = deg.down(torch.from_numpy(fill_invalid(hr, hv))).numpy()
-            lr_valid = erode(hv, 3)[::SCALE, ::SCALE]
-            norm = Normalizer.fit(lr, policy=cfg.norm.policy, percentiles=cfg.norm.percentiles,
-                                  mask=lr_valid)
-            work = fill_invalid(norm.forward(lr), lr_valid)
-            clip = tuple(torch.from_numpy(v) for v in norm.clip_range)
+            lr, lr_valid, norm, work, clip = wald_crop(hr, hv, cfg, kernel)
             nets, train_s, iters = {}, {}, {}
             for name in ("paper-net", "pixel-shuffle"):
                 if name == "paper-net":

@@ -163,8 +163,9 @@ def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
     return 10 * np.log10(1.0 / mse)
 
 
-def train_crop(hr: np.ndarray, valid: np.ndarray, cfg: ZSSRConfig, kernel: torch.Tensor):
-    """LR by Wald's protocol, then one trained network; returns what ``predict`` needs."""
+def wald_crop(hr: np.ndarray, valid: np.ndarray, cfg: ZSSRConfig, kernel: torch.Tensor):
+    """LR by Wald's protocol: ``(lr, lr_valid, norm, work, (lo, hi))``, what training and
+    ``predict`` need."""
     deg = Degradation(SCALE, kernel)
     lr = deg.down(torch.from_numpy(fill_invalid(hr, valid))).numpy()
     lr_valid = erode(valid, 3)[::SCALE, ::SCALE]  # the PSF's +-3 px footprint all valid
@@ -172,6 +173,12 @@ def train_crop(hr: np.ndarray, valid: np.ndarray, cfg: ZSSRConfig, kernel: torch
                           mask=lr_valid)
     work = fill_invalid(norm.forward(lr), lr_valid)
     lo, hi = (torch.from_numpy(v) for v in norm.clip_range)
+    return lr, lr_valid, norm, work, (lo, hi)
+
+
+def train_crop(hr: np.ndarray, valid: np.ndarray, cfg: ZSSRConfig, kernel: torch.Tensor):
+    """LR by Wald's protocol, then one trained network; returns what ``predict`` needs."""
+    lr, lr_valid, norm, work, (lo, hi) = wald_crop(hr, valid, cfg, kernel)
     model = build_model(lr.shape[0], cfg.net, seed=cfg.seed)
     t0 = time.perf_counter()
     hist = train(model, ArrayCropSource(work, lr_valid), scale=SCALE, cfg=cfg.train,

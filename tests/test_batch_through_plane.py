@@ -15,11 +15,10 @@ import json
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
-import torch
 import yaml
 from _dicom_fixtures import thick_series
+from test_run_through_plane import _nifti, _series
 
 from pipeline.cli.main import main
 from workflows.batch import STATE_FILE
@@ -27,18 +26,6 @@ from workflows.batch import STATE_FILE
 SET = {"train.max_iters": 2, "train.crop_size": 16, "net.depth": 2, "net.width": 4,
        "train.eval_windows": 1}
 TINY = [a for k, v in SET.items() for a in ("--set", f"{k}={v}")] + ["-q"]
-
-
-def _nifti(path, slices: int) -> None:
-    data = (np.random.default_rng(slices).random((18, 16, slices)) * 200).astype(np.uint8)
-    affine = np.diag([-0.9, 0.8, 3.0, 1.0])
-    affine[:3, 3] = [-4.0, 6.0, 20.0]
-    nib.save(nib.Nifti1Image(data, affine), path)
-
-
-def _series(folder) -> list[pydicom.Dataset]:
-    return sorted((pydicom.dcmread(p) for p in folder.iterdir()),
-                  key=lambda d: int(d.InstanceNumber))
 
 
 def _job(tmp, **keys) -> str:
@@ -57,14 +44,7 @@ def batch(tmp_path_factory):
     series = thick_series(tmp / "in", oblique=False)["path"]
     assert series == tmp / "in" / "thick_axial"
     job = _job(tmp, through_plane=True, scale_z=2.5)
-    # a module fixture runs before conftest's one-thread fixture: pin the thread count
-    # here, as the upscale references get it (float sums differ between thread counts)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(["batch", job, "-q"]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert main(["batch", job, "-q"]) == 0  # one torch thread: conftest's session fixture
     return tmp, series, job
 
 

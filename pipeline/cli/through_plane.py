@@ -3,8 +3,10 @@
 Through-plane SR is asked for by ``--through-plane`` or by a config ``through_plane:``
 section (presets ``ct-thin``, ``mr-thin``: the flag is then implied).  The flags
 ``--scale-z``/``--slice-spacing``/``--slice-profile`` win over the section's keys; the
-factor is exactly one of ``scale_z`` and ``slice_spacing``.  Options of in-plane SR that
-through-plane does not use, and a config chain, are refused in one line, never ignored.
+factor is exactly one of ``scale_z`` and ``slice_spacing``: the rule a batch job's keys
+follow too (:func:`pipeline.runs.config.through_plane_settings`, with the flags' names).
+Options of in-plane SR that through-plane does not use, and a config chain, are refused
+in one line, never ignored.
 """
 
 from __future__ import annotations
@@ -13,9 +15,16 @@ import argparse
 from typing import Any
 
 from pipeline.errors import UsageError
-from pipeline.runs.config import ResolvedConfig
+from pipeline.runs.config import OverrideNames, ResolvedConfig, through_plane_settings
 
-__all__ = ["add_through_plane_args", "through_plane_options"]
+__all__ = ["add_through_plane_args", "through_plane_options", "FLAGS"]
+
+#: the section's overrides as flags (their errors are usage errors)
+FLAGS = OverrideNames(
+    UsageError, ("--scale-z", "--slice-spacing", "--slice-profile"),
+    unasked="--scale-z, --slice-spacing and --slice-profile go with --through-plane (or a "
+    "preset such as ct-thin)",
+    one_of="--through-plane takes one of --scale-z F and --slice-spacing MM (not --scale)")
 
 
 def add_through_plane_args(p: argparse.ArgumentParser) -> None:
@@ -37,23 +46,13 @@ def through_plane_options(args: argparse.Namespace, rc: ResolvedConfig,
     """``None`` for in-plane SR; else the :class:`pipeline.image.volume.VolumeJob` fields
     ``scale_z``, ``slice_spacing``, ``profile`` and ``slab``.  ``unused``: the subcommand's
     in-plane flags and their values (a set one is refused)."""
-    section = rc.pipeline.through_plane
-    if not args.through_plane and section is None:
-        if args.scale_z is not None or args.slice_spacing is not None \
-                or args.slice_profile is not None:
-            raise UsageError("--scale-z, --slice-spacing and --slice-profile go with "
-                             "--through-plane (or a preset such as ct-thin)")
+    tp = through_plane_settings(rc.pipeline.through_plane, asked=args.through_plane,
+                                scale_z=args.scale_z, slice_spacing=args.slice_spacing,
+                                slice_profile=args.slice_profile, names=FLAGS)
+    if tp is None:
         return None
-    scale_z, spacing, profile, slab = (section.scale_z, section.slice_spacing,
-                                       section.slice_profile, section.slab) \
-        if section is not None else (None, None, None, 64)
-    if args.scale_z is not None or args.slice_spacing is not None:  # the flags win
-        scale_z, spacing = args.scale_z, args.slice_spacing
-    if args.slice_profile is not None:
-        profile = args.slice_profile
-    if (scale_z is None) == (spacing is None) or args.scale is not None:
-        raise UsageError("--through-plane takes one of --scale-z F and --slice-spacing MM "
-                         "(not --scale)")
+    if args.scale is not None:  # the in-plane factor: refused as a second factor
+        raise UsageError(FLAGS.one_of.format(both=""))
     flags = [flag for flag, value in unused.items() if value]
     if rc.pipeline.chain.pre or rc.pipeline.chain.post:
         flags.append("config 'chain'")
@@ -63,4 +62,5 @@ def through_plane_options(args: argparse.Namespace, rc: ResolvedConfig,
               if getattr(rc.pipeline, key) is not None]
     if flags:  # refused, never silently ignored
         raise UsageError(f"{' '.join(flags)}: not used by --through-plane yet; drop it")
-    return {"scale_z": scale_z, "slice_spacing": spacing, "profile": profile, "slab": slab}
+    return {"scale_z": tp.scale_z, "slice_spacing": tp.slice_spacing,
+            "profile": tp.slice_profile, "slab": tp.slab}

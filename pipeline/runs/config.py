@@ -28,8 +28,8 @@ from zssr.typed import build
 
 __all__ = ["PipelineConfig", "ResolvedConfig", "pipeline_config_from_dict",
            "resolve_run_config", "resolved_from_args", "check_kernel_groups",
-           "refuse_through_plane", "ThroughPlaneConfig",
-           "DEFAULT_TILE"]
+           "refuse_through_plane", "ThroughPlaneConfig", "OverrideNames",
+           "through_plane_settings", "DEFAULT_TILE"]
 
 DEFAULT_TILE = 256  # LR tile side when neither the config nor --tile gives one
 
@@ -59,6 +59,61 @@ class ThroughPlaneConfig:
         if not 1 <= self.slab <= 4096:
             raise ConfigError(f"config key 'through_plane.slab': invalid value {self.slab}; "
                               "expected an integer in [1, 4096]")
+
+
+@dataclass(frozen=True)
+class OverrideNames:
+    """How the errors of :func:`through_plane_settings` name what overrides a
+    ``through_plane`` section, and the class they raise: command-line flags
+    (:data:`pipeline.cli.through_plane.FLAGS`) or a batch job's keys
+    (:data:`pipeline.runs.volumes.JOB_KEYS`)."""
+
+    error: type[Exception]
+    #: how the source spells scale_z, slice_spacing and slice_profile
+    names: tuple[str, str, str]
+    #: an override given while through-plane is off; ``{given}``: the first one given
+    unasked: str
+    #: not exactly one of scale_z and slice_spacing; ``{both}``: ``", not both"`` when both
+    one_of: str
+
+
+def through_plane_settings(section: ThroughPlaneConfig | None, *, asked: bool,
+                           scale_z: float | None, slice_spacing: float | None,
+                           slice_profile: float | None,
+                           names: OverrideNames) -> ThroughPlaneConfig | None:
+    """The through-plane settings of ``zssr upscale``/``zssr run`` and of a batch job,
+    by one rule: through-plane is ``asked`` (``--through-plane``, ``through_plane: true``)
+    or implied by a config ``through_plane`` section (presets ``ct-thin``, ``mr-thin``);
+    the overrides ``scale_z``/``slice_spacing``/``slice_profile`` win over the section's
+    keys (the factor as a pair: one given replaces both); exactly one of ``scale_z`` and
+    ``slice_spacing`` is left.  ``None``: in-plane SR (then no override may be given).
+    Errors are ``names.error``, naming the overrides as their source spells them.
+
+    >>> keys = OverrideNames(ConfigError, ("'scale_z'", "'slice_spacing'", "'slice_profile'"),
+    ...                      "{given} goes with through-plane", "one of them{both}")
+    >>> through_plane_settings(ThroughPlaneConfig(scale_z=2), asked=False, scale_z=None,
+    ...                        slice_spacing=1.5, slice_profile=None, names=keys).slice_spacing
+    1.5
+    >>> through_plane_settings(None, asked=False, scale_z=None, slice_spacing=None,
+    ...                        slice_profile=1.0, names=keys)
+    Traceback (most recent call last):
+    zssr.errors.ConfigError: 'slice_profile' goes with through-plane
+    """
+    if not asked and section is None:
+        values = (scale_z, slice_spacing, slice_profile)
+        given = [name for name, value in zip(names.names, values, strict=True)
+                 if value is not None]
+        if given:
+            raise names.error(names.unasked.format(given=given[0]))
+        return None
+    tp = section or ThroughPlaneConfig()
+    if scale_z is not None or slice_spacing is not None:  # the overrides win
+        tp = replace(tp, scale_z=scale_z, slice_spacing=slice_spacing)
+    if slice_profile is not None:
+        tp = replace(tp, slice_profile=slice_profile)
+    if (tp.scale_z is None) == (tp.slice_spacing is None):
+        raise names.error(names.one_of.format(both="" if tp.scale_z is None else ", not both"))
+    return tp
 
 
 @dataclass(frozen=True)
@@ -130,11 +185,18 @@ def check_kernel_groups(groups: tuple[tuple[int, ...], ...]) -> None:
 
 
 def refuse_through_plane(pc: PipelineConfig, command: str) -> None:
-    """A ``through_plane`` section where it is not wired: refused, never ignored."""
+    """A ``through_plane`` section with run settings that are in-plane: refused, never
+    ignored.  ``zssr run`` and ``zssr batch`` turn a section into through-plane settings
+    (:func:`through_plane_settings`), so this is reached from Python: ``run_batch`` given a
+    config with the section (a preset such as ``ct-thin``) and
+    ``RunSettings(through_plane=None)``; ``command`` names the caller."""
     if pc.through_plane is not None:
-        raise ConfigError(f"config key 'through_plane': {command} does not run through-plane "
-                          "SR yet; use zssr upscale or zssr run (drop the section or the "
-                          "preset)")
+        raise ConfigError(f"config key 'through_plane': {command} got in-plane run settings "
+                          "(RunSettings.through_plane is None); to run through-plane, set "
+                          "RunSettings(through_plane=ThroughPlaneConfig(scale_z=F)) as zssr "
+                          "run --through-plane --scale-z F and a batch job's 'scale_z: F' "
+                          "(or 'slice_spacing: MM') do; for in-plane SR drop the section or "
+                          "the preset")
 
 
 PIPELINE_KEYS = ("chain", "tile", "bands", "kernel_sigma", "kernel", "kernel_groups",

@@ -27,7 +27,7 @@ from io_adapters.detect import open_reader, open_writer
 from pipeline.errors import UsageError
 from pipeline.image.job import dicom_writer_options
 from pipeline.image.volume import VolumeJob, plan_volume, upscale_through_plane
-from pipeline.runs.config import ThroughPlaneConfig
+from pipeline.runs.config import OverrideNames, ThroughPlaneConfig, through_plane_settings
 from pipeline.runs.graph import Node
 from pipeline.runs.inputs import InputItem
 from pipeline.runs.rundir import RunDir, RunPaths, image_key, input_identity
@@ -36,7 +36,7 @@ from pipeline.runs.state import ImageState, resume_output
 from zssr.errors import ConfigError
 
 __all__ = ["VolumeSpec", "VolumeState", "volume_task", "plan_volume_state", "volume_output",
-           "volume_stem", "volume_tag", "volume_suffix", "job_through_plane"]
+           "volume_stem", "volume_tag", "volume_suffix", "job_through_plane", "JOB_KEYS"]
 
 
 @dataclass(frozen=True)
@@ -113,31 +113,26 @@ def volume_suffix(meta: Metadata, out_format: str | None) -> str:
     return ".zarr"
 
 
+#: a batch job's keys overriding its config's ``through_plane`` section
+JOB_KEYS = OverrideNames(
+    ConfigError, ("'scale_z'", "'slice_spacing'", "'slice_profile'"),
+    unasked="{given} goes with 'through_plane: true' (or a preset such as ct-thin)",
+    one_of="a through-plane job takes one of 'scale_z' and 'slice_spacing'{both}")
+
+
 def job_through_plane(section: ThroughPlaneConfig | None, *, asked: bool,
                       scale_z: float | None, slice_spacing: float | None,
                       slice_profile: float | None) -> ThroughPlaneConfig | None:
-    """A ``zssr batch`` job's through-plane settings, by ``zssr run --through-plane``'s
-    rule (:func:`pipeline.cli.through_plane.through_plane_options`): asked by
-    ``through_plane: true`` or implied by a config ``through_plane`` section (presets
-    ``ct-thin``, ``mr-thin``); the job's ``scale_z``/``slice_spacing``/``slice_profile``
-    win over the section's; exactly one of ``scale_z`` and ``slice_spacing``.  ``None``:
-    in-plane SR.  Errors are :class:`~zssr.errors.ConfigError` naming the job key."""
-    if not asked and section is None:
-        given = [k for k, v in (("scale_z", scale_z), ("slice_spacing", slice_spacing),
-                                ("slice_profile", slice_profile)) if v is not None]
-        if given:
-            raise ConfigError(f"{given[0]!r} goes with 'through_plane: true' (or a preset "
-                              "such as ct-thin)")
-        return None
-    tp = section or ThroughPlaneConfig()
-    if scale_z is not None or slice_spacing is not None:  # the job's keys win
-        tp = replace(tp, scale_z=scale_z, slice_spacing=slice_spacing)
-    if slice_profile is not None:
-        tp = replace(tp, slice_profile=slice_profile)
-    if (tp.scale_z is None) == (tp.slice_spacing is None):
-        raise ConfigError("a through-plane job takes one of 'scale_z' and 'slice_spacing'"
-                          + ("" if tp.scale_z is None else ", not both"))
-    tp.validate()  # as the config section's: "config key 'through_plane.scale_z': ..."
+    """A ``zssr batch`` job's through-plane settings: ``zssr run --through-plane``'s rule
+    (:func:`pipeline.runs.config.through_plane_settings`) with ``through_plane: true`` as
+    the flag and the job's keys as the overrides, then the values checked as the config
+    section's are (``config key 'through_plane.scale_z': ...``).  ``None``: in-plane SR.
+    Errors are :class:`~zssr.errors.ConfigError` naming the job key."""
+    tp = through_plane_settings(section, asked=asked, scale_z=scale_z,
+                                slice_spacing=slice_spacing, slice_profile=slice_profile,
+                                names=JOB_KEYS)
+    if tp is not None:
+        tp.validate()
     return tp
 
 

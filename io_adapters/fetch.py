@@ -152,8 +152,9 @@ def remote_kind(path: str | Path) -> str:
     return "gdal"
 
 
-def zarr_store(path: str | Path) -> Any:
-    """A read-only ``FsspecStore`` on the store at ``path`` (a URL or GDAL name)."""
+def zarr_store(path: str | Path, *, writable: bool = False) -> Any:
+    """A read-only ``FsspecStore`` on the store at ``path`` (a URL or GDAL name);
+    ``writable``: one that writes too (a run folder's working store)."""
     from zarr.storage import FsspecStore
 
     url = fsspec_url(path)
@@ -165,7 +166,7 @@ def zarr_store(path: str | Path) -> Any:
                for m in ZARR_MARKERS):
         _call(url, lambda: fs.info(where))  # a missing bucket or denied access says so
         raise InputNotFoundError(f"{url}: no such Zarr store (no zarr.json under it)")
-    return _call(url, lambda: FsspecStore.from_url(url.rstrip("/"), read_only=True,
+    return _call(url, lambda: FsspecStore.from_url(url.rstrip("/"), read_only=not writable,
                                                    storage_options=_options(url)))
 
 

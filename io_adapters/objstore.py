@@ -48,8 +48,9 @@ from .vsi import scrub
 
 __all__ = ["is_remote", "parse_s3_url", "check_remote_output", "upload_atomic",
            "staged_output", "abort_pending", "read_text", "list_keys", "object_identity",
-           "check_bucket", "object_exists",
-           "MARKER", "PART_SIZE"]
+           "check_bucket", "object_exists", "PreconditionFailed", "join_url", "put_bytes",
+           "get_bytes", "download", "list_under", "delete_objects", "delete_under",
+           "delete_object", "new_client", "get_with_age", "MARKER", "PART_SIZE"]
 
 log = logging.getLogger(__name__)
 
@@ -310,3 +311,160 @@ def staged_output(url: str, *, overwrite: bool) -> Iterator[Path]:
                 upload_atomic(side, url + side.name[len(local.name):])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- a run folder
+# The small-object primitives a run folder on object storage is made of (pipeline.runs.
+# remote): whole objects put and got, prefixes listed and deleted, and the conditional
+# writes its lease relies on.  Errors are one-line WriteErrors naming the URL (exit 7).
+
+
+class PreconditionFailed(WriteError):
+    """A conditional write lost: the object exists (``if_none_match``) or changed
+    (``if_match``)."""
+
+
+def _status(exc: ClientError) -> int | None:
+    return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
+def join_url(base: str, *parts: str) -> str:
+    """``s3://b/p`` + ``a/b`` -> ``s3://b/p/a/b``."""
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts if p)])
+
+
+def put_bytes(url: str, data: bytes, *, if_none_match: bool = False,
+              if_match: str | None = None, client: Any = None) -> str:
+    """Put ``data`` at ``url`` (one PUT: the object appears whole or not at all); returns
+    the new ETag.  ``if_none_match``: only if no object is there; ``if_match``: only if the
+    object still has that ETag (else :class:`PreconditionFailed`)."""
+    bucket, key = parse_s3_url(url)
+    options: dict[str, Any] = {"Metadata": MARKER}
+    if if_none_match:
+        options["IfNoneMatch"] = "*"
+    if if_match is not None:
+        options["IfMatch"] = if_match
+    try:
+        return (client or _client()).put_object(Bucket=bucket, Key=key, Body=data,
+                                                **options)["ETag"]
+    except ClientError as exc:
+        if _status(exc) in (412, 409):  # 409: a concurrent conditional write won
+            raise PreconditionFailed(f"{url}: changed by another writer") from None
+        raise _error(url, exc, "writing") from None
+    except BotoCoreError as exc:
+        raise _error(url, exc, "writing") from None
+
+
+def new_client() -> Any:
+    """A boto3 S3 client (endpoint, credentials and retries as every call here)."""
+    return _client()
+
+
+def get_with_age(url: str, *, client: Any = None) -> tuple[bytes, str, float] | None:
+    """``(content, ETag, age)`` of the object ``url``, its age in the server's seconds
+    (``Date`` of the answer minus ``Last-Modified``: no two clocks compared; 0 when the
+    server sends no date); None when there is none."""
+    from email.utils import parsedate_to_datetime
+
+    bucket, key = parse_s3_url(url)
+    try:
+        got = (client or _client()).get_object(Bucket=bucket, Key=key)
+        body = got["Body"].read()
+    except ClientError as exc:
+        if _status(exc) == 404:
+            return None
+        raise _error(url, exc, "reading") from None
+    except BotoCoreError as exc:
+        raise _error(url, exc, "reading") from None
+    date = got.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        age = (parsedate_to_datetime(date) - got["LastModified"]).total_seconds()
+    except (TypeError, ValueError, KeyError):
+        age = 0.0
+    return body, got["ETag"], age
+
+
+def get_bytes(url: str, *, client: Any = None) -> tuple[bytes, str] | None:
+    """``(content, ETag)`` of the object ``url``; None when there is none."""
+    bucket, key = parse_s3_url(url)
+    try:
+        got = (client or _client()).get_object(Bucket=bucket, Key=key)
+        return got["Body"].read(), got["ETag"]
+    except ClientError as exc:
+        if _status(exc) == 404:
+            return None
+        raise _error(url, exc, "reading") from None
+    except BotoCoreError as exc:
+        raise _error(url, exc, "reading") from None
+
+
+def download(url: str, local: Path, *, client: Any = None) -> bool:
+    """Copy the object ``url`` to the new file ``local`` (streamed); False when there is
+    no such object."""
+    bucket, key = parse_s3_url(url)
+    try:
+        body = (client or _client()).get_object(Bucket=bucket, Key=key)["Body"]
+        with open(local, "xb") as fh:
+            shutil.copyfileobj(body, fh, 1 << 20)
+    except ClientError as exc:
+        if _status(exc) == 404:
+            return False
+        raise _error(url, exc, "reading") from None
+    except BotoCoreError as exc:
+        raise _error(url, exc, "reading") from None
+    return True
+
+
+def list_under(url: str, *, client: Any = None) -> list[str]:
+    """The keys under the prefix ``url`` (a folder: ``url`` + ``/``), relative to it,
+    sorted."""
+    base = url.rstrip("/") + "/"
+    bucket, _, prefix = base[len("s3://"):].partition("/")
+    try:
+        pages = (client or _client()).get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix)
+        return sorted(o["Key"][len(prefix):] for page in pages for o in page.get("Contents", []))
+    except ClientError as exc:
+        raise _error(url, exc, "listing") from None
+    except BotoCoreError as exc:
+        raise _error(url, exc, "listing") from None
+
+
+def delete_objects(url: str, names: list[str], *, client: Any = None) -> None:
+    """Delete ``url``/``name`` for each of ``names`` (1 000 per request)."""
+    if not names:
+        return
+    base = url.rstrip("/") + "/"
+    bucket, _, prefix = base[len("s3://"):].partition("/")
+    client = client or _client()
+    try:
+        for i in range(0, len(names), 1000):
+            client.delete_objects(Bucket=bucket, Delete={
+                "Objects": [{"Key": prefix + n} for n in names[i:i + 1000]], "Quiet": True})
+    except ClientError as exc:
+        raise _error(url, exc, "deleting") from None
+    except BotoCoreError as exc:
+        raise _error(url, exc, "deleting") from None
+
+
+def delete_under(url: str, *, client: Any = None) -> int:
+    """Delete every object under the prefix ``url``; returns how many."""
+    client = client or _client()
+    names = list_under(url, client=client)
+    delete_objects(url, names, client=client)
+    return len(names)
+
+
+def delete_object(url: str, *, if_match: str | None = None, client: Any = None) -> None:
+    """Delete the object ``url`` (``if_match``: only while it has that ETag)."""
+    bucket, key = parse_s3_url(url)
+    try:
+        (client or _client()).delete_object(Bucket=bucket, Key=key,
+                                            **({} if if_match is None else {"IfMatch": if_match}))
+    except ClientError as exc:
+        if _status(exc) in (412, 409):
+            raise PreconditionFailed(f"{url}: changed by another writer") from None
+        if _status(exc) != 404:
+            raise _error(url, exc, "deleting") from None
+    except BotoCoreError as exc:
+        raise _error(url, exc, "deleting") from None

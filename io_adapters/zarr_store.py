@@ -64,9 +64,10 @@ from ._ome import MIN_SIDE, finish_ome, ome_dims, rescale_attrs
 from .base import AtomicWriterMixin, Metadata, check_output_path
 from .errors import WriteError
 from .provenance import Provenance, cf_grid_mapping, cf_value_attrs, cf_xy_attrs, zarr_attrs
+from .vsi import is_vsi
 from .zarr_reader import _LAYOUTS, DATA, OURS, ZarrReader, axis_roles, json_number
 
-__all__ = ["ZarrWriter", "ZarrReader", "write_region", "scale_zarr_metadata"]
+__all__ = ["ZarrWriter", "ZarrReader", "write_region", "create_store", "scale_zarr_metadata"]
 
 log = logging.getLogger(__name__)
 
@@ -343,9 +344,41 @@ def write_region(store_path: str | Path, array: np.ndarray, window: Window, *,
     metadata are opened by path, so nothing but the path crosses processes.
     """
     reader = ZarrReader(store_path)
-    array_handle = zarr.open_array(Path(store_path), path=DATA, mode="r+")
+    target: Any = Path(store_path)
+    if is_vsi(store_path):  # a store on object storage: chunks written in place
+        from .fetch import zarr_store
+
+        target = zarr_store(store_path, writable=True)
+    array_handle = zarr.open_array(target, path=DATA, mode="r+")
     _write(array_handle, reader.meta, array, window, frame=frame, mask=mask,
            path=Path(store_path))
+
+
+def create_store(path: str | Path, meta: Metadata, *, chunks: tuple[int, int],
+                 overwrite: bool = False) -> None:
+    """An empty store for ``meta`` at ``path`` that :func:`write_region` fills: made by
+    :class:`ZarrWriter`; at a ``/vsis3/`` name (a run folder on object storage) made in a
+    local temporary folder and uploaded, the metadata (``zarr.json``) last, so a store
+    whose metadata is there is whole."""
+    if not is_vsi(path):
+        ZarrWriter(path, meta, chunks=chunks, overwrite=overwrite).commit()
+        return
+    import shutil
+    import tempfile
+
+    from .objstore import join_url, put_bytes
+    from .vsi import display_url
+
+    folder = Path(tempfile.mkdtemp(prefix=".zssr-store-"))
+    try:
+        local = ZarrWriter(folder / "s.zarr", meta, chunks=chunks).commit()
+        files = sorted((p for p in local.rglob("*") if p.is_file()),
+                       key=lambda p: (p.name == "zarr.json", -len(p.parts), str(p)))
+        for p in files:  # chunks, then metadata, deepest first, the root's last
+            put_bytes(join_url(display_url(path), p.relative_to(local).as_posix()),
+                      p.read_bytes())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _write(target: Any, meta: Metadata, array: np.ndarray, window: Window, *, frame: int,

@@ -32,6 +32,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from io_adapters.vsi import display_url
 from pipeline.catalog.stac_input import parse_assets
 from pipeline.cli.cmd_upscale import parse_device, parse_halo, pipeline_options, scale_option
 from pipeline.cli.options import add_config_args, add_image_args, add_transfer_syntax_arg
@@ -41,6 +42,7 @@ from pipeline.runs.config import ThroughPlaneConfig, resolved_from_args
 from pipeline.runs.graph import resolve_scheduler
 from pipeline.runs.progress import TqdmRunProgress
 from pipeline.runs.run import FORMAT_SUFFIXES, RunSummary, run_batch
+from pipeline.runs.rundir import run_root
 from pipeline.runs.settings import RunSettings
 from pipeline.runs.upload import check_prefix
 
@@ -52,7 +54,9 @@ def add_parser(sub, parents) -> None:
                        description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="run directory")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="run directory: a local folder, or s3://bucket/prefix (the whole run "
+                        "folder on object storage: workers need no shared disk)")
     add_image_args(p, device_help="cpu or cuda (train and infer tasks then ask Dask for GPU=1)",
                    scale_required=False)
     add_through_plane_args(p)
@@ -124,7 +128,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         "--format": args.format not in (None, "zarr")})
     if volume is not None:  # each input a volume, one task each (pipeline.runs.volumes)
         return RunSettings(
-            out_dir=args.out, scale=1.0, config=rc.engine, config_data=rc.data,
+            out_dir=run_root(args.out), scale=1.0, config=rc.engine, config_data=rc.data,
             device=args.device, scheduler=args.scheduler,
             workers=_positive(args.workers, "--workers"),
             torch_threads=_positive(args.torch_threads, "--torch-threads"),
@@ -137,7 +141,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         raise UsageError("--scale is required for in-plane SR (--through-plane takes "
                          "--scale-z or --slice-spacing)")
     return RunSettings(
-        out_dir=args.out, scale=scale_option(args.scale), config=rc.engine, config_data=rc.data,
+        out_dir=run_root(args.out), scale=scale_option(args.scale), config=rc.engine, config_data=rc.data,
         halo=parse_halo(args.halo), device=args.device, scheduler=args.scheduler,
         workers=_positive(args.workers, "--workers"),
         torch_threads=_positive(args.torch_threads, "--torch-threads"), resume=args.resume,
@@ -152,7 +156,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
 
 def print_summary(summary: RunSummary) -> None:
     c = summary.counts
-    print(f"{summary.run_dir}: {c['finalized'] + c['images_skipped']}/{c['images']} images "
+    print(f"{display_url(summary.run_dir)}: {c['finalized'] + c['images_skipped']}/{c['images']} images "
           f"done ({c['images_skipped']} by an earlier run), {c['failed']} failed; tiles "
           f"{c['tiles_inferred']} inferred, {c['tiles_skipped']} skipped; {summary.seconds:.1f}s "
           f"({summary.scheduler})")

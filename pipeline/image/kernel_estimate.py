@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -190,25 +191,28 @@ def estimate_file_kernel(reader: Reader, *, scale: Any, config, where: str,
     return _choice(est, fallback, where)
 
 
-def save_choice(path: Path, choice: KernelChoice) -> None:
+def save_choice(path: Path, choice: KernelChoice, *,
+                write: Callable[[Path, bytes], None] = write_bytes_atomic) -> None:
     """Keep ``choice`` at ``path`` (``.npz``, atomic): the kernel and its summary; a
     kernel (not bicubic) also as ``path`` with ``.npy``, the kernel alone, which
-    ``--kernel FILE.npy`` takes (another image of the same sensor, a rerun)."""
+    ``--kernel FILE.npy`` takes (another image of the same sensor, a rerun).  ``write``
+    puts a file's bytes in place (a run folder on object storage passes its own)."""
     if choice.kernel is not None:
         buf = io.BytesIO()
         np.save(buf, np.asarray(choice.kernel, np.float64))
-        write_bytes_atomic(path.with_suffix(".npy"), buf.getvalue())
+        write(path.with_suffix(".npy"), buf.getvalue())
     buf = io.BytesIO()
     np.savez(buf, kernel=np.zeros((0, 0)) if choice.kernel is None else choice.kernel,
              summary=np.array(json.dumps(choice.summary())))
-    write_bytes_atomic(path, buf.getvalue())
+    write(path, buf.getvalue())
 
 
-def load_choice(path: Path) -> KernelChoice:
-    """The choice :func:`save_choice` kept (``ValueError`` when the file is damaged)."""
+def load_choice(path: Path, *, data: bytes | None = None) -> KernelChoice:
+    """The choice :func:`save_choice` kept (``ValueError`` when the file is damaged);
+    ``data``: the file's content, read elsewhere (``path`` then only names it)."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            kernel, summary = data["kernel"], json.loads(str(data["summary"]))
+        with np.load(path if data is None else io.BytesIO(data), allow_pickle=False) as npz:
+            kernel, summary = npz["kernel"], json.loads(str(npz["summary"]))
     except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not a saved kernel choice ({exc})") from None
     used, reason = summary.pop("used"), summary.pop("reason")

@@ -29,7 +29,8 @@ from geometry import Region, as_scale, output_size
 from io_adapters.base import Metadata, Reader
 from io_adapters.detect import open_reader, scale_metadata
 from io_adapters.errors import WriteError
-from io_adapters.output_safety import make_dirs, write_bytes_atomic
+from io_adapters.objstore import staged_output
+from io_adapters.vsi import display_url, is_vsi
 from io_adapters.zarr_reader import ZarrReader
 from pipeline.image.job import clip_to_output, open_input, open_output, writer_options
 from pipeline.image.kernel_estimate import (
@@ -62,11 +63,13 @@ def needs_mask(meta: Metadata) -> bool:
 
 
 def copy_store(spec: ImageSpec, store: ZarrReader, out_meta: Metadata, *,
-               chain: BoundChain | None = None) -> Path:
+               chain: BoundChain | None = None, claim_as: Path | None = None) -> Path:
     """Copy the last step's store into the final writer and commit it.
 
     ``out_meta`` is the SR result's metadata (the store's units); with a
-    ``chain`` the writer turns the values back into the input's units.
+    ``chain`` the writer turns the values back into the input's units.  ``claim_as``:
+    the output's name in the run folder's claims when the writer writes elsewhere (a
+    local copy that is uploaded).
     """
     job, plan = spec.job, spec.plans[spec.last]
     output = Path(job.output)
@@ -80,9 +83,9 @@ def copy_store(spec: ImageSpec, store: ZarrReader, out_meta: Metadata, *,
     if output.exists():
         options["overwrite"] = True
     mask_path = spec.paths.mask_store(spec.key, spec.last)
-    masks = ZarrReader(mask_path) if mask_path.exists() else None
+    masks = ZarrReader(mask_path) if spec.paths.store_exists(mask_path) else None
     with_mask = masks is not None or needs_mask(out_meta)
-    spec.paths.claim_output(spec.key, output)  # this key owns what is committed next
+    spec.paths.claim_output(spec.key, claim_as or output)  # this key owns what commits next
     with open_output(job, out_meta, chain=chain, **options) as writer:
         for frame in range(spec.frames):
             for tile in plan.grid:
@@ -123,11 +126,17 @@ def finalize_image(spec: ImageSpec, outcomes: list[TrainOutcome]) -> dict[str, A
         store = ZarrReader(spec.paths.store(spec.key, spec.last))
         _check_complete(spec)
         chain = reader.chain if isinstance(reader, ChainReader) else None
-        output = copy_store(spec, store, out_meta, chain=chain)
-        write_item(spec, chosen=kernel)  # --stac-item: the output's STAC Item beside it
-        upload_output(spec)  # --output-prefix: the output (and its Item) to object storage
+        if is_vsi(spec.job.output):  # a run folder on object storage: built here, uploaded
+            output = spec.job.output
+            with staged_output(display_url(output), overwrite=spec.replace_output) as local:
+                copy_store(replace(spec, job=replace(spec.job, output=local)), store, out_meta,
+                           chain=chain, claim_as=output)
+        else:
+            output = copy_store(spec, store, out_meta, chain=chain)
+            write_item(spec, chosen=kernel)  # --stac-item: the output's STAC Item beside it
+            upload_output(spec)  # --output-prefix: the output (and its Item) to object storage
         write_seconds = time.perf_counter() - t0
-        entry: dict[str, Any] = {"output": str(output), "write_seconds": write_seconds,
+        entry: dict[str, Any] = {"output": display_url(output), "write_seconds": write_seconds,
                                  "shape_in": [meta.frames, meta.bands, meta.rows, meta.cols],
                                  "shape_out": [out_meta.frames, out_meta.bands, out_meta.rows,
                                                out_meta.cols],
@@ -205,13 +214,13 @@ def _to_uint8(arrays: list[np.ndarray], ref: np.ndarray) -> list[np.ndarray]:
             .astype(np.uint8) for a in arrays]
 
 
-def _save_png(array: np.ndarray, path: Path) -> None:
-    """A report crop at ``DIR/report_assets/<name>`` by the output rule (no link followed)."""
+def _save_png(spec: ImageSpec, array: np.ndarray, path: Path) -> None:
+    """A report crop at ``DIR/report_assets/<name>`` by the output rule (no link followed;
+    an object in a run folder on object storage)."""
     img = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(img)).save(buffer, format="PNG")
-    make_dirs(path.parent, root=path.parent.parent)
-    write_bytes_atomic(path, buffer.getvalue())
+    spec.paths.write_file(path, buffer.getvalue())
 
 
 def _data_range(meta: Metadata, sample: np.ndarray) -> float:
@@ -240,8 +249,8 @@ def _report_material(spec: ImageSpec, reader: Reader, store: ZarrReader,
     sr_px = store.read(hr.to_window(), frame=frame)[bands]
     lr_img, sr_img = _to_uint8([_nearest(lr_px, hr.shape), sr_px], lr_px)
     assets = spec.paths.assets
-    _save_png(lr_img, assets / f"{spec.key}_lr.png")
-    _save_png(sr_img, assets / f"{spec.key}_sr.png")
+    _save_png(spec, lr_img, assets / f"{spec.key}_lr.png")
+    _save_png(spec, sr_img, assets / f"{spec.key}_sr.png")
     out["assets"] = {"lr": f"report_assets/{spec.key}_lr.png",
                      "sr": f"report_assets/{spec.key}_sr.png"}
     out["crop"] = {"lr": [crop.row, crop.col, crop.height, crop.width],
@@ -273,13 +282,13 @@ def _kernel_material(spec: ImageSpec, meta: Metadata,
     assets = spec.paths.assets
     if isinstance(kernel, KernelChoice):
         if kernel.kernel is not None:
-            _save_png(kernel_picture(kernel.kernel)[None], assets / f"{spec.key}_kernel.png")
+            _save_png(spec, kernel_picture(kernel.kernel)[None], assets / f"{spec.key}_kernel.png")
             out["assets"]["kernel"] = f"report_assets/{spec.key}_kernel.png"
         return [(sr_bands(meta), kernel.kernel)]
     for i, (part, c) in enumerate(zip(out["kernel"]["groups"], kernel.choices, strict=True)):
         part["description"] = describe_choice(c)
         if c.kernel is not None:  # a picture per group, named in the entry's group
-            _save_png(kernel_picture(c.kernel)[None], assets / f"{spec.key}_kernel_g{i}.png")
+            _save_png(spec, kernel_picture(c.kernel)[None], assets / f"{spec.key}_kernel_g{i}.png")
             part["asset"] = f"report_assets/{spec.key}_kernel_g{i}.png"
     return [(list(g), c.kernel) for g, c in zip(spec.groups, kernel.choices, strict=True)]
 

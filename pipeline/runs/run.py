@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,8 +27,10 @@ import torch
 from configs import split_sections
 from io_adapters.base import Metadata
 from io_adapters.detect import scale_metadata
+from io_adapters.objstore import check_remote_output
 from io_adapters.output_safety import check_output
-from io_adapters.zarr_store import ZarrWriter
+from io_adapters.vsi import display_url, is_vsi
+from io_adapters.zarr_store import create_store
 from pipeline.catalog.provenance import with_provenance
 from pipeline.errors import EXIT, UsageError
 from pipeline.image.job import (
@@ -135,9 +138,25 @@ def _plan(item: InputItem, name: str, settings: RunSettings, rd: RunDir, gt: Pat
         if settings.output_prefix:  # the object checked before any work (runs.upload)
             state.spec = with_upload(state.spec, settings.output_prefix, skipped=state.skipped)
         if not state.skipped:
-            preflight_output(replace(state.spec.job, overwrite=state.spec.replace_output), meta,
-                             settings.scale, chain=chain)
+            preflight(state.spec, meta, settings.scale, chain=chain)
     return state
+
+
+def preflight(spec: ImageSpec, meta: Metadata, scale: float, *, chain: Any = None) -> None:
+    """Before any work: the output can be written.  On object storage the object is
+    checked (replaced only when this run folder owns it, or with --overwrite, and only
+    when zssr wrote it) and the writer tried in a local temporary folder."""
+    job = replace(spec.job, overwrite=spec.replace_output)
+    if not is_vsi(job.output):
+        preflight_output(job, meta, scale, chain=chain)
+        return
+    check_remote_output(display_url(job.output), overwrite=spec.replace_output)
+    folder = Path(tempfile.mkdtemp(prefix=".zssr-preflight-"))
+    try:
+        preflight_output(replace(job, output=folder / Path(job.output).name), meta, scale,
+                         chain=chain)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _mask_meta(meta: Metadata) -> Metadata:
@@ -155,14 +174,14 @@ def _ensure_stores(state: ImageState, rd: RunDir) -> None:
         path = rd.store(spec.key, step)
         if rd.store_ready(path):  # a store that is or holds a link is refused
             continue
-        shutil.rmtree(rd.tiles(spec.key, step), ignore_errors=True)  # stale markers
+        rd.clear_tiles(spec.key, step)  # stale markers
         rd.make_dir(path.parent)
         meta, chunks = state.store_metas[step], plan.grid.hr_chunk_shape
         if step == spec.last and meta.has_mask and meta.nodata is None \
                 and meta.alpha_band is None:
-            ZarrWriter(rd.mask_store(spec.key, step), _mask_meta(meta), chunks=chunks,
-                       overwrite=True).commit()
-        ZarrWriter(path, meta, chunks=chunks, overwrite=True).commit()
+            create_store(rd.mask_store(spec.key, step), _mask_meta(meta), chunks=chunks,
+                         overwrite=True)
+        create_store(path, meta, chunks=chunks, overwrite=True)  # the metadata last
 
 
 def _resume(state: ImageState, rd: RunDir, settings: RunSettings,
@@ -174,7 +193,7 @@ def _resume(state: ImageState, rd: RunDir, settings: RunSettings,
         return
     spec = state.spec
     _ensure_stores(state, rd)
-    state.trained_before = [rd.weights(spec.key, s).exists() for s in range(len(spec.plans))]
+    state.trained_before = [rd.exists(rd.weights(spec.key, s)) for s in range(len(spec.plans))]
     state.done_before = [rd.done_tiles(spec.key, s) for s in range(len(spec.plans))]
 
 
@@ -188,12 +207,15 @@ def run_batch(inputs: list[str | Path | InputItem], settings: RunSettings, *, ob
               quiet: bool = False) -> RunSummary:
     """Super-resolve every input into ``settings.out_dir`` (see the module doc)."""
     from pipeline.runs.progress import RunObserver
-    from pipeline.runs.report import write_report
 
     t0 = time.perf_counter()
     observer = observer or RunObserver()
-    items = expand_inputs(inputs, exclude=(settings.out_dir,), assets=settings.assets,
-                          stac_dir=settings.out_dir / STAC_DIR)  # Items: VRTs kept there
+    remote = is_vsi(settings.out_dir)
+    if remote:
+        _check_remote_settings(settings)
+    items = expand_inputs(inputs, exclude=() if remote else (settings.out_dir,),
+                          assets=settings.assets,  # Items: VRTs kept in the run folder
+                          stac_dir=None if remote else settings.out_dir / STAC_DIR)
     if not items:
         raise UsageError("no inputs given; pass image files, folders or glob patterns")
     if settings.through_plane is None:  # a config error fails the run at once
@@ -207,11 +229,11 @@ def run_batch(inputs: list[str | Path | InputItem], settings: RunSettings, *, ob
     address = resolve_scheduler(settings.scheduler)
     if settings.output_prefix:
         check_prefix_bucket(settings.output_prefix)
-    # the run directory (the user's, maybe through a link) never holds or lies in an input
-    check_output(Path(settings.out_dir).resolve(), inputs=[it.origin for it in items],
-                 overwrite=None)
+    if not remote:  # the run directory (maybe through a link) never holds or lies in an input
+        check_output(Path(settings.out_dir).resolve(), inputs=[it.origin for it in items],
+                     overwrite=None)
     with RunDir(settings.out_dir) as rd:
-        handler = JsonLinesHandler(rd.root / "log.jsonl")
+        handler = JsonLinesHandler(rd.log_path)
         logging.getLogger("pipeline").addHandler(handler)
         try:
             rd.save_config({"config": config_to_dict(settings.config),
@@ -230,7 +252,7 @@ def run_batch(inputs: list[str | Path | InputItem], settings: RunSettings, *, ob
             entries = [s.final_entry(rd) for s in states]
             counts = _counts(states)
             summary = RunSummary(rd.root, entries, counts, time.perf_counter() - t0, address)
-            summary.report = write_report(rd.root, entries, {
+            summary.report = _report(rd, entries, {
                 "counts": counts, "seconds": summary.seconds, "scheduler": address,
                 "run": _run_fields(settings)})
             rd.event("run finished", **counts, seconds=summary.seconds)
@@ -239,6 +261,45 @@ def run_batch(inputs: list[str | Path | InputItem], settings: RunSettings, *, ob
             logging.getLogger("pipeline").removeHandler(handler)
             handler.close()
     return summary
+
+
+def _check_remote_settings(settings: RunSettings) -> None:
+    """What a run folder on object storage does not do yet, refused before any work."""
+    out = display_url(settings.out_dir)
+    for given, what in ((settings.through_plane is not None, "through-plane SR"),
+                        (settings.output_prefix, "--output-prefix (outputs are under "
+                         f"{out}/outputs/ already)"),
+                        (settings.stac_items, "--stac-item")):
+        if given:
+            raise UsageError(f"--out {out}: {what} is not supported with a run folder on "
+                             "object storage yet; use a local --out")
+
+
+def _report(rd: RunDir, entries: list[dict[str, Any]], summary: dict[str, Any]) -> Path:
+    """``report.json`` and ``report.html``; on object storage written in the driver's
+    scratch folder (the pictures the workers uploaded fetched for it) and uploaded."""
+    from pipeline.runs.report import write_report
+
+    if not rd.remote:
+        return write_report(rd.root, entries, summary)
+    from io_adapters.objstore import download, upload_atomic
+
+    local = rd.scratch / "report"
+    fetched = set()
+    for e in entries:
+        for rel in [*(e.get("assets") or {}).values(),
+                    *(g.get("asset") for g in (e.get("kernel") or {}).get("groups", []))]:
+            if isinstance(rel, str) and rel.startswith("report_assets/") and "/" not in \
+                    rel[len("report_assets/"):] and rel not in fetched:
+                (local / "report_assets").mkdir(parents=True, exist_ok=True)
+                if download(rd.url(rd.root / rel), local / rel):
+                    fetched.add(rel)
+    path = write_report(local, entries, summary)
+    for p in sorted(local.rglob("*")):  # the report, then its new pictures (curves)
+        rel = p.relative_to(local).as_posix()
+        if p.is_file() and rel not in fetched:
+            upload_atomic(p, rd.url(rd.root / rel))
+    return rd.root / path.relative_to(local)
 
 
 def _run_fields(settings: RunSettings) -> dict[str, Any]:

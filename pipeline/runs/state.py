@@ -20,11 +20,12 @@ from typing import Any
 
 from io_adapters.detect import stale_temps
 from io_adapters.errors import WriteError
+from io_adapters.vsi import display_url
 from pipeline.image.kernel_estimate import describe_choice, is_estimate
 from pipeline.runs.finalize import finalize_task
 from pipeline.runs.graph import Node, Ref
 from pipeline.runs.inputs import InputItem
-from pipeline.runs.rundir import RunDir, atomic_write_text, image_key
+from pipeline.runs.rundir import RunDir, image_key
 from pipeline.runs.tasks import (
     ImageSpec,
     TrainOutcome,
@@ -146,8 +147,8 @@ class ImageState:
             self.seconds["write"] = float(self.finalized.pop("write_seconds", 0.0))
             self.state = "finalized"
             entry = self.entry()
-            atomic_write_text(rd.entry(self.key), json.dumps(entry, indent=1, default=str),
-                              root=rd.root)
+            rd.write_file(rd.entry(self.key),
+                          json.dumps(entry, indent=1, default=str).encode())
             rd.record(self.key, "finalized", input=self.item.location,
                       output=str(spec.job.output), seconds=self.seconds)
             rd.event("image finalized", image=self.key, output=str(spec.job.output))
@@ -200,10 +201,9 @@ class ImageState:
         """The report entry; an image finished by an earlier run keeps its saved entry."""
         if not self.skipped:
             return self.entry()
-        path = rd.entry(self.key)
         try:
-            e = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            e = json.loads(rd.read_bytes(rd.entry(self.key)) or b"")
+        except (OSError, ValueError):
             e = {"key": self.key, "name": self.name, "input": self.item.location,
                  "output": str(self.spec.job.output), "state": "finalized"}
         e["skipped"] = True
@@ -224,24 +224,26 @@ def resume_output(state: ImageState, rd: RunDir, *, resume: bool, overwrite: boo
     spec = state.spec
     output = Path(spec.job.output)
     owner = owners.get(str(output))
+    exists = rd.exists(output) if rd.remote else output.exists()
     if not resume:
         rd.clear_work(spec.key)
-    elif last.get(spec.key, {}).get("state") == "finalized" and output.exists() \
-            and owner == spec.key:
+    elif last.get(spec.key, {}).get("state") == "finalized" and exists and owner == spec.key:
         state.skipped = True
         return
     replace_output = overwrite or owner == spec.key
-    if not replace_output and owner is not None and same_settings is not None \
-            and output.exists():
+    if not replace_output and owner is not None and same_settings is not None and exists:
         record = rd.queued_records().get(owner, {})
         if (record.get("input"), record.get("settings")) == same_settings:
             log.info("%s: its input %s changed since this run folder wrote it (same "
                      "settings); replacing it", output, same_settings[0])
             replace_output = True
-    if output.exists() and not replace_output:
-        raise WriteError(f"{output}: output exists and was not written by this configuration "
-                         "of this input; pass --overwrite to replace it, or use another --out")
+    if exists and not replace_output:
+        raise WriteError(f"{display_url(output)}: output exists and was not written by this "
+                         "configuration of this input; pass --overwrite to replace it, or use "
+                         "another --out")
     state.spec = replace(spec, replace_output=replace_output)
+    if rd.remote:  # no temporaries: a killed upload's parts are aborted by the next upload
+        return
     for temp in stale_temps(output):  # a writer killed in an earlier run (we hold the lock)
         log.info("%s: removing a temporary left by an interrupted run", temp)
         if temp.is_dir():

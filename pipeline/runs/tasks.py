@@ -61,7 +61,7 @@ from pipeline.image.kernel_groups import (
     infer_group_tiles,
 )
 from pipeline.image.plan import ImageStep
-from pipeline.runs.rundir import RunPaths, load_weights, save_weights
+from pipeline.runs.rundir import RunPaths, weights_bytes, weights_from_bytes
 from pipeline.source import ReaderCropSource, SampleStats
 from zssr.model import build_model
 from zssr.train import TrainEvent
@@ -194,7 +194,7 @@ def kernel_task(spec: ImageSpec) -> KernelChoice | GroupChoices:
     apply_threads(spec)
     job, paths = spec.job, spec.paths
     groups = (None,) if spec.groups is None else tuple(range(len(spec.groups)))
-    choices = {g: _kept_choice(paths.kernel(spec.key, g)) for g in groups}
+    choices = {g: _kept_choice(paths, paths.kernel(spec.key, g)) for g in groups}
     if any(c is None for c in choices.values()):
         names = group_names(job)
         with open_input(job) as reader:
@@ -203,20 +203,19 @@ def kernel_task(spec: ImageSpec) -> KernelChoice | GroupChoices:
                     reader, scale=job.scale, config=job.config, where=str(job.input),
                     fallback=job.fallback_kernel) if g is None else \
                     estimate_group_kernel(job, reader, spec.groups[g], names[g])
-                path = paths.kernel(spec.key, g)
-                paths.make_dir(path.parent)
-                save_choice(path, choices[g])
+                save_choice(paths.kernel(spec.key, g), choices[g], write=paths.write_file)
     if spec.groups is None:
         return choices[None]
     return GroupChoices(group_names(job), tuple(choices[g] for g in groups))
 
 
-def _kept_choice(path: Path) -> KernelChoice | None:
+def _kept_choice(paths: RunPaths, path: Path) -> KernelChoice | None:
     """The choice an earlier run kept at ``path``; None: none, or a damaged file."""
-    if not path.exists():
+    data = paths.read_bytes(path)
+    if data is None:
         return None
     try:
-        return load_choice(path)
+        return load_choice(path, data=data)
     except ValueError as exc:  # a damaged file: estimate again
         log.warning("%s; estimating again", exc)
         return None
@@ -255,9 +254,10 @@ def _train(spec: ImageSpec, step: int, prev: TrainOutcome | None, warm: TrainOut
            kernel: KernelChoice | None, *, group: int | None = None) -> TrainOutcome:
     apply_threads(spec)
     wpath = spec.paths.weights(spec.key, step, group)
-    if wpath.exists():
+    saved = spec.paths.read_bytes(wpath)
+    if saved is not None:
         try:
-            state, stats, hist, seconds = load_weights(wpath)
+            state, stats, hist, seconds = weights_from_bytes(saved, wpath)
         except Exception as exc:  # noqa: BLE001 - a damaged file is retrained
             log.warning("%s: cannot load saved weights (%s); training again", wpath, exc)
         else:
@@ -291,7 +291,8 @@ def _train(spec: ImageSpec, step: int, prev: TrainOutcome | None, warm: TrainOut
         for source, _ in fathers:
             source.reader.close()
     seconds = time.perf_counter() - t0
-    save_weights(wpath, result.state, result.stats, result.history, seconds)
+    spec.paths.write_file(wpath, weights_bytes(result.state, result.stats, result.history,
+                                               seconds))
     return TrainOutcome(step, result, _digest(result.state), seconds,
                         input_stats=result.stats if prev is None else prev.input_stats,
                         kernel=kernel, group=group)
@@ -346,7 +347,8 @@ def infer_task(spec: ImageSpec, step: int, trained: TrainOutcome,
     apply_threads(spec)
     t0 = time.perf_counter()
     paths, plan = spec.paths, step_plan(spec, step, trained.kernel)
-    todo = [u for u in units if not paths.marker(spec.key, step, *u).exists()]
+    done_before = paths.done_tiles(spec.key, step)  # one listing, not a request per unit
+    todo = [u for u in units if u not in done_before]
     if not todo:
         return {"step": step, "tiles": 0, "skipped": len(units), "seconds": 0.0}
     writer = _region_writer(spec, step)
@@ -373,7 +375,7 @@ def infer_task(spec: ImageSpec, step: int, trained: TrainOutcome,
 def _region_writer(spec: ImageSpec, step: int) -> RegionWriter:
     mask_store = spec.paths.mask_store(spec.key, step)
     return RegionWriter(spec.paths.store(spec.key, step),
-                        mask_store if mask_store.exists() else None)
+                        mask_store if spec.paths.store_exists(mask_store) else None)
 
 
 def group_infer_task(spec: ImageSpec, units: tuple[tuple[int, int], ...],
@@ -385,7 +387,8 @@ def group_infer_task(spec: ImageSpec, units: tuple[tuple[int, int], ...],
     apply_threads(spec)
     t0 = time.perf_counter()
     paths = spec.paths
-    todo = [u for u in units if not paths.marker(spec.key, 0, *u).exists()]
+    done_before = paths.done_tiles(spec.key, 0)
+    todo = [u for u in units if u not in done_before]
     if not todo:
         return {"step": 0, "tiles": 0, "skipped": len(units), "seconds": 0.0}
     plans = [step_plan(spec, 0, t.kernel, t.group) for t in trained]

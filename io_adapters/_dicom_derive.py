@@ -28,11 +28,11 @@ from pydicom.valuerep import format_number_as_ds
 
 from geometry import Scale, as_scale, output_size
 
-from ._dicom_encode import encode_pixels
+from ._dicom_encode import encode_pixels, native_bytes
 from ._dicom_frames import DicomFrame
 from .base import Metadata
 
-__all__ = ["DerivedSeries", "derive_dataset", "new_series_number"]
+__all__ = ["DerivedSeries", "derive_dataset", "new_series_number", "pixel_data_vr"]
 
 _SPACING_KEYWORDS = ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing")
 # Attributes whose values describe the source pixels and would be wrong after resampling.
@@ -225,19 +225,29 @@ def _set_derivation(ds: Dataset, description: str, source: tuple[str, str],
     ds.SourceImageSequence = Sequence([_reference(source)])
 
 
-def _set_pixels(ds: Dataset, pixels: np.ndarray) -> None:
-    """``pixels`` ``(frames, bands, rows, cols)`` as native little-endian PixelData."""
+def _set_pixel_module(ds: Dataset, bands: int) -> None:
+    """What the new pixels change besides PixelData: stale value attributes dropped, RGB
+    samples interleaved."""
     for keyword in _STALE_KEYWORDS:
         if keyword in ds:
             delattr(ds, keyword)
-    interleaved = np.ascontiguousarray(np.moveaxis(pixels, 1, -1))
-    data = interleaved.astype(interleaved.dtype.newbyteorder("<"), copy=False).tobytes()
-    if len(data) % 2:
-        data += b"\x00"
-    if pixels.shape[1] == 3:
+    if bands == 3:
         ds.PhotometricInterpretation = "RGB"
         ds.PlanarConfiguration = 0
-    ds.add_new(0x7FE00010, "OB" if int(ds.BitsAllocated) == 8 else "OW", data)
+
+
+def pixel_data_vr(ds: Dataset) -> str:
+    """The VR of native PixelData: OB for 8-bit samples, else OW."""
+    return "OB" if int(ds.BitsAllocated) == 8 else "OW"
+
+
+def _set_pixels(ds: Dataset, pixels: np.ndarray) -> None:
+    """``pixels`` ``(frames, bands, rows, cols)`` as native little-endian PixelData."""
+    _set_pixel_module(ds, pixels.shape[1])
+    data = native_bytes(pixels)
+    if len(data) % 2:
+        data += b"\x00"
+    ds.add_new(0x7FE00010, pixel_data_vr(ds), data)
 
 
 def _set_lossy_history(ds: Dataset, source_syntax: str) -> None:
@@ -281,9 +291,14 @@ def _set_contributing_equipment(ds: Dataset, series: DerivedSeries) -> None:
         [*(ds.get("ContributingEquipmentSequence") or ()), item])
 
 
-def derive_dataset(header: Dataset, pixels: np.ndarray, frames: list[DicomFrame],
+def derive_dataset(header: Dataset, pixels: np.ndarray | None, frames: list[DicomFrame],
                    meta: Metadata, *, series: DerivedSeries) -> Dataset:
-    """The derived dataset for one output file of ``series`` (``header`` is not modified)."""
+    """The derived dataset for one output file of ``series`` (``header`` is not modified).
+
+    ``pixels`` ``(frames, bands, rows, cols)`` become its PixelData, in the series'
+    transfer syntax; with None the dataset is made without PixelData (its pixel module
+    set for ``meta.bands``) for a writer that streams the frames itself
+    (:func:`io_adapters._dicom_encode.pixel_data_value`)."""
     ds = copy.deepcopy(header)
     source = (str(ds.SOPClassUID), str(ds.SOPInstanceUID))
     source_series = str(ds.get("SeriesInstanceUID", ""))
@@ -293,6 +308,9 @@ def derive_dataset(header: Dataset, pixels: np.ndarray, frames: list[DicomFrame]
     _set_image_type(ds)
     _set_geometry(ds, frames, meta)
     _set_derivation(ds, series.derivation, source, source_series)
+    if pixels is None:
+        _set_pixel_module(ds, meta.bands)
+        return ds
     _set_pixels(ds, pixels)
     encode_pixels(ds, series.transfer_syntax)
     return ds

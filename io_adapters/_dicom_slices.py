@@ -253,11 +253,11 @@ def _thin_header(header: Dataset, meta: Metadata) -> Dataset:
     return ds
 
 
-def derive_thin_frames(header: Dataset, pixels: np.ndarray, meta: Metadata, *,
+def derive_thin_frames(header: Dataset, pixels: np.ndarray | None, meta: Metadata, *,
                        series: DerivedSeries) -> Dataset:
     """The thin slices of an enhanced multi-frame source as one derived multi-frame
     dataset of its SOP class (see the module doc); ``pixels`` ``(frames, bands, rows,
-    cols)``."""
+    cols)``, or None for a dataset without PixelData (:func:`derive_dataset`)."""
     check_thin_frames(meta)
     info = meta.extra["through_plane"]
     frames: tuple[DicomFrame, ...] = meta.extra["dicom_frames"]

@@ -4,8 +4,8 @@
 metadata of the super-resolved image: rows/columns times the scale, spacing
 divided by it, every frame's ``ImagePositionPatient`` moved to the centre of
 the old first pixel's top-left sub-pixel.  ``DicomWriter(path, scaled_meta)``
-then collects ``write(stored, window, frame=i)`` calls in memory and writes
-on ``commit()`` a derived image, uncompressed (Explicit VR Little Endian) or, with
+then takes ``write(stored, window, frame=i)`` calls and writes a derived image,
+uncompressed (Explicit VR Little Endian) or, with
 ``transfer_syntax="rle"`` or ``"jpeg2000-lossless"``, lossless compressed
 (:mod:`io_adapters._dicom_encode`):
 
@@ -32,14 +32,22 @@ on ``commit()`` a derived image, uncompressed (Explicit VR Little Endian) or, wi
   removed by :func:`io_adapters.deidentify.deidentify` (not a full
   de-identification profile: read its docstring).
 
-The output appears atomically: a hidden temporary file (folder) next to the
-destination is renamed on commit; ``abort()`` leaves nothing behind.
+Memory is bounded by the frames being filled, not by the output: a frame leaves memory
+as soon as its last pixel is written, into a private temporary folder beside the
+destination (``.<name>.tmp-<8 hex>``): a series' slice file at once; a multi-frame
+file's frame as its PixelData bytes (native, or encoded and itemised) appended to a spool
+file, from which ``commit()`` streams PixelData after the dataset
+(:mod:`io_adapters._dicom_encode`).  The output appears atomically: on ``commit()`` the
+folder (a series) or the file is renamed into place; ``abort()``, or any failure,
+removes the temporary folder: nothing is left behind.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
+import os
+import threading
 from dataclasses import replace
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -60,8 +68,13 @@ from ._common import (
     replace_into,
     write_failure,
 )
-from ._dicom_derive import DerivedSeries, derive_dataset, new_series_number
-from ._dicom_encode import TRANSFER_SYNTAXES, check_transfer_syntax
+from ._dicom_derive import DerivedSeries, derive_dataset, new_series_number, pixel_data_vr
+from ._dicom_encode import (
+    TRANSFER_SYNTAXES,
+    check_transfer_syntax,
+    frame_payload,
+    pixel_data_value,
+)
 from ._dicom_frames import DicomFrame, scaled_frame, stored_range
 from ._dicom_slices import (
     check_thin_frames,
@@ -79,6 +92,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DicomWriter", "TRANSFER_SYNTAXES", "scale_dicom_metadata", "scale_dicom_slices"]
 
+_SPOOL_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 SOFTWARE = "zssr-pipeline"  # the creating software without a provenance= keyword
 
 logger = logging.getLogger(__name__)
@@ -179,13 +193,23 @@ class DicomWriter(AtomicWriterMixin):
         self.description = (description or _default_description(
             meta, self._software, provenance))[:1024]
         self._deidentify = bool(deidentify)  # io_adapters.deidentify on every output file
-        self._pixels: dict[int, np.ndarray] = {}
-        self._written: dict[int, np.ndarray] = {}
+        self._pixels: dict[int, np.ndarray] = {}  # frames being filled, until complete
+        self._written: dict[int, np.ndarray] = {}  # their filled pixels
+        self._done: set[int] = set()  # frames already on disk
+        self._parts: dict[int, tuple[int, int]] = {}  # one file: frame -> spool byte range
+        self._spool: int | None = None  # one file: the frames' PixelData bytes, on disk
+        self._spool_end = 0
+        self._temp: Path | None = None  # private folder beside the output
+        self._derived: DerivedSeries | None = None
+        self._dataset: Dataset | None = None  # one file: the header, without PixelData
+        self._lock = threading.Lock()
         self._state = "open"
 
     def write(self, array: np.ndarray, window: Window, *, frame: int = 0,
               mask: np.ndarray | None = None) -> None:
-        """Store stored values ``(bands, rows, cols)`` of ``frame`` at ``window``.
+        """Store stored values ``(bands, rows, cols)`` of ``frame`` at ``window``; a frame
+        goes to disk (its slice file, or its part of the PixelData spool) as soon as every
+        pixel of it is written, and leaves memory.
 
         ``mask`` is accepted for the common writer contract and ignored: DICOM
         images have no nodata, every pixel is valid.
@@ -206,88 +230,148 @@ class DicomWriter(AtomicWriterMixin):
             raise InvalidDataError(
                 f"{self.path}: values {array.min()}..{array.max()} outside the stored range "
                 f"{lo}..{hi} (BitsStored); clip with from_real_units")
-        if frame not in self._pixels:
-            self._pixels[frame] = np.zeros(m.shape, dtype=m.dtype)
-            self._written[frame] = np.zeros((m.rows, m.cols), dtype=bool)
-        self._pixels[frame][:, r0:r0 + h, c0:c0 + w] = array
-        self._written[frame][r0:r0 + h, c0:c0 + w] = True
+        with self._lock:
+            if frame in self._done:
+                raise WriteError(f"{self.path}: frame {frame} was already written whole and "
+                                 "saved; write each pixel once")
+            if frame not in self._pixels:
+                self._pixels[frame] = np.zeros(m.shape, dtype=m.dtype)
+                self._written[frame] = np.zeros((m.rows, m.cols), dtype=bool)
+            self._pixels[frame][:, r0:r0 + h, c0:c0 + w] = array
+            self._written[frame][r0:r0 + h, c0:c0 + w] = True
+            if self._written[frame].all():
+                pixels = self._pixels.pop(frame)
+                del self._written[frame]
+                self._save_frame(frame, pixels)
 
-    def _outputs(self) -> list[tuple[str, Dataset]]:
-        m = self.meta
-        frames: tuple[DicomFrame, ...] = m.extra["dicom_frames"]
-        headers: tuple[Dataset, ...] = m.extra["datasets"]
-        series = DerivedSeries(
-            uid=generate_uid(), number=new_series_number(headers[0]),
-            description=_series_description(headers[0], m), derivation=self.description,
-            now=datetime.datetime.now(), software=self._software[0],
-            version=self._software[1], transfer_syntax=self.transfer_syntax)
-        common = {"meta": m, "series": series}
-        if not self._series:
-            pixels = np.stack([self._pixels[i] for i in range(m.frames)])
-            ds = derive_thin_frames(headers[0], pixels, **common) if "through_plane" in \
-                m.extra else derive_dataset(headers[0], pixels, list(frames), **common)
-            out = [(self.path.name, ds)]
-        elif "through_plane" in m.extra:
-            out = self._thin_slices(frames, headers, common)
-        else:
-            names = [Path(s).name for s in m.medical.sources]  # type: ignore[union-attr]
-            out = [(names[f.source], derive_dataset(headers[f.source],
-                                                    self._pixels[i][np.newaxis], [f], **common))
-                   for i, f in enumerate(frames)]
-        if self._deidentify:
-            for _, ds in out:
-                deidentify(ds)
-        return out
+    def _save_frame(self, frame: int, pixels: np.ndarray) -> None:
+        """A complete frame to disk: a slice file in the temporary folder, or its bytes
+        appended to the PixelData spool of a multi-frame file."""
+        try:
+            if self._temp is None:
+                self._temp = new_temp_dir(self.path, "tmp")  # private: pydicom follows links
+            if self._series:
+                name, ds = self._slice_dataset(frame, pixels)
+                pydicom.dcmwrite(self._temp / name, ds, enforce_file_format=True)
+            else:
+                payload = frame_payload(self._file_dataset(), pixels, self.transfer_syntax)
+                if self._spool is None:
+                    self._spool = os.open(self._temp / "pixels.spool", _SPOOL_FLAGS, 0o600)
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(self._spool, view):]
+                self._parts[frame] = (self._spool_end, len(payload))
+                self._spool_end += len(payload)
+        except Exception as exc:
+            error = write_failure(self.path, "write derived DICOM", exc)
+            self.abort()
+            raise error from exc
+        except BaseException:  # a signal: nothing partial stays
+            self.abort()
+            raise
+        self._done.add(frame)
 
-    def _thin_slices(self, frames: tuple[DicomFrame, ...], headers: tuple[Dataset, ...],
-                     common: dict) -> list[tuple[str, Dataset]]:
-        """One new file per thin slice (:mod:`io_adapters._dicom_slices`)."""
+    def _derived_series(self) -> DerivedSeries:
+        """The new series every file of this output belongs to (made at the first frame)."""
+        if self._derived is None:
+            headers: tuple[Dataset, ...] = self.meta.extra["datasets"]
+            self._derived = DerivedSeries(
+                uid=generate_uid(), number=new_series_number(headers[0]),
+                description=_series_description(headers[0], self.meta),
+                derivation=self.description, now=datetime.datetime.now(),
+                software=self._software[0], version=self._software[1],
+                transfer_syntax=self.transfer_syntax)
+        return self._derived
+
+    def _slice_dataset(self, i: int, pixels: np.ndarray) -> tuple[str, Dataset]:
+        """File name and dataset of slice ``i`` of a series output (a through-plane thin
+        slice: :mod:`io_adapters._dicom_slices`)."""
         m = self.meta
-        out = []
-        for i, (name, f) in enumerate(zip(slice_file_names(m.frames), frames, strict=True)):
-            ds = derive_dataset(headers[f.source], self._pixels[i][np.newaxis], [f], **common)
+        frame: DicomFrame = m.extra["dicom_frames"][i]
+        header: Dataset = m.extra["datasets"][frame.source]
+        ds = derive_dataset(header, pixels[np.newaxis], [frame], m, series=self._derived_series())
+        if "through_plane" in m.extra:
+            name = slice_file_names(m.frames)[i]
             set_slice_attributes(ds, i, m)
-            out.append((name, ds))
-        return out
+        else:
+            name = Path(m.medical.sources[frame.source]).name  # type: ignore[union-attr]
+        if self._deidentify:
+            deidentify(ds)
+        return name, ds
+
+    def _file_dataset(self) -> Dataset:
+        """The multi-frame file's dataset without PixelData (made at the first frame)."""
+        if self._dataset is None:
+            m = self.meta
+            header: Dataset = m.extra["datasets"][0]
+            common = {"meta": m, "series": self._derived_series()}
+            ds = derive_thin_frames(header, None, **common) if "through_plane" in m.extra \
+                else derive_dataset(header, None, list(m.extra["dicom_frames"]), **common)
+            if self._deidentify:
+                deidentify(ds)
+            self._dataset = ds
+        return self._dataset
+
+    def _write_file(self, out: Path) -> None:
+        """The multi-frame file: its dataset, PixelData streamed from the spool."""
+        ds = self._file_dataset()
+        assert self._spool is not None  # noqa: S101 - every frame was saved
+        parts = [self._parts[i] for i in range(self.meta.frames)]
+        value = pixel_data_value(ds, self._spool, parts, self.transfer_syntax)
+        encapsulated = TRANSFER_SYNTAXES[self.transfer_syntax][0] is not None
+        ds.add_new(0x7FE00010, "OB" if encapsulated else pixel_data_vr(ds), value)
+        ds["PixelData"].is_undefined_length = encapsulated
+        try:
+            pydicom.dcmwrite(out, ds, enforce_file_format=True)
+        finally:
+            del ds["PixelData"]
 
     def commit(self) -> Path:
-        """Write the output and move it to ``self.path``; returns ``self.path``."""
+        """Finish the output and move it to ``self.path``; returns ``self.path``."""
         if self._state == "committed":
             return self.path
         if self._state != "open":
             raise WriteError(f"{self.path}: writer was aborted; nothing to commit")
-        missing = [i for i in range(self.meta.frames)
-                   if i not in self._written or not self._written[i].all()]
+        missing = [i for i in range(self.meta.frames) if i not in self._done]
         if missing:
             self.abort()
             raise WriteError(f"{self.path}: frames {missing[:8]} were not completely written; "
                              "nothing was saved")
-        temp = new_temp_dir(self.path, "tmp")  # private: pydicom's opens follow links
         try:
-            outputs = self._outputs()
-            if self._series:
-                for name, ds in outputs:
-                    pydicom.dcmwrite(temp / name, ds, enforce_file_format=True)
-                replace_into(temp, self.path)
-            else:
-                pydicom.dcmwrite(temp / self.path.name, outputs[0][1], enforce_file_format=True)
-                replace_into(temp / self.path.name, self.path)
-                remove_path(temp)
+            with self._lock:
+                assert self._temp is not None  # noqa: S101 - made by the first frame
+                if self._series:
+                    replace_into(self._temp, self.path)
+                else:
+                    self._write_file(self._temp / self.path.name)
+                    replace_into(self._temp / self.path.name, self.path)
+                    self._close_spool()
+                    remove_path(self._temp)
         except Exception as exc:
             error = write_failure(self.path, "write derived DICOM", exc)
-            remove_path(temp)
             self.abort()
             raise error from exc
-        self._state = "committed"
-        self._pixels.clear()
-        self._written.clear()
+        except BaseException:  # a signal: nothing partial stays
+            self.abort()
+            raise
+        self._temp, self._state = None, "committed"
         logger.info("wrote derived DICOM %s (%d frame(s))", self.path, self.meta.frames)
         return self.path
 
+    def _close_spool(self) -> None:
+        if self._spool is not None:
+            os.close(self._spool)
+            self._spool = None
+
     def abort(self) -> None:
-        """Drop everything written so far; a committed output is left alone."""
+        """Drop everything written so far (the temporary folder too); a committed output
+        is left alone."""
         if self._state == "committed":
             return
         self._state = "aborted"
         self._pixels.clear()
         self._written.clear()
+        self._close_spool()
+        if self._temp is not None:
+            remove_path(self._temp)
+            self._temp = None

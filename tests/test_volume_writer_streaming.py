@@ -384,7 +384,7 @@ def test_dicom_memory_is_a_frame_not_the_volume(tmp_path, case, syntax) -> None:
     else:  # 10 frames of 512 x 512 (256 x 256 for pydicom's slow RLE encoder)
         meta = _dicom_case(tmp_path, case, scale=4 if syntax == "rle" else 8)
     frame_bytes = meta.rows * meta.cols * meta.dtype.itemsize
-    volume = _dicom_volume(meta, seed=1)[:, :, :, :]
+    volume = _dicom_volume(meta, seed=1)
     writer = DicomWriter(tmp_path / ("thin" if case == "series" else "o.dcm"), meta,
                          transfer_syntax=syntax)
     growth, peak, held = _write_measured(writer, meta, lambda k: volume[k])

@@ -14,7 +14,9 @@ A SIGKILL cannot abort anything: the next upload to the same key aborts the pend
 uploads of that key before it starts.  The temporary folder is always removed.
 
 Objects zssr wrote carry the user metadata ``zssr-output: 1``; ``--overwrite`` replaces
-only those.  Folder outputs (Zarr stores, DICOM series) are refused here.
+only those.  A Zarr store built locally is uploaded by :func:`upload_tree`: chunks first,
+its ``zarr.json`` documents last (the root's the very last), so it opens only whole; one
+zssr wrote has the ``zssr`` group attribute.  A DICOM series (a folder) is refused.
 
 For ``zssr run``'s inputs on S3, :func:`list_keys` lists a prefix (the objects a prefix or
 a pattern stands for) and :func:`object_identity` gives an object's size and ETag (what
@@ -29,6 +31,7 @@ a credential.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import mimetypes
 import os
@@ -50,13 +53,13 @@ __all__ = ["is_remote", "parse_s3_url", "check_remote_output", "upload_atomic",
            "staged_output", "abort_pending", "read_text", "list_keys", "object_identity",
            "check_bucket", "object_exists", "PreconditionFailed", "join_url", "put_bytes",
            "get_bytes", "download", "list_under", "delete_objects", "delete_under",
-           "delete_object", "new_client", "get_with_age", "MARKER", "PART_SIZE"]
+           "delete_object", "new_client", "get_with_age", "upload_tree", "MARKER", "PART_SIZE"]
 
 log = logging.getLogger(__name__)
 
 MARKER = {"zssr-output": "1"}
 PART_SIZE = 8 * 1024 * 1024  # S3's minimum is 5 MiB for every part but the last
-_FOLDER_SUFFIXES = (".zarr", "")
+_FOLDER_SUFFIXES = ("",)  # a DICOM series; a Zarr store is uploaded metadata last
 
 
 def is_remote(text: str | Path) -> bool:
@@ -123,14 +126,17 @@ def object_exists(url: str) -> bool:
 
 def check_remote_output(url: str, *, overwrite: bool, client: Any = None) -> None:
     """Before any work: the bucket is there and reachable; an existing object needs
-    ``overwrite`` and must be one zssr wrote; folder outputs are refused."""
+    ``overwrite`` and must be one zssr wrote; a DICOM series (a folder) is refused."""
     bucket, key = parse_s3_url(url)
     if Path(key).suffix.lower() in _FOLDER_SUFFIXES:
-        raise WriteError(f"{url}: folder outputs (a Zarr store, a DICOM series) cannot go to "
-                         "object storage yet; write a .tif, .png or .dcm file, or a local "
+        raise WriteError(f"{url}: a DICOM series output cannot go to object storage yet; "
+                         "write a .dcm (one enhanced file), .tif, .png or .zarr, or a local "
                          "folder")
     client = client or _client()
     check_bucket(url, client=client)
+    if Path(key).suffix.lower() == ".zarr":
+        _check_remote_store(url, overwrite=overwrite, client=client)
+        return
     try:
         head = client.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
@@ -144,6 +150,47 @@ def check_remote_output(url: str, *, overwrite: bool, client: Any = None) -> Non
     if head.get("Metadata", {}).get("zssr-output") != "1":
         raise WriteError(f"{url}: an object zssr did not write; refusing to replace it "
                          "whatever --overwrite says")
+
+
+def _check_remote_store(url: str, *, overwrite: bool, client: Any) -> None:
+    """:func:`check_remote_output` for a Zarr store: it exists when its root ``zarr.json``
+    does; zssr's has the ``zssr`` group attribute."""
+    got = get_bytes(join_url(url, "zarr.json"), client=client)
+    if got is None:
+        return
+    if not overwrite:
+        raise WriteError(f"{url}: output exists; pass --overwrite to replace it")
+    try:
+        ours = "zssr" in json.loads(got[0]).get("attributes", {})
+    except (ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise WriteError(f"{url}: a Zarr store zssr did not write; refusing to replace it "
+                         "whatever --overwrite says")
+
+
+def upload_tree(local: Path, url: str, *, client: Any = None) -> None:
+    """Upload the Zarr store folder ``local`` under the prefix ``url``: whatever was there
+    goes first (its root ``zarr.json`` before anything), then the chunks, then the
+    metadata, the deepest first and the root's last, so the store appears only whole; on
+    any failure what was uploaded is deleted."""
+    client = client or _client()
+    files = sorted((p for p in Path(local).rglob("*") if p.is_file()),
+                   key=lambda p: (p.name == "zarr.json", -len(p.parts), str(p)))
+    delete_object(join_url(url, "zarr.json"), client=client)
+    delete_under(url, client=client)
+    try:
+        for p in files:
+            with open(p, "rb") as fh:
+                put_bytes(join_url(url, p.relative_to(local).as_posix()), fh.read(),
+                          client=client)
+    except BaseException:
+        try:
+            delete_object(join_url(url, "zarr.json"), client=client)
+            delete_under(url, client=client)
+        except WriteError as exc:
+            log.warning("%s: could not remove a partly uploaded store (%s)", url, exc)
+        raise
 
 
 def _input_error(url: str, exc: BaseException, client: Any = None,
@@ -303,6 +350,9 @@ def staged_output(url: str, *, overwrite: bool) -> Iterator[Path]:
     try:
         local = folder / os.path.basename(key)
         yield local
+        if local.suffix.lower() == ".zarr" and local.is_dir():
+            upload_tree(local, url)
+            return
         if not local.is_file():
             raise WriteError(f"{url}: nothing was written to upload")
         upload_atomic(local, url)

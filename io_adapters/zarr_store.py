@@ -134,7 +134,14 @@ class ZarrWriter(AtomicWriterMixin):
                  attrs: dict[str, Any] | None = None, inputs: tuple[Path, ...] = (),
                  overwrite: bool = False, provenance: Provenance | None = None,
                  pyramid_min_side: int | None = MIN_SIDE) -> None:
-        self.path = check_output_path(Path(path), inputs=inputs, overwrite=overwrite)
+        self._url: str | None = None  # on object storage: the store's URL
+        if is_vsi(path) or str(path).lower().startswith("s3://"):
+            from .vsi import display_url, gdal_path
+
+            self._url = display_url(path).rstrip("/")
+            self.path = Path(gdal_path(self._url))
+        else:
+            self.path = check_output_path(Path(path), inputs=inputs, overwrite=overwrite)
         dtype = check_pixel_dtype(meta.dtype, path=self.path)
         if len(chunks) != 2 or min(chunks) <= 0:
             raise ValueError(f"chunks {chunks!r} must be a (rows, cols) pair of positive ints")
@@ -146,13 +153,16 @@ class ZarrWriter(AtomicWriterMixin):
         self.meta = meta
         self._min_side = pyramid_min_side
         self._provenance = provenance
-        self._store = self.path.with_name(self.path.name + ".partial")
         start_io_loop()
-        remove_path(self._store)  # a stale partial store from a crashed run (a link: unlinked)
-        try:
-            os.mkdir(self._store)  # never follows a link planted at the name
-        except OSError as exc:
-            raise WriteError(f"{self.path}: cannot create the Zarr store: {exc}") from exc
+        if self._url is not None:  # chunks straight to the bucket, metadata at commit
+            self._store: Any = _remote_target(self._url, overwrite=overwrite)
+        else:
+            self._store = self.path.with_name(self.path.name + ".partial")
+            remove_path(self._store)  # a stale partial store from a crashed run (a link: unlinked)
+            try:
+                os.mkdir(self._store)  # never follows a link planted at the name
+            except OSError as exc:
+                raise WriteError(f"{self.path}: cannot create the Zarr store: {exc}") from exc
         self._dims: tuple[str, ...] = ("band", "y", "x")
         shape: tuple[int, ...] = meta.shape
         chunk_shape: tuple[int, ...] = (meta.bands, *chunks)
@@ -246,7 +256,12 @@ class ZarrWriter(AtomicWriterMixin):
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Consolidated metadata")
                 zarr.consolidate_metadata(self._store)
-            replace_into(self._store, self.path)
+            if self._url is not None:
+                from zarr.core.sync import sync
+
+                sync(self._store.flush())  # the metadata last: the store appears whole
+            else:
+                replace_into(self._store, self.path)
         except BaseException:  # failed or stopped (a signal): no partial store stays
             self._discard()
             raise
@@ -260,7 +275,34 @@ class ZarrWriter(AtomicWriterMixin):
 
     def _discard(self) -> None:
         settle_io()  # what an interrupted call left running would recreate files
+        if self._url is not None:
+            from ._zarr_remote import discard
+
+            discard(self._url)  # its chunks (no metadata was written)
+            return
         remove_path(self._store)
+
+
+def _remote_target(url: str, *, overwrite: bool) -> Any:
+    """The store a Zarr output on object storage is written through; an existing store
+    there is replaced only with ``overwrite`` and only when zssr wrote it (its root
+    metadata names zssr), and goes before the new one is written."""
+    from ._zarr_remote import discard, open_metadata_last
+    from .objstore import get_bytes, join_url
+
+    got = get_bytes(join_url(url, "zarr.json"))
+    if got is not None:
+        if not overwrite:
+            raise WriteError(f"{url}: output exists; pass --overwrite to replace it")
+        try:
+            ours = OURS in json.loads(got[0]).get("attributes", {})
+        except (ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise WriteError(f"{url}: a Zarr store zssr did not write; refusing to replace "
+                             "it whatever --overwrite says")
+        discard(url)
+    return open_metadata_last(url)
 
 
 def start_io_loop() -> None:
@@ -366,17 +408,13 @@ def create_store(path: str | Path, meta: Metadata, *, chunks: tuple[int, int],
     import shutil
     import tempfile
 
-    from .objstore import join_url, put_bytes
+    from .objstore import upload_tree
     from .vsi import display_url
 
     folder = Path(tempfile.mkdtemp(prefix=".zssr-store-"))
     try:
-        local = ZarrWriter(folder / "s.zarr", meta, chunks=chunks).commit()
-        files = sorted((p for p in local.rglob("*") if p.is_file()),
-                       key=lambda p: (p.name == "zarr.json", -len(p.parts), str(p)))
-        for p in files:  # chunks, then metadata, deepest first, the root's last
-            put_bytes(join_url(display_url(path), p.relative_to(local).as_posix()),
-                      p.read_bytes())
+        upload_tree(ZarrWriter(folder / "s.zarr", meta, chunks=chunks).commit(),
+                    display_url(path))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

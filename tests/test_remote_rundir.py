@@ -259,3 +259,79 @@ def test_unsupported_with_s3_out_refused(direct, inputs, capsys, flag) -> None:
 def test_out_needs_a_prefix(direct, inputs, capsys) -> None:
     assert _run(f"s3://{BUCKET}", inputs[:1]) == EXIT["usage"]
     assert "needs a prefix" in capsys.readouterr().err
+
+
+def test_zarr_outputs_on_s3(direct, inputs, tmp_path: Path) -> None:
+    """A Zarr output in a run folder on S3 is written straight to the bucket (its
+    ``zarr.json`` documents last); ``zssr upscale … s3://….zarr`` uploads it whole; both
+    read back equal to the local outputs, georeference included."""
+    from io_adapters.zarr_reader import ZarrReader
+
+    assert _run(tmp_path / "local", inputs[1:2], "--format", "zarr") == 0
+    assert _run(f"s3://{BUCKET}/rf-zarr", inputs[1:2], "--format", "zarr") == 0
+    local = ZarrReader(tmp_path / "local" / "outputs" / "landsat_64x80_x2.zarr")
+    remote = ZarrReader(f"/vsis3/{BUCKET}/rf-zarr/outputs/landsat_64x80_x2.zarr")
+    np.testing.assert_array_equal(remote.read(), local.read())
+    assert remote.meta.geo == local.meta.geo and remote.meta.nodata == local.meta.nodata
+    keys = _keys(direct, "rf-zarr/outputs/landsat_64x80_x2.zarr/")
+    assert "zarr.json" in keys and any(k.startswith("band_data/c/") for k in keys)
+
+    up = ["upscale", str(TIF), "--scale", "2", *TINY[:10], "-q"]  # the --set flags, --tile
+    assert main([*up[:2], str(tmp_path / "up.zarr"), *up[2:]]) == 0
+    assert main([*up[:2], f"s3://{BUCKET}/up/up.zarr", *up[2:]]) == 0
+    np.testing.assert_array_equal(ZarrReader(f"/vsis3/{BUCKET}/up/up.zarr").read(),
+                                  ZarrReader(tmp_path / "up.zarr").read())
+    # an existing store needs --overwrite, and one zssr did not write is never replaced
+    assert main([*up[:2], f"s3://{BUCKET}/up/up.zarr", *up[2:]]) == EXIT["write"]
+    direct.direct.put_object(Bucket=BUCKET, Key="up/theirs.zarr/zarr.json",
+                             Body=b'{"zarr_format": 3, "node_type": "group", "attributes": {}}')
+    assert main([*up[:2], f"s3://{BUCKET}/up/theirs.zarr", *up[2:], "--overwrite"]) == \
+        EXIT["write"]
+    assert _keys(direct, "up/theirs.zarr/") == ["zarr.json"]
+
+
+def test_zarr_metadata_written_last(s3, tmp_path: Path) -> None:  # noqa: F811
+    """Through the relay (every PUT seen): a Zarr writer on S3 sends chunks as they come
+    and no ``zarr.json`` before its commit, the root's last; an aborted one leaves
+    nothing; :func:`upload_tree` uploads in the same order."""
+    from dataclasses import replace
+
+    from rasterio.windows import Window
+
+    from io_adapters.detect import open_reader
+    from io_adapters.objstore import upload_tree
+    from io_adapters.zarr_store import ZarrWriter
+
+    puts: list[str] = []
+    s3.faults.append(lambda method, path: puts.append(path.split("?")[0]) if method == "PUT"
+                     else None)
+    try:
+        with open_reader(TIF) as reader:
+            meta, values = replace(reader.meta, format="zarr"), reader.read()
+        writer = ZarrWriter(f"s3://{BUCKET}/ml/a.zarr", meta, chunks=(32, 32))
+        writer.write(values[:, :32, :32], Window(0, 0, 32, 32))
+        writer.write(values[:, 32:, :], Window(0, 32, meta.cols, meta.rows - 32))
+        before = _keys(s3, "ml/a.zarr/")
+        assert before and not [k for k in before if k.endswith("zarr.json")], before
+        writer.commit()
+        meta_puts = [i for i, p in enumerate(puts) if p.endswith("/zarr.json")]
+        chunk_puts = [i for i, p in enumerate(puts) if "/band_data/c/" in p]
+        assert chunk_puts and meta_puts and max(chunk_puts) < min(meta_puts)
+        assert puts[-1] == f"/{BUCKET}/ml/a.zarr/zarr.json"
+
+        aborted = ZarrWriter(f"s3://{BUCKET}/ml/b.zarr", meta, chunks=(32, 32))
+        aborted.write(values[:, :32, :32], Window(0, 0, 32, 32))
+        assert _keys(s3, "ml/b.zarr/")
+        aborted.abort()
+        assert _keys(s3, "ml/b.zarr/") == []
+
+        local = ZarrWriter(tmp_path / "c.zarr", meta, chunks=(32, 32))
+        local.write(values, Window(0, 0, meta.cols, meta.rows))
+        puts.clear()
+        upload_tree(local.commit(), f"s3://{BUCKET}/ml/c.zarr")
+        meta_puts = [i for i, p in enumerate(puts) if p.endswith("/zarr.json")]
+        chunk_puts = [i for i, p in enumerate(puts) if "/c/" in p.split(".zarr/", 1)[1]]
+        assert chunk_puts and max(chunk_puts) < min(meta_puts)
+        assert puts[-1] == f"/{BUCKET}/ml/c.zarr/zarr.json"
+    finally:
+        s3.faults.clear()

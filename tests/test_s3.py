@@ -310,8 +310,9 @@ def test_output_checks_before_any_work(s3, tmp_path: Path, capsys, caplog) -> No
         check_remote_output(f"s3://{BUCKET}/chk/theirs.tif", overwrite=False)
     with pytest.raises(WriteError, match=r"chk/theirs\.tif: an object zssr did not write"):
         check_remote_output(f"s3://{BUCKET}/chk/theirs.tif", overwrite=True)
-    with pytest.raises(WriteError, match=r"out\.zarr: folder outputs .* cannot go to object"):
-        check_remote_output(f"s3://{BUCKET}/chk/out.zarr", overwrite=False)
+    with pytest.raises(WriteError, match=r"chk/series: a DICOM series output cannot go to "
+                                         r"object storage yet"):
+        check_remote_output(f"s3://{BUCKET}/chk/series", overwrite=False)
     s3.faults.append(lambda method, path: "403" if method == "HEAD" else None)
     try:
         with pytest.raises(WriteError, match=r"chk/a\.tif: access denied while checking the "

@@ -73,15 +73,17 @@ def copy_store(spec: ImageSpec, store: ZarrReader, out_meta: Metadata, *,
     """
     job, plan = spec.job, spec.plans[spec.last]
     output = Path(job.output)
-    if output.exists() and not spec.replace_output:
+    remote = is_vsi(output)  # a Zarr store written straight to the bucket
+    if not remote and output.exists() and not spec.replace_output:
         raise WriteError(f"{output}: output exists and was not written by this configuration "
                          "of this input; pass --overwrite to replace it, or use another --out")
-    output.parent.mkdir(parents=True, exist_ok=True)
+    if not remote:
+        output.parent.mkdir(parents=True, exist_ok=True)
     # Zarr chunks are the grid's HR tiles, as in zssr upscale: each window below is one
     # tile's core, whole chunks only (any --tile, not only the default's 512 px chunks)
     options: dict[str, Any] = writer_options(output, plan, job.writer_options)
-    if output.exists():
-        options["overwrite"] = True
+    if remote or output.exists():
+        options["overwrite"] = spec.replace_output if remote else True
     mask_path = spec.paths.mask_store(spec.key, spec.last)
     masks = ZarrReader(mask_path) if spec.paths.store_exists(mask_path) else None
     with_mask = masks is not None or needs_mask(out_meta)
@@ -126,7 +128,9 @@ def finalize_image(spec: ImageSpec, outcomes: list[TrainOutcome]) -> dict[str, A
         store = ZarrReader(spec.paths.store(spec.key, spec.last))
         _check_complete(spec)
         chain = reader.chain if isinstance(reader, ChainReader) else None
-        if is_vsi(spec.job.output):  # a run folder on object storage: built here, uploaded
+        if is_vsi(spec.job.output) and Path(spec.job.output).suffix.lower() == ".zarr":
+            output = copy_store(spec, store, out_meta, chain=chain)  # chunks to the bucket
+        elif is_vsi(spec.job.output):  # a run folder on object storage: built here, uploaded
             output = spec.job.output
             with staged_output(display_url(output), overwrite=spec.replace_output) as local:
                 copy_store(replace(spec, job=replace(spec.job, output=local)), store, out_meta,

@@ -54,6 +54,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,7 @@ __all__ = ["RunPaths", "RunDir", "image_key", "input_identity", "save_weights", 
 
 log = logging.getLogger(__name__)
 
+_PUSH_LOCK = threading.Lock()
 STATES = ("queued", "trained", "inferred", "finalized", "failed")
 _RUN_FILES = (RUN_MANIFEST, "log.jsonl", "config.yaml", "report.json", "report.html")
 _RUN_FOLDERS = ("weights", "work", "tiles", "entries", "report_assets", "outputs", "claims")
@@ -230,6 +232,13 @@ class RunPaths:
         if self.remote:  # a key under outputs/ (inputs are never written through it)
             return output
         return check_output(output, inputs=inputs, root=self.outputs, overwrite=None)
+
+    def output_exists(self, output: Path) -> bool:
+        """Whether an image's output exists (a Zarr store on object storage: its
+        ``zarr.json``, written last)."""
+        if self.remote and Path(output).suffix.lower() == ".zarr":
+            return self.store_exists(output)
+        return self.exists(output) if self.remote else os.path.exists(output)
 
     def store_exists(self, store: Path) -> bool:
         """Whether the Zarr store ``store`` exists (its ``zarr.json``)."""
@@ -524,10 +533,11 @@ class RunDir(RunPaths):
         object.__setattr__(self, "_record_names", names)
 
     def _push_log(self) -> None:
-        from io_adapters.objstore import upload_atomic
-
-        if self._scratch is not None and self.log_path.exists():
-            upload_atomic(self.log_path, self.url(self.root / "log.jsonl"))
+        """``log.jsonl`` to the bucket (one PUT; the renewal thread and the exit both call
+        it, one at a time)."""
+        with _PUSH_LOCK:
+            if self._scratch is not None and self.log_path.exists():
+                put_bytes(self.url(self.root / "log.jsonl"), self.log_path.read_bytes())
 
     def check_tree(self) -> None:
         """Refuse, before any work, a run directory where a link was planted at a name the

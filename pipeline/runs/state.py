@@ -224,7 +224,7 @@ def resume_output(state: ImageState, rd: RunDir, *, resume: bool, overwrite: boo
     spec = state.spec
     output = Path(spec.job.output)
     owner = owners.get(str(output))
-    exists = rd.exists(output) if rd.remote else output.exists()
+    exists = rd.output_exists(output)
     if not resume:
         rd.clear_work(spec.key)
     elif last.get(spec.key, {}).get("state") == "finalized" and exists and owner == spec.key:

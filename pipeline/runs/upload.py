@@ -11,8 +11,9 @@ on the prefix too).
 
 The rule for an existing object is the local one: replaced only when zssr wrote it
 (``zssr-output`` metadata), and only with ``--overwrite`` or when this run folder owns
-the output (it uploaded it before).  Folder outputs (Zarr, DICOM series) are refused
-before any work, that image failing.
+the output (it uploaded it before).  A Zarr store is uploaded metadata last
+(:func:`io_adapters.objstore.upload_tree`); a DICOM series is refused before any work,
+that image failing.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from io_adapters.objstore import (
     is_remote,
     object_exists,
     upload_atomic,
+    upload_tree,
 )
 from io_adapters.output_safety import check_no_links
 from pipeline.catalog.stac import item_path
@@ -73,7 +75,10 @@ def upload_output(spec: ImageSpec) -> None:
 def upload_with_item(output: Path, url: str, *, item: bool) -> None:
     """Upload the committed ``output`` to ``url`` (checked before), then, with ``item``,
     its STAC Item (if written) to ``url`` + ``.stac-item.json``."""
-    upload_atomic(output, url)
+    if output.suffix.lower() == ".zarr" and output.is_dir():
+        upload_tree(output, url)
+    else:
+        upload_atomic(output, url)
     path = item_path(output)
     if item and os.path.lexists(path):
         check_no_links(path)  # never upload what a planted link points at
@@ -94,7 +99,8 @@ def upload_run(prefix: str, finished: Sequence[tuple[ImageSpec, bool]],
     """The end of a run: outputs finished earlier whose object is missing, then the
     Collection (``finished``: ``(spec, skipped)`` pairs)."""
     for spec, earlier in finished:
-        if earlier and spec.upload_to is not None and not object_exists(spec.upload_to):
+        if earlier and spec.upload_to is not None and not object_exists(
+                spec.upload_to + ("/zarr.json" if spec.upload_to.endswith(".zarr") else "")):
             upload_output(spec)
     if collection is not None:
         upload_collection(prefix, collection)

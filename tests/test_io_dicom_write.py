@@ -195,17 +195,27 @@ def test_writer_is_atomic(tmp_path):
 
 
 def test_commit_failure_leaves_nothing(tmp_path, monkeypatch):
+    """A slice goes to disk when its frame is complete: the disk filling up on the second
+    slice, after the first was saved, fails that write and leaves nothing behind."""
     reader = DicomReader(DICOM / "series")
     meta = scale_dicom_metadata(reader.meta, 2)
-    writer = DicomWriter(tmp_path / "out", meta)
-    for i in range(3):
-        writer.write(upsample(reader.read(frame=i), 2, 2), full_window(meta), frame=i)
+    real = pydicom.dcmwrite
+    saved = []
 
-    def disk_full(*args, **kwargs):
-        raise OSError("No space left on device")
+    def disk_full(path, *args, **kwargs):
+        if saved:
+            raise OSError("No space left on device")
+        real(path, *args, **kwargs)
+        saved.append(path)
 
     monkeypatch.setattr(pydicom, "dcmwrite", disk_full)
+    writer = DicomWriter(tmp_path / "out", meta)
+    writer.write(upsample(reader.read(frame=0), 2, 2), full_window(meta), frame=0)
+    assert len(saved) == 1 and saved[0].is_file()  # the first slice is on disk, in a temporary
     with pytest.raises(WriteError, match="cannot write derived DICOM: No space left"):
+        writer.write(upsample(reader.read(frame=1), 2, 2), full_window(meta), frame=1)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(WriteError, match="writer was aborted"):
         writer.commit()
     assert list(tmp_path.iterdir()) == []
 

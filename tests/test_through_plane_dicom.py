@@ -141,10 +141,11 @@ def test_writer_is_atomic(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(dw, "set_slice_attributes", failing)
     before = set(tmp_path.iterdir())
     writer = DicomWriter(tmp_path / "thin", meta)
-    for k in range(NEW_SLICES):
+    for k in range(3):  # saved to disk as they arrive, in a temporary
         writer.write(np.zeros((1, 24, 20), np.int16), _full(meta), frame=k)
+    assert not (tmp_path / "thin").exists()
     with pytest.raises(WriteError, match="disk full"):
-        writer.commit()
+        writer.write(np.zeros((1, 24, 20), np.int16), _full(meta), frame=3)
     assert set(tmp_path.iterdir()) == before
 
 

@@ -21,8 +21,12 @@ hex>/sr.raw`` beside the output (in a run: inside the run's ``outputs/``), whose
 are handed back to the kernel as each frame is written (:class:`DiskVolume`); the writer then
 reads it frame by frame.  The temporary goes on success, on failure and on an interrupt,
 and one a killed process left is removed by the next writer of that output
-(:func:`pipeline.locking.clean_stale_partials`).  A writer may still buffer its whole
-output until its commit (the NIfTI and DICOM writers do; Zarr does not).  Measured:
+(:func:`pipeline.locking.clean_stale_partials`).  No writer holds the whole output
+either: each puts a frame on disk as it arrives, in a temporary beside the output that its
+commit renames into place (NIfTI: a disk buffer laid out as the ``.nii``, gzipped on commit
+for ``.nii.gz``; DICOM: a series' slice file as soon as the slice is complete, or an
+enhanced file's frames spooled as PixelData bytes; Zarr: the chunks of
+``<name>.zarr.partial``), so a writer holds about one frame in memory.  Measured:
 BENCHMARKS.md section 12a.
 
 Limits, said plainly: one band; a legacy multi-frame DICOM (no per-frame

@@ -202,6 +202,7 @@ def case(name: str, work: Path, sets: list[str], env: dict[str, str]) -> dict:
     row = {"case": name, "input": src.name, "preset": preset, "scale_z": factor}
     row.update(run_zssr(["upscale", str(src), str(out), "--preset", preset, "--scale-z",
                          f"{factor:g}", *extra], env))
+    row["cli_line"] = row["cli_line"].replace(f"{work}/", "")
     sr = read_volume(out)
     lr_vol = read_volume(src)
     row.update(lr_shape=list(lr_vol.shape), sr_shape=list(sr.shape),
@@ -235,7 +236,8 @@ def main() -> None:
                                 capture_output=True, text=True).stdout.strip()
         doc = {"command": "bench/through_plane_real.py --cases " + " ".join(args.cases)
                + "".join(f" --set {s}" for s in args.sets),
-               "commit": commit or "unknown", "started_utc": started,
+               "commit": commit or "unknown (not run from a git checkout)",
+               "started_utc": started,
                "machine": f"{platform.machine()}, {os.cpu_count()} cores shared with other "
                f"jobs, torch {torch.__version__}, OMP_NUM_THREADS={env['OMP_NUM_THREADS']}",
                "results": rows}

@@ -67,7 +67,8 @@ from .provenance import Provenance, cf_grid_mapping, cf_value_attrs, cf_xy_attrs
 from .vsi import is_vsi
 from .zarr_reader import _LAYOUTS, DATA, OURS, ZarrReader, axis_roles, json_number
 
-__all__ = ["ZarrWriter", "ZarrReader", "write_region", "create_store", "scale_zarr_metadata"]
+__all__ = ["ZarrWriter", "ZarrReader", "write_region", "RegionTarget", "create_store",
+           "scale_zarr_metadata"]
 
 log = logging.getLogger(__name__)
 
@@ -385,15 +386,27 @@ def write_region(store_path: str | Path, array: np.ndarray, window: Window, *,
     ``store_path`` is :attr:`ZarrWriter.store_path`; the array and its
     metadata are opened by path, so nothing but the path crosses processes.
     """
-    reader = ZarrReader(store_path)
-    target: Any = Path(store_path)
-    if is_vsi(store_path):  # a store on object storage: chunks written in place
-        from .fetch import zarr_store
+    RegionTarget(store_path).write(array, window, frame=frame, mask=mask)
 
-        target = zarr_store(store_path, writable=True)
-    array_handle = zarr.open_array(target, path=DATA, mode="r+")
-    _write(array_handle, reader.meta, array, window, frame=frame, mask=mask,
-           path=Path(store_path))
+
+class RegionTarget:
+    """A partial store opened once for many :func:`write_region` calls (one task's tiles):
+    its metadata and array handle read once, not per region (on object storage each
+    opening costs a dozen requests)."""
+
+    def __init__(self, store_path: str | Path) -> None:
+        self.path = Path(store_path)
+        self.meta = ZarrReader(store_path).meta
+        target: Any = self.path
+        if is_vsi(store_path):  # a store on object storage: chunks written in place
+            from .fetch import zarr_store
+
+            target = zarr_store(store_path, writable=True)
+        self._array = zarr.open_array(target, path=DATA, mode="r+", zarr_format=3)
+
+    def write(self, array: np.ndarray, window: Window, *, frame: int = 0,
+              mask: np.ndarray | None = None) -> None:
+        _write(self._array, self.meta, array, window, frame=frame, mask=mask, path=self.path)
 
 
 def create_store(path: str | Path, meta: Metadata, *, chunks: tuple[int, int],

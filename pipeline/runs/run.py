@@ -285,6 +285,7 @@ def _report(rd: RunDir, entries: list[dict[str, Any]], summary: dict[str, Any]) 
     from io_adapters.objstore import download, upload_atomic
 
     local = rd.scratch / "report"
+    local.mkdir(parents=True, exist_ok=True)  # no picture at all: every image failed
     fetched = set()
     for e in entries:
         for rel in [*(e.get("assets") or {}).values(),

@@ -36,7 +36,7 @@ import torch
 
 from io_adapters.base import Reader
 from io_adapters.zarr_reader import ZarrReader
-from io_adapters.zarr_store import write_region
+from io_adapters.zarr_store import RegionTarget
 from pipeline.image.job import (
     ImageJob,
     StepPlan,
@@ -327,15 +327,22 @@ class RegionWriter:
     def __init__(self, store: Path, mask_store: Path | None = None) -> None:
         self.store = store
         self.mask_store = mask_store
+        self._targets: dict[Path, RegionTarget] = {}  # opened on first use, once per task
+
+    def _target(self, store: Path) -> RegionTarget:
+        if store not in self._targets:
+            self._targets[store] = RegionTarget(store)
+        return self._targets[store]
 
     def write(self, array: np.ndarray, window, *, frame: int = 0,
               mask: np.ndarray | None = None) -> None:
-        write_region(self.store, array, window, frame=frame, mask=mask)
+        self._target(self.store).write(array, window, frame=frame, mask=mask)
         if self.mask_store is not None:
             valid = np.ones(array.shape[-2:], bool) if mask is None else np.asarray(mask, bool)
             if valid.ndim == 3:
                 valid = valid.all(axis=0)
-            write_region(self.mask_store, valid[None].astype(np.uint8), window, frame=frame)
+            self._target(self.mask_store).write(valid[None].astype(np.uint8), window,
+                                                frame=frame)
 
 
 def infer_task(spec: ImageSpec, step: int, trained: TrainOutcome,

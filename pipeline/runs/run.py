@@ -222,7 +222,7 @@ def run_batch(inputs: list[str | Path | InputItem], settings: RunSettings, *, ob
         scale_steps(settings.scale, settings.config)
         if "through_plane" in settings.config_data:  # e.g. preset ct-thin in a batch job
             refuse_through_plane(pipeline_config_from_dict(
-                split_sections(settings.config_data)[1]), "zssr batch")
+                split_sections(settings.config_data)[1]), "run_batch")
     ok_items = [it for it in items if it.ok]
     pairs = pair_ground_truth(ok_items, settings.ground_truth) if settings.ground_truth else {}
     names = output_names(items)

@@ -26,21 +26,18 @@ SR, where slices are *samples* at their positions: the first new slice sits on
 the first old one and the spacing is ``dk / f``.
 
 :class:`NiftiWriter` writes the voxels as they arrive into a disk buffer laid out as the
-``.nii`` itself (a ``numpy.memmap`` in a private temporary folder beside the output, its
-pages given back after each write), so memory stays about one write whatever the
-volume; ``commit`` renames it into place (for ``.nii.gz``: streams it through gzip in
-chunks first); ``abort`` leaves nothing.  Header and bytes are the ones ``nib.save``
-writes of the whole array.  sform and qform are set from the same affine (their codes
-kept; a volume from another format gets scanner-anatomical, code 1).
+``.nii`` itself, so memory stays about one write whatever the volume; ``commit`` renames
+it into place (for ``.nii.gz``: streams it through gzip in chunks first); ``abort``
+leaves nothing.  Header and bytes are the ones ``nib.save`` writes of the whole array.
+The buffer, the header's making and the gzip step are :mod:`io_adapters._nifti_stream`;
+this module holds the reader, the metadata functions and the writer's contract (checks,
+locking, commit and abort).
 """
 
 from __future__ import annotations
 
 import gzip
-import io
 import logging
-import mmap
-import os
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -48,8 +45,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from nibabel.arrayproxy import ArrayProxy
-from nibabel.arraywriters import get_slope_inter, make_array_writer
-from nibabel.openers import Opener
 from rasterio.windows import Window
 
 from geometry import ScaleLike, as_scale, output_shape
@@ -62,22 +57,19 @@ from ._common import (
     check_frame,
     check_pixel_dtype,
     check_region,
-    new_temp_dir,
-    remove_path,
     replace_into,
     select_bands,
     write_failure,
 )
+from ._nifti_stream import NiftiBuffer, header_block
 from .base import AtomicWriterMixin, MedicalInfo, Metadata, PathReaderMixin, check_output_path
 from .errors import CorruptFileError, InputNotFoundError, InvalidDataError, WriteError
-from .output_safety import create_file
 
 __all__ = ["NiftiReader", "NiftiWriter", "sniff_nifti", "scale_nifti_metadata",
            "scale_nifti_slices", "nifti_affine"]
 
 log = logging.getLogger(__name__)
 
-_GZIP_CHUNK = 1 << 20  # bytes read from the disk buffer per gzip write
 _LPS = np.array([-1.0, -1.0, 1.0])  # RAS+ (NIfTI) <-> LPS+ (DICOM): flip x and y
 
 
@@ -259,23 +251,14 @@ def scale_nifti_slices(meta: Metadata, factor: float, slices: int) -> Metadata:
     return _with_affine(meta, new, rows=meta.rows, cols=meta.cols, frames=slices)
 
 
-def _release(volume: np.memmap) -> None:
-    """Give the mapping's pages back to the kernel (they stay in the file and the page
-    cache; a dirty page is written back as usual), so the resident set holds what was
-    just written, not the volume (the rule of ``pipeline.image.volume.DiskVolume``)."""
-    mm = getattr(volume, "_mmap", None)
-    if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
-        mm.madvise(mmap.MADV_DONTNEED)
-
-
 class NiftiWriter(AtomicWriterMixin):
     """Write a NIfTI-1 volume (``.nii`` or ``.nii.gz``) atomically; slices are frames.
 
     The voxels go, as they arrive, into a disk buffer laid out as the ``.nii`` file
-    itself (header, then the data in NIfTI order: for a band, a slice, a row, the
-    columns), a ``numpy.memmap`` in a private temporary folder beside the output whose
-    pages are given back after each write; resident memory stays about one write,
-    whatever the volume.  ``commit`` renames the ``.nii`` into place, or streams it
+    itself (:class:`~io_adapters._nifti_stream.NiftiBuffer`: header, then the data in
+    NIfTI order, a ``numpy.memmap`` in a private temporary folder beside the output
+    whose pages are given back after each write); resident memory stays about one
+    write, whatever the volume.  ``commit`` renames the ``.nii`` into place, or streams it
     through gzip in chunks for a ``.nii.gz``.  The header is nibabel's, built as
     ``nib.save`` builds it, so the file is byte for byte the one ``nib.save`` writes of
     the whole array (``tests/test_volume_writer_streaming.py``).
@@ -293,79 +276,11 @@ class NiftiWriter(AtomicWriterMixin):
                                    "write a .zarr output")
         self.meta = meta
         self._dtype = dtype.newbyteorder("=")
-        self._gz = name.endswith(".gz")
-        self._header = self._header_block()
-        self._volume: np.memmap | None = None  # (bands, frames, rows, cols), on disk
-        self._tmp: Path | None = None
+        self._buffer = NiftiBuffer(
+            self.path, header_block(meta, self._dtype, affine=nifti_affine, path=self.path),
+            (meta.bands, meta.frames, meta.rows, meta.cols), self._dtype)
         self._state = "open"
         self._lock = threading.Lock()
-
-    def _shape(self) -> tuple[int, ...]:
-        """The image's shape as nibabel sees it: ``(i, j, k)`` or ``(i, j, k, bands)``."""
-        m = self.meta
-        return (m.cols, m.rows, m.frames) + ((m.bands,) if m.bands > 1 else ())
-
-    def _image(self, data: np.ndarray) -> nib.Nifti1Image:
-        meta = self.meta
-        affine = nifti_affine(meta)
-        own = "nifti_affine" in meta.extra and meta.format == "nifti"
-        sform = int(meta.extra.get("nifti_sform_code", 1)) if own else 1
-        qform = int(meta.extra.get("nifti_qform_code", 1)) if own else 1
-        img = nib.Nifti1Image(data, affine)
-        img.header.set_sform(affine, code=sform)
-        img.header.set_qform(affine, code=qform)
-        units = meta.extra.get("nifti_xyzt_units") or ["mm", "sec"]
-        img.header.set_xyzt_units(*units)
-        med = meta.medical
-        if med is not None and (med.rescale_slope, med.rescale_intercept) != (1.0, 0.0):
-            img.header.set_slope_inter(med.rescale_slope, med.rescale_intercept)
-        img.header["descrip"] = b"zssr super-resolution"
-        img.set_data_dtype(data.dtype)
-        return img
-
-    def _header_block(self) -> bytes:
-        """The bytes before the voxels, as ``nib.save`` writes them (``to_file_map``:
-        the dtype finalised, the header updated from the data's shape, scl_slope/inter
-        from the array writer when unset, header and extensions, zeros up to
-        vox_offset), for an image of the output's shape whose data is never held."""
-        data = np.broadcast_to(np.zeros((), dtype=self._dtype), self._shape())
-        try:
-            img = self._image(data)
-            img.get_data_dtype(finalize=True)
-            img.update_header()
-            hdr = img.header
-            slope = hdr["scl_slope"].item() if hdr.has_data_slope else np.nan
-            inter = hdr["scl_inter"].item() if hdr.has_data_intercept else np.nan
-            if np.all(np.isnan((slope, inter))):
-                writer = make_array_writer(data, hdr.get_data_dtype(), hdr.has_data_slope,
-                                           hdr.has_data_intercept)
-                hdr.set_slope_inter(*get_slope_inter(writer))
-            block = io.BytesIO()
-            hdr.write_to(block)
-            offset = int(hdr.get_data_offset())
-        except Exception as exc:  # noqa: BLE001 - nibabel refuses a shape or dtype
-            raise InvalidDataError(f"{self.path}: cannot make a NIfTI-1 header for a "
-                                   f"{self._shape()} {self._dtype} volume: "
-                                   f"{' '.join(str(exc).split())[:200]}; write a .zarr "
-                                   "output") from None
-        head = block.getvalue()
-        return head + bytes(max(0, offset - len(head)))
-
-    def _open_buffer(self) -> np.memmap:
-        """The disk buffer: the ``.nii`` (header, then zeros, sparse) in a private folder."""
-        m = self.meta
-        self._tmp = new_temp_dir(self.path, "partial")  # private: nothing follows a link
-        name = self.path.name[:-3] if self._gz else self.path.name
-        size = len(self._header) + m.bands * m.frames * m.rows * m.cols * self._dtype.itemsize
-        with os.fdopen(create_file(self._tmp / name, 0o644), "wb") as fh:
-            fh.write(self._header)
-            fh.truncate(size)  # sparse: blocks come as the voxels arrive
-        fd = os.open(self._tmp / name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "r+b") as fh:  # the map keeps its own descriptor
-            self._volume = np.memmap(fh, dtype=self._dtype, mode="r+",
-                                     offset=len(self._header),
-                                     shape=(m.bands, m.frames, m.rows, m.cols))
-        return self._volume
 
     def write(self, array: np.ndarray, window: Window, *, frame: int = 0,
               mask: np.ndarray | None = None) -> None:
@@ -376,27 +291,13 @@ class NiftiWriter(AtomicWriterMixin):
         frame = check_frame(frame, self.meta.frames, path=self.path)
         window, array = check_region(array, window, meta=self.meta, path=self.path)
         array = cast_to_dtype(array, self._dtype)
-        r, c = int(window.row_off), int(window.col_off)
-        h, w = array.shape[1:]
         with self._lock:
             try:
-                volume = self._volume if self._volume is not None else self._open_buffer()
-                volume[:, frame, r:r + h, c:c + w] = array
-                _release(volume)
+                self._buffer.write(array, frame, int(window.row_off), int(window.col_off))
             except OSError as exc:
                 error = write_failure(self.path, "write the NIfTI volume", exc)
                 self.abort()
                 raise error from exc
-
-    def _gzip(self, raw: Path, out: Path) -> None:
-        """``raw`` through gzip into ``out`` in chunks, as nibabel compresses (its
-        ``DeterministicGzipFile``: level ``Opener.default_compresslevel``, no file name,
-        mtime 0), so the bytes are ``nib.save``'s."""
-        with open(raw, "rb") as src, os.fdopen(create_file(out, 0o644), "wb") as fh, \
-                gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0,
-                              compresslevel=Opener.default_compresslevel) as gz:
-            while chunk := src.read(_GZIP_CHUNK):
-                gz.write(chunk)
 
     def commit(self) -> Path:
         """Finish the file beside ``path`` and rename it into place; returns ``path``."""
@@ -404,15 +305,7 @@ class NiftiWriter(AtomicWriterMixin):
             raise WriteError(f"{self.path}: writer already committed or aborted")
         try:
             with self._lock:
-                if self._volume is None:  # nothing written: a volume of zeros
-                    self._open_buffer()
-                self._volume = None  # unmapped; the voxels are in the file
-                assert self._tmp is not None  # noqa: S101 - set by _open_buffer
-                if self._gz:
-                    raw = self._tmp / self.path.name[:-3]
-                    self._gzip(raw, self._tmp / self.path.name)
-                    raw.unlink()
-                replace_into(self._tmp / self.path.name, self.path)
+                replace_into(self._buffer.finish(), self.path)
         except Exception as exc:
             error = write_failure(self.path, "write the NIfTI volume", exc)
             self.abort()
@@ -420,8 +313,8 @@ class NiftiWriter(AtomicWriterMixin):
         except BaseException:  # a signal: nothing partial stays
             self.abort()
             raise
-        remove_path(self._tmp)
-        self._tmp, self._state = None, "committed"
+        self._buffer.discard()
+        self._state = "committed"
         log.debug("wrote %s", self.path)
         return self.path
 
@@ -430,7 +323,4 @@ class NiftiWriter(AtomicWriterMixin):
         if self._state == "committed":
             return
         self._state = "aborted"
-        self._volume = None
-        if self._tmp is not None:
-            remove_path(self._tmp)
-            self._tmp = None
+        self._buffer.discard()

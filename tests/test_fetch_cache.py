@@ -1,4 +1,4 @@
-"""The per-process cache of whole-file inputs by URL (:mod:`io_adapters.fetch`, issue 17),
+"""The per-process cache of whole-file inputs by URL (:mod:`io_adapters.fetch_cache`, issue 17),
 against the real moto server of tests/test_s3.py (its ``s3`` fixture; the relay in front of
 it counts the requests, ``s3.requests``: ``(method, path, range, bytes)``).
 
@@ -33,7 +33,7 @@ from conftest import DATA
 from PIL import Image
 from test_s3 import BUCKET, ROOT, s3  # noqa: F401 - the server fixture
 
-from io_adapters import fetch
+from io_adapters import fetch, fetch_cache
 from io_adapters.detect import open_reader
 from pipeline.cli.main import main
 
@@ -50,9 +50,9 @@ def cache(tmp_path: Path, monkeypatch):
     """A fresh process cache, its folder under ``tmp_path/cachetmp``; the default limit."""
     parent = tmp_path / "cachetmp"
     parent.mkdir()
-    fresh = fetch.FetchCache(parent)
-    monkeypatch.setattr(fetch, "_CACHE", fresh)
-    monkeypatch.delenv(fetch.CACHE_ENV, raising=False)
+    fresh = fetch_cache.FetchCache(parent)
+    monkeypatch.setattr(fetch_cache, "_CACHE", fresh)
+    monkeypatch.delenv(fetch_cache.CACHE_ENV, raising=False)
     yield fresh
     fresh.close()
     assert list(parent.iterdir()) == []
@@ -201,7 +201,7 @@ def test_replaced_while_read_is_not_kept(s3, cache, monkeypatch) -> None:  # noq
 def test_byte_limit_evicts_and_zero_disables(s3, cache, monkeypatch) -> None:  # noqa: F811
     png, dcm = _put(s3, PNG, "cache/limit.png"), _put(s3, DICOM, "cache/limit.dcm")
     sizes = PNG.stat().st_size, DICOM.stat().st_size
-    monkeypatch.setenv(fetch.CACHE_ENV, str(max(sizes) + 1))  # one of them at a time
+    monkeypatch.setenv(fetch_cache.CACHE_ENV, str(max(sizes) + 1))  # one of them at a time
     s3.requests = []
     _pixels(png)
     _pixels(dcm)  # evicts the PNG (least recently used, unreferenced)
@@ -214,14 +214,14 @@ def test_byte_limit_evicts_and_zero_disables(s3, cache, monkeypatch) -> None:  #
             np.testing.assert_array_equal(_pixels(dcm), _pixels(DICOM))
         assert held.read().shape == _pixels(PNG)[0].shape
     assert _gets(s3, "cache/limit.dcm") == 3 and cache.used == sizes[0]
-    monkeypatch.setenv(fetch.CACHE_ENV, str(min(sizes) - 1))  # fits none: private copies
+    monkeypatch.setenv(fetch_cache.CACHE_ENV, str(min(sizes) - 1))  # fits none: private copies
     s3.requests = []
     for _ in range(2):
         _pixels(png)
     assert _gets(s3, "cache/limit.png") == 2 and cache.used <= min(sizes) - 1
     cache.close()
 
-    monkeypatch.setenv(fetch.CACHE_ENV, "0")  # disabled: today's behaviour
+    monkeypatch.setenv(fetch_cache.CACHE_ENV, "0")  # disabled: today's behaviour
     s3.requests = []
     for _ in range(3):
         np.testing.assert_array_equal(_pixels(png), _pixels(PNG))
@@ -235,16 +235,16 @@ def test_cache_folder_gone_after_the_process_exits(s3, tmp_path: Path) -> None: 
     tmpdir.mkdir()
     script = (
         "import sys\n"
-        "from io_adapters import fetch\n"
+        "from io_adapters import fetch_cache\n"
         "from io_adapters.detect import open_reader\n"
         "for _ in range(2):\n"
         "    with open_reader(sys.argv[1]) as reader:\n"
         "        reader.read()\n"
-        "c = fetch.fetch_cache()\n"
+        "c = fetch_cache.fetch_cache()\n"
         "root = c.root()\n"
         "print(root, c.fetches, len([p for p in root.rglob('*') if p.is_file()]))\n")
     env = {**os.environ, "TMPDIR": str(tmpdir), "PYTHONPATH": str(ROOT)}
-    env.pop(fetch.CACHE_ENV, None)
+    env.pop(fetch_cache.CACHE_ENV, None)
     done = subprocess.run([sys.executable, "-c", script, url], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -257,12 +257,12 @@ def test_cache_folder_gone_after_the_process_exits(s3, tmp_path: Path) -> None: 
 def test_run_gets_the_object_once(s3, cache, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
     url = _put(s3, PNG, "cache/run/butterfly.png")
     run = ["--scheduler", "synchronous", "--batch-tiles", "1", *TINY]
-    monkeypatch.setenv(fetch.CACHE_ENV, "0")
+    monkeypatch.setenv(fetch_cache.CACHE_ENV, "0")
     s3.requests = []
     assert main(["run", url, "--out", str(tmp_path / "uncached"), *run]) == 0
     uncached = _gets(s3, "cache/run/butterfly.png")
     uncached_requests, uncached_bytes = len(s3.requests), sum(r[3] for r in s3.requests)
-    monkeypatch.delenv(fetch.CACHE_ENV)
+    monkeypatch.delenv(fetch_cache.CACHE_ENV)
     s3.requests = []
     assert main(["run", url, "--out", str(tmp_path / "cached"), *run]) == 0
     cached = _gets(s3, "cache/run/butterfly.png")

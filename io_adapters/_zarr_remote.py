@@ -12,6 +12,7 @@ through a local file.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -19,7 +20,9 @@ from zarr.abc.store import ByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import WrapperStore
 
-__all__ = ["MetadataLastStore", "open_metadata_last", "discard", "METADATA"]
+from .errors import WriteError
+
+__all__ = ["MetadataLastStore", "open_metadata_last", "discard", "remote_target", "METADATA"]
 
 METADATA = "zarr.json"
 
@@ -126,7 +129,29 @@ def open_metadata_last(url: str) -> MetadataLastStore:
 def discard(url: str) -> None:
     """Delete every object under the prefix ``url`` (an aborted or replaced store): the
     root's ``zarr.json`` first, so no reader opens a store while it goes."""
-    from .objstore import delete_object, delete_under, join_url
+    from .s3_objects import delete_object, delete_under, join_url
 
     delete_object(join_url(url, METADATA))
     delete_under(url)
+
+
+def remote_target(url: str, *, overwrite: bool) -> Any:
+    """The store a Zarr output on object storage is written through; an existing store
+    there is replaced only with ``overwrite`` and only when zssr wrote it (its root
+    metadata names zssr), and goes before the new one is written."""
+    from .s3_objects import get_bytes, join_url
+    from .zarr_reader import OURS
+
+    got = get_bytes(join_url(url, "zarr.json"))
+    if got is not None:
+        if not overwrite:
+            raise WriteError(f"{url}: output exists; pass --overwrite to replace it")
+        try:
+            ours = OURS in json.loads(got[0]).get("attributes", {})
+        except (ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise WriteError(f"{url}: a Zarr store zssr did not write; refusing to replace "
+                             "it whatever --overwrite says")
+        discard(url)
+    return open_metadata_last(url)

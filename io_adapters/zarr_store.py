@@ -67,8 +67,7 @@ from .provenance import Provenance, cf_grid_mapping, cf_value_attrs, cf_xy_attrs
 from .vsi import is_vsi
 from .zarr_reader import _LAYOUTS, DATA, OURS, ZarrReader, axis_roles, json_number
 
-__all__ = ["ZarrWriter", "ZarrReader", "write_region", "RegionTarget", "create_store",
-           "scale_zarr_metadata"]
+__all__ = ["ZarrWriter", "ZarrReader", "scale_zarr_metadata", "write_chunks"]
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +155,9 @@ class ZarrWriter(AtomicWriterMixin):
         self._provenance = provenance
         start_io_loop()
         if self._url is not None:  # chunks straight to the bucket, metadata at commit
-            self._store: Any = _remote_target(self._url, overwrite=overwrite)
+            from ._zarr_remote import remote_target
+
+            self._store: Any = remote_target(self._url, overwrite=overwrite)
         else:
             self._store = self.path.with_name(self.path.name + ".partial")
             remove_path(self._store)  # a stale partial store from a crashed run (a link: unlinked)
@@ -243,7 +244,7 @@ class ZarrWriter(AtomicWriterMixin):
         """Write ``array`` ``(bands, h, w)`` at a chunk-aligned ``window`` of ``frame``."""
         if not self._open:
             raise WriteError(f"{self.path}: writer already committed or aborted")
-        _write(self._array, self.meta, array, window, frame=frame, mask=mask, path=self.path)
+        write_chunks(self._array, self.meta, array, window, frame=frame, mask=mask, path=self.path)
 
     def commit(self) -> Path:
         """Consolidate the metadata and rename the store to ``path``."""
@@ -282,28 +283,6 @@ class ZarrWriter(AtomicWriterMixin):
             discard(self._url)  # its chunks (no metadata was written)
             return
         remove_path(self._store)
-
-
-def _remote_target(url: str, *, overwrite: bool) -> Any:
-    """The store a Zarr output on object storage is written through; an existing store
-    there is replaced only with ``overwrite`` and only when zssr wrote it (its root
-    metadata names zssr), and goes before the new one is written."""
-    from ._zarr_remote import discard, open_metadata_last
-    from .objstore import get_bytes, join_url
-
-    got = get_bytes(join_url(url, "zarr.json"))
-    if got is not None:
-        if not overwrite:
-            raise WriteError(f"{url}: output exists; pass --overwrite to replace it")
-        try:
-            ours = OURS in json.loads(got[0]).get("attributes", {})
-        except (ValueError, AttributeError):
-            ours = False
-        if not ours:
-            raise WriteError(f"{url}: a Zarr store zssr did not write; refusing to replace "
-                             "it whatever --overwrite says")
-        discard(url)
-    return open_metadata_last(url)
 
 
 def start_io_loop() -> None:
@@ -379,60 +358,7 @@ def _cf_fill_value(nodata: float, dtype: np.dtype) -> Any:
     return int(nodata)
 
 
-def write_region(store_path: str | Path, array: np.ndarray, window: Window, *,
-                 frame: int = 0, mask: np.ndarray | None = None) -> None:
-    """Write one chunk-aligned region into a partial store, from any process.
-
-    ``store_path`` is :attr:`ZarrWriter.store_path`; the array and its
-    metadata are opened by path, so nothing but the path crosses processes.
-    """
-    RegionTarget(store_path).write(array, window, frame=frame, mask=mask)
-
-
-class RegionTarget:
-    """A partial store opened once for many :func:`write_region` calls (one task's tiles):
-    its metadata and array handle read once, not per region (on object storage each
-    opening costs a dozen requests)."""
-
-    def __init__(self, store_path: str | Path) -> None:
-        self.path = Path(store_path)
-        self.meta = ZarrReader(store_path).meta
-        target: Any = self.path
-        if is_vsi(store_path):  # a store on object storage: chunks written in place
-            from .fetch import zarr_store
-
-            target = zarr_store(store_path, writable=True)
-        self._array = zarr.open_array(target, path=DATA, mode="r+", zarr_format=3)
-
-    def write(self, array: np.ndarray, window: Window, *, frame: int = 0,
-              mask: np.ndarray | None = None) -> None:
-        _write(self._array, self.meta, array, window, frame=frame, mask=mask, path=self.path)
-
-
-def create_store(path: str | Path, meta: Metadata, *, chunks: tuple[int, int],
-                 overwrite: bool = False) -> None:
-    """An empty store for ``meta`` at ``path`` that :func:`write_region` fills: made by
-    :class:`ZarrWriter`; at a ``/vsis3/`` name (a run folder on object storage) made in a
-    local temporary folder and uploaded, the metadata (``zarr.json``) last, so a store
-    whose metadata is there is whole."""
-    if not is_vsi(path):
-        ZarrWriter(path, meta, chunks=chunks, overwrite=overwrite).commit()
-        return
-    import shutil
-    import tempfile
-
-    from .objstore import upload_tree
-    from .vsi import display_url
-
-    folder = Path(tempfile.mkdtemp(prefix=".zssr-store-"))
-    try:
-        upload_tree(ZarrWriter(folder / "s.zarr", meta, chunks=chunks).commit(),
-                    display_url(path))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _write(target: Any, meta: Metadata, array: np.ndarray, window: Window, *, frame: int,
+def write_chunks(target: Any, meta: Metadata, array: np.ndarray, window: Window, *, frame: int,
            mask: np.ndarray | None, path: Path) -> None:
     check_frame(frame, meta.frames, path=path)
     window, array = check_region(array, window, meta=meta, path=path)

@@ -126,7 +126,7 @@ def test_worker_killed_mid_phase_run_completes_identically(phase: str, tmp_path:
     from distributed import Client
 
     run_dir = tmp_path / "run"
-    slow = {**SLOW_TRAIN, "pipeline.runs.tasks:write_region": 0.1}  # 25 tiles: >= 1.2 s of tiles
+    slow = {**SLOW_TRAIN, "io_adapters.zarr_regions:write_region": 0.1}  # 25 tiles: >= 1.2 s of tiles
     with dask_cluster(tmp_path, slow=slow) as (address, workers), \
             Client(address, timeout="30s", set_as_default=False) as client:
         pids = client.run(os.getpid)
@@ -267,9 +267,9 @@ def test_run_disk_full_at_finalize_then_resumes(tmp_path: Path, monkeypatch, ref
 
 def test_run_disk_full_among_the_tiles_then_resumes(tmp_path: Path, monkeypatch,
                                                     reference: Path):
-    import pipeline.runs.tasks as tasks
+    import io_adapters.zarr_regions as regions
 
-    real, written = tasks.write_region, []
+    real, written = regions.write_region, []
 
     def filling(store, array, window, **kwargs):
         if len(written) == 3:
@@ -279,7 +279,7 @@ def test_run_disk_full_among_the_tiles_then_resumes(tmp_path: Path, monkeypatch,
 
     run_dir = tmp_path / "run"
     args = (TIF, "--out", run_dir, *SYNC)
-    monkeypatch.setattr(tasks, "write_region", filling)
+    monkeypatch.setattr(regions, "write_region", filling)
     assert in_process(*args) == 1
     failed = manifest(run_dir)[-1]
     assert failed["stage"] == "infer" and "No space left on device" in failed["error"]
@@ -353,7 +353,7 @@ def test_run_on_a_full_filesystem_resumes_after_space_is_freed(tmp_path: Path, s
 
 @pytest.mark.slow
 def test_second_run_process_on_the_same_folder_is_refused(tmp_path: Path):
-    from pipeline.runs.rundir import RunDir
+    from pipeline.runs.driver import RunDir
 
     run_dir = tmp_path / "run"
     args = (TIF, "--out", run_dir, *SYNC)
@@ -412,7 +412,7 @@ def test_stale_temps_are_only_writer_temporaries(tmp_path: Path):
 
 
 def test_an_output_claim_outranks_the_manifest(tmp_path: Path, caplog):
-    from pipeline.runs.rundir import RunDir
+    from pipeline.runs.driver import RunDir
 
     out = tmp_path / "outputs" / "x_x2.png"
     with RunDir(tmp_path) as rd:

@@ -24,7 +24,8 @@ from io_adapters import zarr_store
 from io_adapters.base import MedicalInfo, Metadata, Reader, Writer
 from io_adapters.errors import CorruptFileError, InputNotFoundError, InvalidDataError, WriteError
 from io_adapters.geotiff import GeoTiffReader
-from io_adapters.zarr_store import ZarrReader, ZarrWriter, scale_zarr_metadata, write_region
+from io_adapters.zarr_regions import write_region
+from io_adapters.zarr_store import ZarrReader, ZarrWriter, scale_zarr_metadata
 
 LANDSAT = Path(__file__).parent / "data" / "io" / "geotiff" / "landsat_64x80.tif"
 pytestmark = pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning")

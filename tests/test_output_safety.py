@@ -393,7 +393,7 @@ def test_a_link_at_any_name_a_run_writes_never_has_its_target_touched(tmp_path, 
     ``write-time-only``: the up-front check is switched off, so every write itself must
     refuse or avoid the link (O_EXCL/O_NOFOLLOW, lstat before rename): whatever the exit
     code, the target is untouched."""
-    from pipeline.runs.rundir import RunDir
+    from pipeline.runs.driver import RunDir
 
     target, folder, untouched = sentinel
     src = _png(tmp_path / "in" / "a.png")

@@ -29,7 +29,7 @@ from _run_helpers import pixels
 from conftest import DATA
 from test_s3 import BUCKET, s3  # noqa: F401 - the server fixture
 
-from io_adapters.objstore import put_bytes
+from io_adapters.s3_objects import put_bytes
 from pipeline.cli.main import main
 from pipeline.errors import EXIT, LockedError
 from pipeline.runs.remote import RemoteLease

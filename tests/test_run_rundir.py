@@ -13,15 +13,10 @@ import torch
 from conftest import DATA
 
 from pipeline.errors import LockedError, exit_code
-from pipeline.runs.rundir import (
-    JsonLinesHandler,
-    RunDir,
-    RunPaths,
-    image_key,
-    input_identity,
-    load_weights,
-    save_weights,
-)
+from pipeline.runs.driver import JsonLinesHandler, RunDir
+from pipeline.runs.identity import image_key, input_identity
+from pipeline.runs.rundir import RunPaths
+from pipeline.runs.weights import load_weights, save_weights
 from pipeline.source import SampleStats
 from zssr.normalize import Normalizer
 from zssr.train import TrainingHistory

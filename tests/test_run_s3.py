@@ -33,8 +33,8 @@ from test_s3 import BUCKET, LANDSAT, s3  # noqa: F401 - the server fixture
 from io_adapters.errors import InputNotFoundError
 from pipeline.cli.main import main
 from pipeline.errors import EXIT, UsageError, exit_code
+from pipeline.runs.identity import input_identity
 from pipeline.runs.inputs import expand_inputs
-from pipeline.runs.rundir import input_identity
 
 RGB = DATA / "io" / "geotiff" / "rgb_byte_96x128.tif"
 PNG = DATA / "io" / "plain" / "butterfly_48x64.png"

@@ -315,7 +315,7 @@ def test_ground_truth_scores_and_mismatch(tmp_path: Path):
 
 
 def test_locked_run_dir_and_usage_errors(tmp_path: Path, capsys):
-    from pipeline.runs.rundir import RunDir
+    from pipeline.runs.driver import RunDir
 
     with RunDir(tmp_path / "run"):
         assert run(PNG, "--out", tmp_path / "run", "--scale", "2") == 9

@@ -36,8 +36,8 @@ from io_adapters.errors import InputNotFoundError, InvalidDataError
 from io_adapters.fetch import remote_kind
 from io_adapters.vsi import gdal_path
 from pipeline.cli.main import main
+from pipeline.runs.identity import input_identity
 from pipeline.runs.inputs import expand_inputs
-from pipeline.runs.rundir import input_identity
 
 DICOM = DATA / "dicom" / "MR_small.dcm"
 SERIES = DATA / "dicom" / "series"

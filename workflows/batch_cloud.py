@@ -41,8 +41,8 @@ from io_adapters.objstore import check_remote_output, object_exists
 from io_adapters.output_safety import check_output
 from io_adapters.vsi import display_url, gdal_path, is_vsi
 from pipeline.catalog.stac import item_path
+from pipeline.runs.identity import input_identity
 from pipeline.runs.inputs import InputItem
-from pipeline.runs.rundir import input_identity
 from pipeline.runs.settings import RunSettings
 from pipeline.runs.stac_run import COLLECTION_FILE, write_items_collection, write_job_item
 from pipeline.runs.upload import check_prefix_bucket, upload_collection, upload_with_item

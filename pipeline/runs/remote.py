@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from io_adapters.objstore import (
+from io_adapters.s3_objects import (
     PreconditionFailed,
     delete_object,
     get_with_age,

@@ -23,7 +23,7 @@ from typing import Any
 from io_adapters.output_safety import UnsafeOutputError, make_dirs, write_bytes_atomic
 from pipeline.runs.rundir import atomic_write_text
 
-__all__ = ["write_report", "plot_curves", "render_html"]
+__all__ = ["write_report", "write_run_report", "plot_curves", "render_html"]
 
 log = logging.getLogger(__name__)
 
@@ -209,3 +209,31 @@ def write_report(root: Path, entries: list[dict[str, Any]], summary: dict[str, A
     out = root / "report.html"
     atomic_write_text(out, render_html(entries, summary, root), root=root)
     return out
+
+
+def write_run_report(rd: Any, entries: list[dict[str, Any]], summary: dict[str, Any]) -> Path:
+    """``report.json`` and ``report.html`` of the run folder ``rd`` (a
+    :class:`~pipeline.runs.driver.RunDir`); on object storage written in the driver's
+    scratch folder (the pictures the workers uploaded fetched for it) and uploaded."""
+    if not rd.remote:
+        return write_report(rd.root, entries, summary)
+    from io_adapters.objstore import upload_atomic
+    from io_adapters.s3_objects import download
+
+    local = rd.scratch / "report"
+    local.mkdir(parents=True, exist_ok=True)  # no picture at all: every image failed
+    fetched = set()
+    for e in entries:
+        for rel in [*(e.get("assets") or {}).values(),
+                    *(g.get("asset") for g in (e.get("kernel") or {}).get("groups", []))]:
+            if isinstance(rel, str) and rel.startswith("report_assets/") and "/" not in \
+                    rel[len("report_assets/"):] and rel not in fetched:
+                (local / "report_assets").mkdir(parents=True, exist_ok=True)
+                if download(rd.url(rd.root / rel), local / rel):
+                    fetched.add(rel)
+    path = write_report(local, entries, summary)
+    for p in sorted(local.rglob("*")):  # the report, then its new pictures (curves)
+        rel = p.relative_to(local).as_posix()
+        if p.is_file() and rel not in fetched:
+            upload_atomic(p, rd.url(rd.root / rel))
+    return rd.root / path.relative_to(local)

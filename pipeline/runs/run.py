@@ -30,7 +30,7 @@ from io_adapters.detect import scale_metadata
 from io_adapters.objstore import check_remote_output
 from io_adapters.output_safety import check_output
 from io_adapters.vsi import display_url, is_vsi
-from io_adapters.zarr_store import create_store
+from io_adapters.zarr_regions import create_store
 from pipeline.catalog.provenance import with_provenance
 from pipeline.errors import EXIT, UsageError
 from pipeline.image.job import (
@@ -43,9 +43,10 @@ from pipeline.image.job import (
 from pipeline.image.kernel_groups import plan_groups
 from pipeline.image.plan import plan_steps
 from pipeline.runs.config import pipeline_config_from_dict, refuse_through_plane
+from pipeline.runs.driver import JsonLinesHandler, RunDir
 from pipeline.runs.graph import SchedulerInfo, execute, open_scheduler, resolve_scheduler
+from pipeline.runs.identity import image_key, input_identity
 from pipeline.runs.inputs import InputItem, expand_inputs, output_names, pair_ground_truth
-from pipeline.runs.rundir import JsonLinesHandler, RunDir, image_key, input_identity
 from pipeline.runs.settings import RunSettings
 from pipeline.runs.stac_run import write_run_stac
 from pipeline.runs.state import ImageState, build_nodes, resume_output
@@ -207,6 +208,7 @@ def run_batch(inputs: list[str | Path | InputItem], settings: RunSettings, *, ob
               quiet: bool = False) -> RunSummary:
     """Super-resolve every input into ``settings.out_dir`` (see the module doc)."""
     from pipeline.runs.progress import RunObserver
+    from pipeline.runs.report import write_run_report
 
     t0 = time.perf_counter()
     observer = observer or RunObserver()
@@ -252,7 +254,7 @@ def run_batch(inputs: list[str | Path | InputItem], settings: RunSettings, *, ob
             entries = [s.final_entry(rd) for s in states]
             counts = _counts(states)
             summary = RunSummary(rd.root, entries, counts, time.perf_counter() - t0, address)
-            summary.report = _report(rd, entries, {
+            summary.report = write_run_report(rd, entries, {
                 "counts": counts, "seconds": summary.seconds, "scheduler": address,
                 "run": _run_fields(settings)})
             rd.event("run finished", **counts, seconds=summary.seconds)
@@ -273,34 +275,6 @@ def _check_remote_settings(settings: RunSettings) -> None:
         if given:
             raise UsageError(f"--out {out}: {what} is not supported with a run folder on "
                              "object storage yet; use a local --out")
-
-
-def _report(rd: RunDir, entries: list[dict[str, Any]], summary: dict[str, Any]) -> Path:
-    """``report.json`` and ``report.html``; on object storage written in the driver's
-    scratch folder (the pictures the workers uploaded fetched for it) and uploaded."""
-    from pipeline.runs.report import write_report
-
-    if not rd.remote:
-        return write_report(rd.root, entries, summary)
-    from io_adapters.objstore import download, upload_atomic
-
-    local = rd.scratch / "report"
-    local.mkdir(parents=True, exist_ok=True)  # no picture at all: every image failed
-    fetched = set()
-    for e in entries:
-        for rel in [*(e.get("assets") or {}).values(),
-                    *(g.get("asset") for g in (e.get("kernel") or {}).get("groups", []))]:
-            if isinstance(rel, str) and rel.startswith("report_assets/") and "/" not in \
-                    rel[len("report_assets/"):] and rel not in fetched:
-                (local / "report_assets").mkdir(parents=True, exist_ok=True)
-                if download(rd.url(rd.root / rel), local / rel):
-                    fetched.add(rel)
-    path = write_report(local, entries, summary)
-    for p in sorted(local.rglob("*")):  # the report, then its new pictures (curves)
-        rel = p.relative_to(local).as_posix()
-        if p.is_file() and rel not in fetched:
-            upload_atomic(p, rd.url(rd.root / rel))
-    return rd.root / path.relative_to(local)
 
 
 def _run_fields(settings: RunSettings) -> dict[str, Any]:

@@ -22,10 +22,11 @@ from io_adapters.detect import stale_temps
 from io_adapters.errors import WriteError
 from io_adapters.vsi import display_url
 from pipeline.image.kernel_estimate import describe_choice, is_estimate
+from pipeline.runs.driver import RunDir
 from pipeline.runs.finalize import finalize_task
 from pipeline.runs.graph import Node, Ref
+from pipeline.runs.identity import image_key
 from pipeline.runs.inputs import InputItem
-from pipeline.runs.rundir import RunDir, image_key
 from pipeline.runs.tasks import (
     ImageSpec,
     TrainOutcome,

@@ -31,12 +31,11 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from io_adapters.base import Reader
 from io_adapters.zarr_reader import ZarrReader
-from io_adapters.zarr_store import RegionTarget
+from io_adapters.zarr_regions import RegionWriter
 from pipeline.image.job import (
     ImageJob,
     StepPlan,
@@ -61,7 +60,8 @@ from pipeline.image.kernel_groups import (
     infer_group_tiles,
 )
 from pipeline.image.plan import ImageStep
-from pipeline.runs.rundir import RunPaths, weights_bytes, weights_from_bytes
+from pipeline.runs.rundir import RunPaths
+from pipeline.runs.weights import weights_bytes, weights_from_bytes
 from pipeline.source import ReaderCropSource, SampleStats
 from zssr.model import build_model
 from zssr.train import TrainEvent
@@ -315,34 +315,6 @@ def cached_model(spec: ImageSpec, plan: StepPlan, trained: TrainOutcome) -> torc
         while len(_MODELS) > MODEL_CACHE_SIZE:
             _MODELS.popitem(last=False)
     return model
-
-
-class RegionWriter:
-    """Writer-shaped adapter: each HR core goes to a chunk-aligned region of a store.
-
-    When the output keeps a validity mask that its pixel values cannot carry
-    (no nodata, no alpha), the mask goes to a companion one-band store.
-    """
-
-    def __init__(self, store: Path, mask_store: Path | None = None) -> None:
-        self.store = store
-        self.mask_store = mask_store
-        self._targets: dict[Path, RegionTarget] = {}  # opened on first use, once per task
-
-    def _target(self, store: Path) -> RegionTarget:
-        if store not in self._targets:
-            self._targets[store] = RegionTarget(store)
-        return self._targets[store]
-
-    def write(self, array: np.ndarray, window, *, frame: int = 0,
-              mask: np.ndarray | None = None) -> None:
-        self._target(self.store).write(array, window, frame=frame, mask=mask)
-        if self.mask_store is not None:
-            valid = np.ones(array.shape[-2:], bool) if mask is None else np.asarray(mask, bool)
-            if valid.ndim == 3:
-                valid = valid.all(axis=0)
-            self._target(self.mask_store).write(valid[None].astype(np.uint8), window,
-                                                frame=frame)
 
 
 def infer_task(spec: ImageSpec, step: int, trained: TrainOutcome,

@@ -28,9 +28,11 @@ from pipeline.errors import UsageError
 from pipeline.image.job import dicom_writer_options
 from pipeline.image.volume import VolumeJob, plan_volume, upscale_through_plane
 from pipeline.runs.config import OverrideNames, ThroughPlaneConfig, through_plane_settings
+from pipeline.runs.driver import RunDir
 from pipeline.runs.graph import Node
+from pipeline.runs.identity import image_key, input_identity
 from pipeline.runs.inputs import InputItem
-from pipeline.runs.rundir import RunDir, RunPaths, image_key, input_identity
+from pipeline.runs.rundir import RunPaths
 from pipeline.runs.settings import RunSettings
 from pipeline.runs.state import ImageState, resume_output
 from zssr.errors import ConfigError

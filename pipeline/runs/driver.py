@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from io_adapters.errors import WriteError
 from io_adapters.output_safety import RUN_LOCK, RUN_MANIFEST, check_no_links, open_append
 from io_adapters.s3_objects import delete_objects, get_bytes, list_under, put_bytes
 from io_adapters.vsi import is_vsi
@@ -198,8 +199,12 @@ class RunDir(RunPaths):
         lock = self._lock_fh
         try:
             if isinstance(lock, RemoteLease) and lock.lost is None:
-                self._compact()
-                self._push_log()
+                try:  # the work is done: a failure here costs tidiness, not results
+                    self._compact()
+                    self._push_log()
+                except WriteError as error:
+                    log.warning("%s: the manifest or the log was not tidied up (%s); the "
+                                "next run reads the records as they are", self.url(), error)
         finally:
             if lock is not None:
                 lock.__exit__(*exc)

@@ -77,29 +77,67 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def node_dirs(logdir: Path, name: str) -> tuple[Path, Path]:
+    """``(cwd, TMPDIR)`` of the cluster process ``name`` (``scheduler``, ``w0``, ``w1``...)
+    started by ``dask_cluster(..., isolated=True)``: two folders of its own under
+    ``logdir/nodes/<name>/``, empty when the process starts."""
+    base = logdir / "nodes" / name
+    return base / "cwd", base / "tmp"
+
+
+def _node_env(logdir: Path, name: str, env: dict[str, str] | None, isolated: bool
+              ) -> tuple[dict[str, str], Path]:
+    """The environment and working directory of one cluster process."""
+    if not isolated and env is None:
+        return ENV, ROOT  # the default: as before
+    # os.environ as it is now (a fixture may have set the S3 endpoint after import)
+    merged = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+              "MKL_NUM_THREADS": "1", **(env or {})}
+    if not isolated:
+        return merged, ROOT
+    cwd, tmp = node_dirs(logdir, name)
+    for folder in (cwd, tmp):
+        folder.mkdir(parents=True)  # fresh: an existing one is an error
+    merged["TMPDIR"] = str(tmp)
+    return merged, cwd
+
+
 @contextmanager
-def dask_cluster(logdir: Path, workers: int = 2, *, slow: dict[str, float] | None = None
+def dask_cluster(logdir: Path, workers: int = 2, *, slow: dict[str, float] | None = None,
+                 isolated: bool = False, env: dict[str, str] | None = None
                  ) -> Iterator[tuple[str, list[subprocess.Popen]]]:
     """``dask scheduler`` + ``workers`` x ``dask worker`` (no nanny) as subprocesses;
-    ``slow``: callables the workers slow down (a ``--preload`` file, see ``_SLOWDOWN``)."""
+    ``slow``: callables the workers slow down (a ``--preload``, see ``_SLOWDOWN``).
+
+    ``isolated``: no shared disk but the installed code: the scheduler and each worker
+    start in an empty folder of their own as working directory, with a ``TMPDIR`` of
+    their own (``node_dirs(logdir, name)``; dask's ``dask-scratch-space`` goes there too),
+    and the slowdown is handed over as preload text, not a file.  ``env``: variables
+    added to the environment of every process, over ``os.environ`` as it is at the call
+    (e.g. the S3 endpoint and credentials a fixture set).  Defaults: as before (``ENV``,
+    working directory the repository)."""
     from distributed import Client
 
     dask = Path(sys.executable).with_name("dask")
     preload: list[str | Path] = []
-    if slow:
+    if slow and isolated:
+        preload = ["--preload", slowdown_code(slow)]
+    elif slow:
         preload = ["--preload", logdir / "slowdown.py"]
         (logdir / "slowdown.py").write_text(slowdown_code(slow))
     address = f"tcp://127.0.0.1:{free_port()}"
     log = open(logdir / "cluster.log", "w")  # noqa: SIM115 - closed below
+    node_env, cwd = _node_env(logdir, "scheduler", env, isolated)
     procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port",
-                               address.rsplit(":", 1)[1], "--no-dashboard"], env=ENV, cwd=ROOT,
-                              stdout=log, stderr=subprocess.STDOUT)]
+                               address.rsplit(":", 1)[1], "--no-dashboard"], env=node_env,
+                              cwd=cwd, stdout=log, stderr=subprocess.STDOUT)]
     try:
         for i in range(workers):
+            node_env, cwd = _node_env(logdir, f"w{i}", env, isolated)
             procs.append(subprocess.Popen(
                 [dask, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
-                 "--name", f"w{i}", "--memory-limit", "0", *preload], env=ENV, cwd=ROOT, stdout=log,
-                stderr=subprocess.STDOUT))
+                 "--name", f"w{i}", "--memory-limit", "0", *preload], env=node_env, cwd=cwd,
+                stdout=log, stderr=subprocess.STDOUT))
         with Client(address, timeout="60s", set_as_default=False) as client:
             client.wait_for_workers(workers, timeout=60)
         yield address, procs[1:]

@@ -24,6 +24,14 @@ import numpy as np
 from io_adapters.detect import open_reader
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
+#: the batch the cluster tests run: a PNG, a GeoTIFF, a DICOM and a larger PNG
+PNG = DATA / "io" / "plain" / "butterfly_48x64.png"
+TIF = DATA / "io" / "geotiff" / "landsat_64x80.tif"
+DCM = DATA / "dicom" / "CT_small.dcm"
+BIG = DATA / "sr" / "bird_SRF_2_LR.png"  # 144 x 144: 25 tiles of 32
+OUTPUTS = {PNG: "butterfly_48x64_x2.png", TIF: "landsat_64x80_x2.tif", DCM: "CT_small_x2.dcm",
+           BIG: "bird_SRF_2_LR_x2.png"}
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 # Wraps each ``"module:Owner.attr"`` of ``DELAYS`` with a sleep before the call: a

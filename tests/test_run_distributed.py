@@ -22,8 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _run_helpers import (
+    BIG,
+    DCM,
     ENV,
+    OUTPUTS,
+    PNG,
     ROOT,
+    TIF,
     dask_cluster,
     markers,
     pixels,
@@ -31,19 +36,12 @@ from _run_helpers import (
     wait_for_markers,
     zssr_argv,
 )
-from conftest import DATA
 
 from pipeline.cli.main import main
 
 pytestmark = pytest.mark.slow
 
 TINY = tiny(5)
-PNG = DATA / "io" / "plain" / "butterfly_48x64.png"
-TIF = DATA / "io" / "geotiff" / "landsat_64x80.tif"
-DCM = DATA / "dicom" / "CT_small.dcm"
-BIG = DATA / "sr" / "bird_SRF_2_LR.png"  # 144 x 144: 25 tiles of 32
-OUTPUTS = {PNG: "butterfly_48x64_x2.png", TIF: "landsat_64x80_x2.tif", DCM: "CT_small_x2.dcm",
-           BIG: "bird_SRF_2_LR_x2.png"}
 
 
 def cli(*args: str | Path) -> list[str]:

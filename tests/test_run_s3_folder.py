@@ -41,20 +41,26 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from _run_helpers import ROOT, dask_cluster, node_dirs, pixels, tiny, wait_until, zssr_argv
-from conftest import DATA
+from _run_helpers import (
+    BIG,
+    DCM,
+    OUTPUTS,
+    PNG,
+    ROOT,
+    TIF,
+    dask_cluster,
+    node_dirs,
+    pixels,
+    tiny,
+    wait_until,
+    zssr_argv,
+)
 from test_s3 import BUCKET, s3  # noqa: F401 - the server fixture
 
 from pipeline.cli.main import main
 
 pytestmark = pytest.mark.slow
 
-PNG = DATA / "io" / "plain" / "butterfly_48x64.png"
-TIF = DATA / "io" / "geotiff" / "landsat_64x80.tif"
-DCM = DATA / "dicom" / "CT_small.dcm"
-BIG = DATA / "sr" / "bird_SRF_2_LR.png"  # 144 x 144: 25 tiles of 32
-OUTPUTS = {PNG: "butterfly_48x64_x2.png", TIF: "landsat_64x80_x2.tif", DCM: "CT_small_x2.dcm",
-           BIG: "bird_SRF_2_LR_x2.png"}
 TILES = {PNG: 4, TIF: 6, DCM: 16, BIG: 25}
 #: what ``dask scheduler``/``dask worker`` leave in their TMPDIR after a clean shutdown
 DASK_LEFTOVERS = {"dask-scratch-space", "dask-scratch-space/global.lock",

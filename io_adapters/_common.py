@@ -14,9 +14,11 @@ import errno
 import logging
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from affine import Affine
@@ -249,6 +251,21 @@ def stale_temps(final: Path) -> list[Path]:
 
 
 DISK_FULL_BYTES = 1 << 20  # a write failure with less free space than this: a full disk
+
+
+@contextmanager
+def aborting(writer: Any, doing: str) -> Iterator[None]:
+    """Run a writer's step; on a failure abort the writer and raise :func:`write_failure`'s
+    one line for ``doing``; on a signal abort and re-raise: nothing partial stays."""
+    try:
+        yield
+    except Exception as exc:
+        error = write_failure(writer.path, doing, exc)  # before the temporaries go
+        writer.abort()
+        raise error from exc
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def write_failure(path: Path, doing: str, exc: BaseException) -> WriteError:

@@ -61,12 +61,12 @@ from pydicom.uid import generate_uid
 from geometry import ScaleLike, as_scale, output_shape
 
 from ._common import (
+    aborting,
     check_frame,
     check_region,
     new_temp_dir,
     remove_path,
     replace_into,
-    write_failure,
 )
 from ._dicom_derive import DerivedSeries, derive_dataset, new_series_number, pixel_data_vr
 from ._dicom_encode import (
@@ -247,7 +247,7 @@ class DicomWriter(AtomicWriterMixin):
     def _save_frame(self, frame: int, pixels: np.ndarray) -> None:
         """A complete frame to disk: a slice file in the temporary folder, or its bytes
         appended to the PixelData spool of a multi-frame file."""
-        try:
+        with aborting(self, "write derived DICOM"):
             if self._temp is None:
                 self._temp = new_temp_dir(self.path, "tmp")  # private: pydicom follows links
             if self._series:
@@ -262,13 +262,6 @@ class DicomWriter(AtomicWriterMixin):
                     view = view[os.write(self._spool, view):]
                 self._parts[frame] = (self._spool_end, len(payload))
                 self._spool_end += len(payload)
-        except Exception as exc:
-            error = write_failure(self.path, "write derived DICOM", exc)
-            self.abort()
-            raise error from exc
-        except BaseException:  # a signal: nothing partial stays
-            self.abort()
-            raise
         self._done.add(frame)
 
     def _derived_series(self) -> DerivedSeries:
@@ -337,23 +330,15 @@ class DicomWriter(AtomicWriterMixin):
             self.abort()
             raise WriteError(f"{self.path}: frames {missing[:8]} were not completely written; "
                              "nothing was saved")
-        try:
-            with self._lock:
-                assert self._temp is not None  # noqa: S101 - made by the first frame
-                if self._series:
-                    replace_into(self._temp, self.path)
-                else:
-                    self._write_file(self._temp / self.path.name)
-                    replace_into(self._temp / self.path.name, self.path)
-                    self._close_spool()
-                    remove_path(self._temp)
-        except Exception as exc:
-            error = write_failure(self.path, "write derived DICOM", exc)
-            self.abort()
-            raise error from exc
-        except BaseException:  # a signal: nothing partial stays
-            self.abort()
-            raise
+        with aborting(self, "write derived DICOM"), self._lock:
+            assert self._temp is not None  # noqa: S101 - made by the first frame
+            if self._series:
+                replace_into(self._temp, self.path)
+            else:
+                self._write_file(self._temp / self.path.name)
+                replace_into(self._temp / self.path.name, self.path)
+                self._close_spool()
+                remove_path(self._temp)
         self._temp, self._state = None, "committed"
         logger.info("wrote derived DICOM %s (%d frame(s))", self.path, self.meta.frames)
         return self.path

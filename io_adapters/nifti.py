@@ -51,6 +51,7 @@ from geometry import ScaleLike, as_scale, output_shape
 
 from ._common import (
     NoNodataMasks,
+    aborting,
     as_window,
     boundless_read,
     cast_to_dtype,
@@ -303,16 +304,8 @@ class NiftiWriter(AtomicWriterMixin):
         """Finish the file beside ``path`` and rename it into place; returns ``path``."""
         if self._state != "open":
             raise WriteError(f"{self.path}: writer already committed or aborted")
-        try:
-            with self._lock:
-                replace_into(self._buffer.finish(), self.path)
-        except Exception as exc:
-            error = write_failure(self.path, "write the NIfTI volume", exc)
-            self.abort()
-            raise error from exc
-        except BaseException:  # a signal: nothing partial stays
-            self.abort()
-            raise
+        with aborting(self, "write the NIfTI volume"), self._lock:
+            replace_into(self._buffer.finish(), self.path)
         self._buffer.discard()
         self._state = "committed"
         log.debug("wrote %s", self.path)

@@ -166,16 +166,8 @@ def get_with_age(url: str, *, client: Any = None) -> tuple[bytes, str, float] | 
 
 def get_bytes(url: str, *, client: Any = None) -> tuple[bytes, str] | None:
     """``(content, ETag)`` of the object ``url``; None when there is none."""
-    bucket, key = parse_s3_url(url)
-    try:
-        got = (client or new_client()).get_object(Bucket=bucket, Key=key)
-        return got["Body"].read(), got["ETag"]
-    except ClientError as exc:
-        if _status(exc) == 404:
-            return None
-        raise s3_error(url, exc, "reading") from None
-    except BotoCoreError as exc:
-        raise s3_error(url, exc, "reading") from None
+    got = get_with_age(url, client=client)
+    return None if got is None else (got[0], got[1])
 
 
 def download(url: str, local: Path, *, client: Any = None) -> bool:

@@ -153,6 +153,20 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return argv[:i], argv[i + 1:]
 
 
+def recipe_args(parse: Any, argv: Sequence[str] | None, prog: str) -> tuple[Any, list[str]] | None:
+    """A recipe's start: logging, its own options (``parse``) and the ``zssr run`` ones
+    checked before anything is started; None after printing the one-line refusal (the
+    recipe then exits 2)."""
+    setup_logging()
+    try:
+        args, zssr_args = parse(sys.argv[1:] if argv is None else argv)
+        zssr_run_argv(zssr_args, scheduler="tcp://check", torch_threads=args.cores)
+    except RecipeError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return None
+    return args, zssr_args
+
+
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     # dask-jobqueue logs each job script (with the forwarded credentials) at debug level

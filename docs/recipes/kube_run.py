@@ -34,10 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster_run import (  # noqa: E402 - the recipes' shared module, beside this file
     THREAD_ENV,
     RecipeError,
+    recipe_args,
     run_on,
-    setup_logging,
     split_argv,
-    zssr_run_argv,
 )
 
 #: object storage credentials: taken from the Secret, never copied by value
@@ -114,13 +113,10 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    setup_logging()
-    try:
-        args, zssr_args = parse_args(sys.argv[1:] if argv is None else argv)
-        zssr_run_argv(zssr_args, scheduler="tcp://check", torch_threads=args.cores)
-    except RecipeError as exc:
-        print(f"kube_run.py: {exc}", file=sys.stderr)
+    got = recipe_args(parse_args, argv, "kube_run.py")
+    if got is None:
         return 2
+    args, zssr_args = got
     spec = cluster_spec(name=args.name, image=args.image, workers=args.workers,
                         environ=os.environ, secret=args.secret, cores=args.cores,
                         memory=args.memory, scratch_size=args.scratch_size)

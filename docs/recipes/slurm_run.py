@@ -34,8 +34,8 @@ from cluster_run import (  # noqa: E402 - the recipes' shared module, beside thi
     RecipeError,
     forwarded_env,
     mask_secrets,
+    recipe_args,
     run_on,
-    setup_logging,
     shown,
     split_argv,
     zssr_run_argv,
@@ -112,13 +112,10 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    setup_logging()
-    try:
-        args, zssr_args = parse_args(sys.argv[1:] if argv is None else argv)
-        zssr_run_argv(zssr_args, scheduler="tcp://check", torch_threads=args.cores)
-    except RecipeError as exc:
-        print(f"slurm_run.py: {exc}", file=sys.stderr)
+    got = recipe_args(parse_args, argv, "slurm_run.py")
+    if got is None:
         return 2
+    args, zssr_args = got
     env = forwarded_env(os.environ, args.env)
     cluster = slurm_cluster(
         env=env, cores=args.cores, memory=args.memory, walltime=args.walltime,

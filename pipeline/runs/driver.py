@@ -27,7 +27,14 @@ import yaml
 
 from io_adapters.errors import WriteError
 from io_adapters.output_safety import RUN_LOCK, RUN_MANIFEST, check_no_links, open_append
-from io_adapters.s3_objects import delete_objects, get_bytes, list_under, put_bytes
+from io_adapters.s3_objects import (
+    check_bucket,
+    delete_objects,
+    download,
+    get_bytes,
+    list_under,
+    put_bytes,
+)
 from io_adapters.vsi import is_vsi
 from pipeline.locking import FolderLock
 from pipeline.runs.remote import LEASE_NAME, RemoteLease
@@ -133,8 +140,6 @@ class RunDir(RunPaths):
         return self
 
     def _enter_remote(self) -> RunDir:
-        from io_adapters.s3_objects import check_bucket, download
-
         url = self.url()
         check_bucket(url)
         scratch = Path(tempfile.mkdtemp(prefix=".zssr-run-"))

@@ -176,15 +176,6 @@ class RunPaths:
         make_dirs(Path(path).parent, root=self.root)
         write_bytes_atomic(Path(path), data)
 
-    def _names(self, folder: Path) -> list[str]:
-        """The files under ``folder`` (relative names; none when it does not exist)."""
-        if self.remote:
-            return list_under(self.url(folder))
-        folder = Path(folder)
-        if not folder.is_dir():
-            return []
-        return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-
     @property
     def assets(self) -> Path:
         return self.root / "report_assets"
